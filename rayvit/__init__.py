@@ -1,0 +1,8 @@
+"""rayvit: raster mosaics of any size -> Vision Transformer feature maps on Ray."""
+
+__version__ = "0.1.0"
+
+from .encode.pipeline import EncodeOptions, EncodeResult, encode  # noqa: E402
+from .errors import RayvitError  # noqa: E402
+
+__all__ = ["encode", "EncodeOptions", "EncodeResult", "RayvitError", "__version__"]

@@ -1,0 +1,46 @@
+"""Streamed statistics and seeded samples of a mosaic, from windows, never whole bands."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import InputError
+from ..io.mosaic import Mosaic
+
+
+def sample_windows(height: int, width: int, n: int, window: int, seed: int) -> list[tuple[int, int, int, int]]:
+    """``n`` seeded random windows ``(row, col, rows, cols)`` inside a ``height x width`` grid.
+
+    When the grid holds fewer than ``n`` windows, a regular grid of windows covering it all
+    is returned instead (the statistics are then exact).
+    """
+    rows, cols = min(window, height), min(window, width)
+    ny, nx = -(-height // rows), -(-width // cols)
+    if ny * nx <= n:
+        return [(min(i * rows, height - rows), min(j * cols, width - cols), rows, cols)
+                for i in range(ny) for j in range(nx)]
+    rng = np.random.default_rng(seed)
+    return [(int(rng.integers(0, height - rows + 1)), int(rng.integers(0, width - cols + 1)), rows, cols)
+            for _ in range(n)]
+
+
+def band_statistics(mosaic: Mosaic, n_windows: int = 32, window: int = 256,
+                    seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """Per-band mean and std of valid pixels over seeded sample windows of the mosaic."""
+    g = mosaic.grid
+    total = np.zeros(mosaic.count)
+    total_sq = np.zeros(mosaic.count)
+    n = 0
+    for row, col, rows, cols in sample_windows(g.height, g.width, n_windows, window, seed):
+        data, valid = mosaic.read(row, col, rows, cols)
+        px = data[:, valid].astype(np.float64)
+        total += px.sum(axis=1)
+        total_sq += (px * px).sum(axis=1)
+        n += px.shape[1]
+    if n == 0:
+        raise InputError(
+            f"no valid pixel found in {len(mosaic.sources)} input raster(s) "
+            f"({mosaic.sources[0].url!r}...) over the requested extent: everything is nodata.")
+    mean = total / n
+    std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
+    return mean, np.where(std > 0, std, 1.0)

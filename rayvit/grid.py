@@ -1,0 +1,252 @@
+"""Tiling maths: tile offsets, the feature grid, overlap ownership and output blocks.
+
+Pure functions and small frozen value types; no I/O. Everything is per axis, so
+non-square tiles and non-square feature footprints come for free.
+
+Vocabulary (all lengths are integers):
+
+* input pixels: the target raster grid that tiles are cut from;
+* footprint ``f``: input pixels covered by one feature pixel along an axis
+  (the model's patch size, or ``size * patch / model_input`` when tiles are resized);
+* a tile of ``size`` input pixels starts every ``stride`` input pixels at offsets
+  ``0, stride, 2*stride, ...`` until the extent is covered; the last tiles are padded
+  (masked), never shifted, so every offset is a multiple of ``f`` and every tile's
+  features land on one global feature grid without resampling.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+
+from .errors import TilingError
+
+
+def _nearest_multiples(value: int, step: int) -> list[int]:
+    low = (value // step) * step
+    return sorted({v for v in (low, low + step) if v > 0})
+
+
+def check_tiling(size: int, stride: int, footprint: int, axis: str = "") -> None:
+    """Raise :class:`TilingError` unless ``size``/``stride`` keep tiles on the feature grid."""
+    where = f" ({axis})" if axis else ""
+    if footprint < 1:
+        raise TilingError(f"patch footprint must be >= 1 input pixel, got {footprint}{where}")
+    if size < footprint:
+        raise TilingError(
+            f"tile size {size}{where} is smaller than one model patch ({footprint} input pixels); "
+            f"use --size {footprint} or larger (a multiple of {footprint})."
+        )
+    if size % footprint:
+        raise TilingError(
+            f"tile size {size}{where} is not a multiple of the patch footprint ({footprint} input "
+            f"pixels); nearest valid sizes: {', '.join(map(str, _nearest_multiples(size, footprint)))}."
+        )
+    if stride < 1 or stride > size:
+        raise TilingError(
+            f"stride {stride}{where} must be between 1 and the tile size {size} "
+            f"(a stride larger than the tile leaves gaps); use --stride {size} or smaller."
+        )
+    if stride % footprint:
+        raise TilingError(
+            f"stride {stride}{where} is not a multiple of the patch footprint ({footprint} input "
+            f"pixels), so tile features would fall between feature pixels; nearest valid strides: "
+            f"{', '.join(str(v) for v in _nearest_multiples(stride, footprint) if v <= size)}."
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Axis:
+    """Tiling of one axis: ``length`` input pixels cut into tiles of ``size`` every ``stride``."""
+
+    length: int
+    size: int
+    stride: int
+    footprint: int
+
+    def __post_init__(self) -> None:
+        if self.length < 1:
+            raise TilingError(f"cannot tile an empty extent (length {self.length} pixels)")
+        check_tiling(self.size, self.stride, self.footprint)
+
+    @property
+    def n_tiles(self) -> int:
+        return 1 + max(0, math.ceil((self.length - self.size) / self.stride))
+
+    @property
+    def feature_length(self) -> int:
+        """Feature pixels along the axis: ``ceil(length / footprint)``."""
+        return math.ceil(self.length / self.footprint)
+
+    @property
+    def tile_features(self) -> int:
+        return self.size // self.footprint
+
+    @property
+    def stride_features(self) -> int:
+        return self.stride // self.footprint
+
+    def offset(self, i: int) -> int:
+        """Input-pixel offset of tile ``i``."""
+        return i * self.stride
+
+    def feature_offset(self, i: int) -> int:
+        return i * self.stride_features
+
+    def spans(self, center: bool) -> tuple[np.ndarray, np.ndarray]:
+        """Global feature-pixel ``[start, stop)`` each tile contributes, clipped to the grid.
+
+        With ``center``, tile ``i`` keeps only its central ``stride`` part (the first tile
+        also keeps its leading margin and the last its trailing one), so the spans
+        partition the axis: every feature pixel belongs to exactly one tile.
+        """
+        i = np.arange(self.n_tiles, dtype=np.int64)
+        start = i * self.stride_features
+        stop = start + self.tile_features
+        if center:
+            margin = (self.tile_features - self.stride_features) // 2
+            keep_start = start + margin
+            keep_stop = keep_start + self.stride_features
+            keep_start[0] = start[0]
+            keep_stop[-1] = stop[-1]
+            start, stop = keep_start, keep_stop
+        return np.minimum(start, self.feature_length), np.minimum(stop, self.feature_length)
+
+    def tiles_touching(self, lo: int, hi: int, center: bool) -> range:
+        """Indices of tiles whose span intersects feature pixels ``[lo, hi)``."""
+        start, stop = self.spans(center)
+        hit = np.nonzero((start < hi) & (stop > lo) & (stop > start))[0]
+        return range(int(hit[0]), int(hit[-1]) + 1) if hit.size else range(0)
+
+    def home_tiles(self, block: int, block_size: int, center: bool) -> range:
+        """Tiles whose span starts inside block ``block``: the read unit of that block."""
+        start, stop = self.spans(center)
+        home = start // block_size
+        hit = np.nonzero((home == block) & (stop > start))[0]
+        return range(int(hit[0]), int(hit[-1]) + 1) if hit.size else range(0)
+
+    def n_blocks(self, block_size: int) -> int:
+        return math.ceil(self.feature_length / block_size)
+
+
+@dataclass(frozen=True, slots=True)
+class Tile:
+    """One tile: its index on the tile grid and where it lies, in input and feature pixels."""
+
+    iy: int
+    ix: int
+    row: int
+    col: int
+    rows: int
+    cols: int
+
+    @property
+    def id(self) -> tuple[int, int]:
+        return (self.iy, self.ix)
+
+
+@dataclass(frozen=True, slots=True)
+class Block:
+    """An output block: a rectangle of the feature grid written as one file."""
+
+    by: int
+    bx: int
+    row: int
+    col: int
+    rows: int
+    cols: int
+
+    @property
+    def name(self) -> str:
+        return f"block_{self.by:05d}_{self.bx:05d}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tiling:
+    """The whole plan geometry: two axes plus the output block size (in feature pixels)."""
+
+    y: Axis
+    x: Axis
+    block_size: int
+    center: bool
+
+    @classmethod
+    def create(
+        cls,
+        height: int,
+        width: int,
+        size: tuple[int, int],
+        stride: tuple[int, int],
+        footprint: tuple[int, int],
+        block_size: int,
+        center: bool,
+    ) -> "Tiling":
+        for name, (s, t, f) in {"rows": (size[0], stride[0], footprint[0]),
+                                "columns": (size[1], stride[1], footprint[1])}.items():
+            check_tiling(s, t, f, name)
+        if block_size < 1:
+            raise TilingError(f"block size must be >= 1 feature pixel, got {block_size}")
+        return cls(Axis(height, size[0], stride[0], footprint[0]),
+                   Axis(width, size[1], stride[1], footprint[1]), block_size, center)
+
+    @property
+    def n_tiles(self) -> int:
+        return self.y.n_tiles * self.x.n_tiles
+
+    @property
+    def feature_shape(self) -> tuple[int, int]:
+        return (self.y.feature_length, self.x.feature_length)
+
+    @property
+    def tile_feature_shape(self) -> tuple[int, int]:
+        return (self.y.tile_features, self.x.tile_features)
+
+    def tile(self, iy: int, ix: int) -> Tile:
+        return Tile(iy, ix, self.y.offset(iy), self.x.offset(ix), self.y.size, self.x.size)
+
+    def tile_index(self, iy: int, ix: int) -> int:
+        """Row-major rank of a tile: the order that ``first``/``last`` merges refer to."""
+        return iy * self.x.n_tiles + ix
+
+    def tile_span(self, iy: int, ix: int) -> tuple[int, int, int, int]:
+        """Global feature window ``(row0, row1, col0, col1)`` the tile contributes."""
+        ys, ye = self.y.spans(self.center)
+        xs, xe = self.x.spans(self.center)
+        return int(ys[iy]), int(ye[iy]), int(xs[ix]), int(xe[ix])
+
+    def block(self, by: int, bx: int) -> Block:
+        b = self.block_size
+        row, col = by * b, bx * b
+        return Block(by, bx, row, col,
+                     min(b, self.y.feature_length - row), min(b, self.x.feature_length - col))
+
+    def blocks(self) -> Iterator[Block]:
+        for by in range(self.y.n_blocks(self.block_size)):
+            for bx in range(self.x.n_blocks(self.block_size)):
+                yield self.block(by, bx)
+
+    def block_tiles(self, block: Block) -> tuple[range, range]:
+        """Tile index ranges (rows, cols) whose contributions intersect ``block``."""
+        return (self.y.tiles_touching(block.row, block.row + block.rows, self.center),
+                self.x.tiles_touching(block.col, block.col + block.cols, self.center))
+
+    def expected_tiles(self, block: Block) -> int:
+        ry, rx = self.block_tiles(block)
+        return len(ry) * len(rx)
+
+    def home_tiles(self, block: Block) -> tuple[range, range]:
+        """Tiles read with ``block``: each tile has exactly one home block."""
+        return (self.y.home_tiles(block.by, self.block_size, self.center),
+                self.x.home_tiles(block.bx, self.block_size, self.center))
+
+    def tile_blocks(self, iy: int, ix: int) -> list[tuple[int, int]]:
+        """Blocks that tile ``(iy, ix)`` contributes to."""
+        r0, r1, c0, c1 = self.tile_span(iy, ix)
+        if r1 <= r0 or c1 <= c0:
+            return []
+        b = self.block_size
+        return [(by, bx) for by in range(r0 // b, (r1 - 1) // b + 1)
+                for bx in range(c0 // b, (c1 - 1) // b + 1)]

@@ -1,0 +1,313 @@
+"""Open one or many rasters as one mosaic on one target grid, and read windows across files.
+
+The driver only reads metadata (:func:`open_mosaic`); workers read windows
+(:meth:`Mosaic.read`). A window that straddles several files reads from each; where files
+overlap, the first file listed wins (as ``gdal_merge``). Files already on the target grid
+(same CRS and resolution, whole-pixel offset) are read directly; others are warped
+(nearest neighbour) onto it through a ``WarpedVRT``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import rasterio
+from affine import Affine
+from rasterio.crs import CRS
+from rasterio.enums import Resampling
+from rasterio.errors import RasterioError
+from rasterio.vrt import WarpedVRT
+from rasterio.warp import calculate_default_transform, transform_bounds
+from rasterio.windows import Window
+
+from ..errors import InputError, RasterOpenError
+from . import storage
+
+EPS = 1e-6
+
+
+@dataclass(frozen=True)
+class Source:
+    """Metadata of one input raster (no open handle: it travels to workers)."""
+
+    url: str
+    crs: str
+    transform: tuple[float, ...]
+    width: int
+    height: int
+    count: int
+    dtype: str
+    nodata: float | None
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform[:6])
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        a = self.affine
+        x0, y0 = a * (0, 0)
+        x1, y1 = a * (self.width, self.height)
+        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A north-up target grid: CRS, transform and size in pixels."""
+
+    crs: str
+    transform: tuple[float, ...]
+    width: int
+    height: int
+
+    @property
+    def affine(self) -> Affine:
+        return Affine(*self.transform[:6])
+
+    @property
+    def res(self) -> tuple[float, float]:
+        return (self.affine.a, -self.affine.e)
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        a = self.affine
+        return (a.c, a.f + a.e * self.height, a.c + a.a * self.width, a.f)
+
+    def window_bounds(self, row: int, col: int, rows: int, cols: int) -> tuple[float, float, float, float]:
+        a = self.affine
+        return (a.c + col * a.a, a.f + (row + rows) * a.e, a.c + (col + cols) * a.a, a.f + row * a.e)
+
+    def scaled(self, fy: int, fx: int) -> "Grid":
+        """The coarser grid whose pixels cover ``fy x fx`` of these, same origin, covering all."""
+        a = self.affine
+        return Grid(self.crs, tuple(Affine(a.a * fx, 0, a.c, 0, a.e * fy, a.f))[:6],
+                    math.ceil(self.width / fx), math.ceil(self.height / fy))
+
+    def area_km2(self) -> float:
+        crs = CRS.from_user_input(self.crs)
+        x0, y0, x1, y1 = self.bounds
+        if crs.is_projected:
+            factor = crs.linear_units_factor[1] if crs.linear_units_factor else 1.0
+            return (x1 - x0) * (y1 - y0) * factor * factor / 1e6
+        # geographic: spherical approximation
+        r = 6371.0088
+        return (math.radians(x1 - x0) * r * r
+                * abs(math.sin(math.radians(y1)) - math.sin(math.radians(y0))))
+
+
+# --------------------------------------------------------------------------- opening
+
+_OPEN: dict[str, rasterio.DatasetReader] = {}
+_WARPED: dict[tuple, WarpedVRT] = {}
+
+
+def open_raster(url: str, options: dict | None = None):
+    """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file."""
+    try:
+        if storage.is_local(url):
+            path = storage.local_path(url)
+            if not os.path.exists(path):
+                raise RasterOpenError(f"input raster {url!r} does not exist; check the path.")
+            return rasterio.open(path)
+        fs = storage.filesystem(url, options)
+        return rasterio.open(url, opener=fs)
+    except RasterOpenError:
+        raise
+    except (RasterioError, OSError, ValueError) as exc:
+        if not storage.is_local(url) and not storage.exists(url, options):
+            raise RasterOpenError(f"input raster {url!r} does not exist or cannot be reached "
+                                  f"({type(exc).__name__}); check the URL and credentials.") from exc
+        raise RasterOpenError(f"input raster {url!r} is not a readable raster "
+                              f"(GDAL says: {str(exc).splitlines()[0]}); check the file is a complete "
+                              "GeoTIFF/COG or another GDAL format.") from exc
+
+
+def _cached(url: str, options: dict | None):
+    """Per-process open handles: a worker reads many windows of the same few files."""
+    ds = _OPEN.get(url)
+    if ds is None or ds.closed:
+        ds = _OPEN[url] = open_raster(url, options)
+    return ds
+
+
+def describe(url: str, options: dict | None = None) -> Source:
+    with open_raster(url, options) as ds:
+        if ds.crs is None:
+            raise InputError(
+                f"input raster {url!r} has no CRS, so it cannot be placed on a map; assign one "
+                f"first, e.g. `gdal_edit.py -a_srs EPSG:32633 {url}`.")
+        if ds.transform.b or ds.transform.d:
+            raise InputError(f"input raster {url!r} is rotated; warp it north-up first "
+                             "(gdalwarp) before encoding.")
+        return Source(url, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height,
+                      ds.count, ds.dtypes[0], ds.nodata)
+
+
+def _aligned(src: Source, grid: Grid) -> bool:
+    if CRS.from_wkt(src.crs) != CRS.from_wkt(grid.crs):
+        return False
+    s, g = src.affine, grid.affine
+    if abs(s.a - g.a) > EPS * abs(g.a) or abs(s.e - g.e) > EPS * abs(g.e):
+        return False
+    cx, cy = (s.c - g.c) / g.a, (s.f - g.f) / g.e
+    return abs(cx - round(cx)) < 1e-4 and abs(cy - round(cy)) < 1e-4
+
+
+def _snap(lo: float, hi: float, anchor: float, res: float) -> tuple[float, int]:
+    start = anchor + math.floor((lo - anchor) / res + 1e-9) * res
+    n = max(1, math.ceil((hi - start) / res - 1e-9))
+    return start, n
+
+
+def target_grid(sources: Sequence[Source], crs: str | None = None, res: float | None = None,
+                extent: Sequence[float] | None = None, extent_crs: str | None = None) -> Grid:
+    """The grid everything is read onto: the first file's unless ``crs``/``res`` override it."""
+    first = sources[0]
+    src_crs = CRS.from_wkt(first.crs)
+    dst_crs = CRS.from_user_input(crs) if crs else src_crs
+    same_crs = dst_crs == src_crs
+    if res is None:
+        if same_crs:
+            rx, ry = first.affine.a, -first.affine.e
+        else:
+            t, _, _ = calculate_default_transform(src_crs, dst_crs, first.width, first.height,
+                                                  *first.bounds)
+            rx = ry = t.a
+    else:
+        rx = ry = float(res)
+    # union of all sources in the target CRS
+    boxes = [transform_bounds(CRS.from_wkt(s.crs), dst_crs, *s.bounds, densify_pts=21)
+             for s in sources]
+    union = (min(b[0] for b in boxes), min(b[1] for b in boxes),
+             max(b[2] for b in boxes), max(b[3] for b in boxes))
+    if extent is not None:
+        ecrs = CRS.from_user_input(extent_crs) if extent_crs else dst_crs
+        minx, miny, maxx, maxy = transform_bounds(ecrs, dst_crs, *extent, densify_pts=21)
+        if minx >= maxx or miny >= maxy:
+            raise InputError(f"--extent {','.join(map(str, extent))} is empty: give minx,miny,maxx,maxy.")
+        if maxx <= union[0] or minx >= union[2] or maxy <= union[1] or miny >= union[3]:
+            raise InputError(
+                f"--extent {','.join(map(str, extent))} lies outside the data, whose bounds are "
+                f"{', '.join(f'{v:.6g}' for v in union)} in {dst_crs.to_string()}; check the extent "
+                "and --extent-crs.")
+    else:
+        minx, miny, maxx, maxy = union
+    # anchor on the first file's pixel grid when it is the target grid, else on res multiples
+    keep_first = same_crs and abs(rx - first.affine.a) < EPS * rx and abs(ry + first.affine.e) < EPS * ry
+    ax, ay = (first.affine.c, first.affine.f) if keep_first else (0.0, 0.0)
+    x0, width = _snap(minx, maxx, ax, rx)
+    ytop, height = _snap(-maxy, -miny, -ay, ry)
+    return Grid(dst_crs.to_wkt(), tuple(Affine(rx, 0, x0, 0, -ry, -ytop))[:6], width, height)
+
+
+@dataclass(frozen=True)
+class Mosaic:
+    """Several rasters read as one, on ``grid``, with the chosen 1-based ``bands``."""
+
+    sources: tuple[Source, ...]
+    grid: Grid
+    bands: tuple[int, ...]
+    dtype: str
+    options: tuple = ()
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    def _sources_in(self, bounds) -> list[Source]:
+        x0, y0, x1, y1 = bounds
+        dst = CRS.from_wkt(self.grid.crs)
+        hits = []
+        for s in self.sources:
+            sb = s.bounds if CRS.from_wkt(s.crs) == dst else transform_bounds(
+                CRS.from_wkt(s.crs), dst, *s.bounds, densify_pts=21)
+            if sb[0] < x1 and sb[2] > x0 and sb[1] < y1 and sb[3] > y0:
+                hits.append(s)
+        return hits
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        """Read a window of the target grid: ``(data (bands, rows, cols), valid (rows, cols))``.
+
+        Pixels outside every file, on nodata, or masked in any selected band are invalid
+        (their data value is 0). The window may extend past the grid (edge tiles).
+        """
+        data = np.zeros((self.count, rows, cols), dtype=self.dtype)
+        valid = np.zeros((rows, cols), dtype=bool)
+        options = dict(self.options)
+        for src in self._sources_in(self.grid.window_bounds(row, col, rows, cols)):
+            if valid.all():
+                break
+            part, ok, (r0, c0) = self._read_source(src, row, col, rows, cols, options)
+            if part is None:
+                continue
+            h, w = ok.shape
+            dst_valid = valid[r0:r0 + h, c0:c0 + w]
+            take = ok & ~dst_valid
+            data[:, r0:r0 + h, c0:c0 + w][:, take] = part[:, take]
+            dst_valid |= take
+        return data, valid
+
+    def _read_source(self, src: Source, row, col, rows, cols, options):
+        try:
+            ds = _cached(src.url, options)
+            if _aligned(src, self.grid):
+                g, s = self.grid.affine, src.affine
+                srow0 = row + round((g.f - s.f) / s.e)
+                scol0 = col + round((g.c - s.c) / s.a)
+                r0, c0 = max(srow0, 0), max(scol0, 0)
+                r1, c1 = min(srow0 + rows, src.height), min(scol0 + cols, src.width)
+                if r1 <= r0 or c1 <= c0:
+                    return None, None, (0, 0)
+                window = Window(c0, r0, c1 - c0, r1 - r0)
+                arr = ds.read(self.bands, window=window, masked=True)
+                offset = (r0 - srow0, c0 - scol0)
+            else:
+                key = (src.url, self.grid)
+                vrt = _WARPED.get(key)
+                if vrt is None or vrt.closed:
+                    vrt = _WARPED[key] = WarpedVRT(
+                        ds, crs=self.grid.crs, transform=self.grid.affine, width=self.grid.width,
+                        height=self.grid.height, resampling=Resampling.nearest,
+                        add_alpha=ds.nodata is None)
+                window = Window(col, row, cols, rows)
+                arr = vrt.read(self.bands, window=window, masked=True, boundless=True)
+                offset = (0, 0)
+        except RasterioError as exc:
+            raise RasterOpenError(f"reading input raster {src.url!r} failed "
+                                  f"(GDAL says: {str(exc).splitlines()[0]}).") from exc
+        mask = np.ma.getmaskarray(arr)
+        ok = ~mask.any(axis=0)
+        return np.ma.getdata(arr), ok, offset
+
+
+def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: str | None = None,
+                res: float | None = None, extent: Sequence[float] | None = None,
+                extent_crs: str | None = None, s3_endpoint: str | None = None) -> Mosaic:
+    """Expand globs, read every file's metadata, check bands and build the target grid."""
+    if not inputs:
+        raise InputError("no input raster given.")
+    urls: list[str] = []
+    options = storage.storage_options(str(inputs[0]), s3_endpoint)
+    for pattern in inputs:
+        found = storage.expand(str(pattern), options)
+        if not found:
+            raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
+        urls.extend(found)
+    sources = tuple(describe(u, options) for u in urls)
+    min_count = min(s.count for s in sources)
+    if bands is None:
+        bands = tuple(range(1, min_count + 1))
+    bad = [b for b in bands if not 1 <= b <= min_count]
+    if bad:
+        worst = min(sources, key=lambda s: s.count)
+        raise InputError(
+            f"--bands {','.join(map(str, bands))}: band {bad[0]} is out of range; {worst.url!r} has "
+            f"{worst.count} bands (valid: 1..{worst.count}, 1-based).")
+    grid = target_grid(sources, crs, res, extent, extent_crs)
+    dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
+    return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
+                  storage._freeze(options) if options else ())

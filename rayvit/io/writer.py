@@ -1,0 +1,207 @@
+"""Write feature blocks as COGs, commit them atomically, and assemble the final product.
+
+Layout of an output directory::
+
+    run.json                 what this directory is computing (fingerprint); written first
+    blocks/block_RRRRR_CCCCC.tif   one COG per finished output block (atomic rename)
+    blocks/manifest.jsonl    one line per finished block: what resume reads
+    features.vrt | features.tif    the product, committed after every block
+    features.json            provenance sidecar, committed last: its presence = complete
+
+Nothing named ``features.*`` exists until the whole product does, so an interrupted run
+never leaves output that looks complete.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from dataclasses import dataclass
+from html import escape
+from typing import Iterable, Sequence
+
+import numpy as np
+import rasterio
+import rasterio.shutil
+
+from ..errors import OutputError
+from ..grid import Block
+from ..io.mosaic import Grid
+from . import storage
+
+DTYPES = ("float32", "float16")
+RUN_FILE = "run.json"
+BLOCK_DIR = "blocks"
+MANIFEST = "manifest.jsonl"
+OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.json")
+
+
+def _atomic_write_text(path: str, text: str) -> None:
+    tmp = f"{path}.tmp-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        fh.write(text)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def cog_profile(dtype: str, compress: str) -> dict:
+    """Creation options of every COG rayvit writes (float16 = Float32 stored with NBITS=16)."""
+    profile = {"driver": "COG", "dtype": "float32", "nodata": np.nan, "compress": compress,
+               "blocksize": 256, "bigtiff": "if_safer"}
+    if compress in ("deflate", "zstd", "lzw"):
+        profile["predictor"] = 3 if compress != "lzw" else 2
+    if dtype == "float16":
+        profile["nbits"] = 16
+    return profile
+
+
+@dataclass
+class FeatureWriter:
+    """Writes one product (feature raster on ``grid``) into a local output directory."""
+
+    outdir: str
+    grid: Grid
+    count: int
+    descriptions: Sequence[str]
+    dtype: str = "float32"
+    compress: str = "zstd"
+    product: str = "features"
+
+    def __post_init__(self) -> None:
+        if not storage.is_local(self.outdir):
+            raise OutputError(f"output {self.outdir!r}: writing to object storage is not supported "
+                              "yet; write to a local directory and upload it.")
+        self.outdir = storage.local_path(self.outdir)
+        self.block_dir = os.path.join(self.outdir, BLOCK_DIR)
+
+    # ------------------------------------------------------------------ run identity
+    def path(self, name: str) -> str:
+        return os.path.join(self.outdir, name)
+
+    def existing_run(self) -> dict | None:
+        try:
+            with open(self.path(RUN_FILE)) as fh:
+                return json.load(fh)
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError):
+            return {}
+
+    def check(self, fingerprint: str, overwrite: bool) -> str:
+        """``'new'``, ``'resume'`` or ``'complete'``; refuse a directory of another run."""
+        run = self.existing_run()
+        ours = [n for n in OUR_FILES if os.path.exists(self.path(n))]
+        if run is None and not ours:
+            return "new"
+        if run is not None and run.get("fingerprint") == fingerprint:
+            return "complete" if os.path.exists(self.path(f"{self.product}.json")) else "resume"
+        if overwrite:
+            return "overwrite"
+        raise OutputError(
+            f"output directory {self.outdir!r} holds a different run ({', '.join(ours)}: other "
+            "inputs or options); use --overwrite to replace it, or choose another -o.")
+
+    def start(self, fingerprint: str, config: dict, overwrite: bool) -> None:
+        if overwrite:
+            for name in OUR_FILES:
+                p = self.path(name)
+                if os.path.isdir(p):
+                    shutil.rmtree(p)
+                elif os.path.exists(p):
+                    os.remove(p)
+        try:
+            os.makedirs(self.block_dir, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create output directory {self.outdir!r}: {exc}") from exc
+        if self.existing_run() is None:
+            _atomic_write_text(self.path(RUN_FILE), json.dumps(
+                {"fingerprint": fingerprint, "config": config}, indent=1, sort_keys=True))
+
+    # ------------------------------------------------------------------ blocks
+    def finished_blocks(self) -> dict[tuple[int, int], bool]:
+        """Blocks the manifest lists (and whose file exists): ``{(by, bx): has_data}``."""
+        done: dict[tuple[int, int], bool] = {}
+        try:
+            with open(os.path.join(self.block_dir, MANIFEST)) as fh:
+                for line in fh:
+                    try:
+                        rec = json.loads(line)
+                    except ValueError:  # a line cut by an interruption
+                        continue
+                    key = (rec["by"], rec["bx"])
+                    if not rec["data"] or os.path.exists(os.path.join(self.block_dir, rec["file"])):
+                        done[key] = rec["data"]
+        except FileNotFoundError:
+            pass
+        return done
+
+    def block_file(self, block: Block) -> str:
+        return f"{block.name}.tif"
+
+    def write_block(self, block: Block, data: np.ndarray, valid: np.ndarray) -> None:
+        """Write one merged block (COG, atomic) and record it in the manifest."""
+        has_data = bool(valid.any())
+        if has_data:
+            name = self.block_file(block)
+            final = os.path.join(self.block_dir, name)
+            tmp = os.path.join(self.block_dir, f".{name}.tmp")
+            a = self.grid.affine
+            transform = rasterio.Affine(a.a, 0, a.c + block.col * a.a, 0, a.e, a.f + block.row * a.e)
+            with rasterio.open(tmp, "w", width=block.cols, height=block.rows, count=self.count,
+                               crs=self.grid.crs, transform=transform,
+                               **cog_profile(self.dtype, self.compress)) as dst:
+                dst.write(data)
+                dst.descriptions = tuple(self.descriptions)
+            os.replace(tmp, final)
+        with open(os.path.join(self.block_dir, MANIFEST), "a") as fh:
+            fh.write(json.dumps({"by": block.by, "bx": block.bx, "file": self.block_file(block),
+                                 "data": has_data}) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+
+    # ------------------------------------------------------------------ product
+    def vrt_xml(self, blocks: Iterable[Block], relative_to: str) -> str:
+        g = self.grid
+        a = g.affine
+        dtype = "Float32"
+        srcs = [(b, os.path.relpath(os.path.join(self.block_dir, self.block_file(b)), relative_to))
+                for b in blocks]
+        lines = [f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">',
+                 f"  <SRS>{escape(g.crs)}</SRS>",
+                 f"  <GeoTransform>{a.c!r}, {a.a!r}, 0.0, {a.f!r}, 0.0, {a.e!r}</GeoTransform>"]
+        for band in range(1, self.count + 1):
+            lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{band}">')
+            lines.append(f"    <Description>{escape(self.descriptions[band - 1])}</Description>")
+            lines.append("    <NoDataValue>nan</NoDataValue>")
+            for b, rel in srcs:
+                lines.append(
+                    f'    <SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
+                    f"<SourceBand>{band}</SourceBand>"
+                    f'<SrcRect xOff="0" yOff="0" xSize="{b.cols}" ySize="{b.rows}"/>'
+                    f'<DstRect xOff="{b.col}" yOff="{b.row}" xSize="{b.cols}" ySize="{b.rows}"/>'
+                    "</SimpleSource>")
+            lines.append("  </VRTRasterBand>")
+        lines.append("</VRTDataset>")
+        return "\n".join(lines) + "\n"
+
+    def commit(self, blocks_with_data: Sequence[Block], single_file: bool, sidecar: dict) -> str:
+        """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last."""
+        vrt = self.path(f"{self.product}.vrt")
+        if single_file:
+            tmp_vrt = os.path.join(self.block_dir, f"{self.product}.vrt")
+            _atomic_write_text(tmp_vrt, self.vrt_xml(blocks_with_data, self.block_dir))
+            final = self.path(f"{self.product}.tif")
+            tmp = self.path(f".{self.product}.tif.tmp")
+            profile = cog_profile(self.dtype, self.compress)
+            profile.pop("driver"), profile.pop("dtype"), profile.pop("nodata")
+            rasterio.shutil.copy(tmp_vrt, tmp, driver="COG", **profile)
+            os.replace(tmp, final)
+            shutil.rmtree(self.block_dir)
+        else:
+            _atomic_write_text(vrt, self.vrt_xml(blocks_with_data, self.outdir))
+            final = vrt
+        sidecar = dict(sidecar, output=os.path.basename(final))
+        _atomic_write_text(self.path(f"{self.product}.json"), json.dumps(sidecar, indent=1))
+        return final

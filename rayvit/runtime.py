@@ -1,0 +1,31 @@
+"""Connecting to Ray: embedded local Ray by default, an existing cluster with an address."""
+
+from __future__ import annotations
+
+import logging
+import os
+
+import ray
+
+
+def init_ray(address: str | None = None) -> None:
+    """Start (or join) Ray once per process; quiet, with Ray Data's own progress bars off.
+
+    ``address`` (or ``RAY_ADDRESS``) joins an existing cluster; otherwise Ray starts
+    embedded in this process, using this machine's CPUs and GPUs.
+    """
+    if not ray.is_initialized():
+        address = address or os.environ.get("RAY_ADDRESS") or None
+        kwargs = {} if address else {"include_dashboard": False}
+        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
+
+
+def cluster_resources() -> tuple[float, float, float]:
+    """``(total CPUs, total GPUs, CPUs of the largest node)`` of the connected cluster."""
+    res = ray.cluster_resources()
+    node_cpus = max((n["Resources"].get("CPU", 0) for n in ray.nodes() if n.get("Alive")), default=1)
+    return res.get("CPU", 1), res.get("GPU", 0), node_cpus
