@@ -6,6 +6,10 @@ feature API (``feature_info``, ``forward_intermediates``), so it runs through ex
 same tiling, Ray Data, merge and writing code as a ViT. That makes the whole pipeline
 checkable against numpy (tests), and it is a useful tool in its own right: a mosaic
 resampled onto the grid of a ViT with patch size N.
+
+``rayvit_patchpos_p{N}`` adds two features: each patch's row and column *inside its
+tile*. Overlapping tiles then disagree in a known way, which shows (and lets tests check
+exactly) which tile each output pixel came from under every ``--merge`` method.
 """
 
 from __future__ import annotations
@@ -16,31 +20,38 @@ from timm.models import register_model
 
 
 class PatchMean(torch.nn.Module):
-    def __init__(self, patch: int, in_chans: int = 3, **_: object):
+    def __init__(self, patch: int, in_chans: int = 3, positions: bool = False, **_: object):
         super().__init__()
-        self.patch = patch
-        self.num_features = in_chans
-        self.feature_info = [{"num_chs": in_chans, "reduction": patch, "module": "pool"}]
+        self.patch, self.positions = patch, positions
+        self.num_features = in_chans + (2 if positions else 0)
+        self.feature_info = [{"num_chs": self.num_features, "reduction": patch, "module": "pool"}]
         self.pretrained_cfg = {"input_size": (in_chans, 16 * patch, 16 * patch),
                                "mean": (0.0,) * in_chans, "std": (1.0,) * in_chans}
 
+    def forward(self, x):
+        out = F.avg_pool2d(x, self.patch)
+        if self.positions:
+            b, _, h, w = out.shape
+            rows = torch.arange(h, dtype=out.dtype, device=out.device).view(1, 1, h, 1).expand(b, 1, h, w)
+            cols = torch.arange(w, dtype=out.dtype, device=out.device).view(1, 1, 1, w).expand(b, 1, h, w)
+            out = torch.cat([out, rows, cols], dim=1)
+        return out
+
     def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW",
                               intermediates_only=True, **_):
-        return [F.avg_pool2d(x, self.patch)]
-
-    def forward(self, x):
-        return F.avg_pool2d(x, self.patch)
+        return [self.forward(x)]
 
 
-def _factory(patch: int):
+def _factory(kind: str, patch: int):
     def create(pretrained: bool = False, **kwargs):
         kwargs = {k: v for k, v in kwargs.items() if k not in ("pretrained_cfg", "pretrained_cfg_overlay",
                                                                 "num_classes", "img_size")}
-        return PatchMean(patch, **kwargs)
-    create.__name__ = f"rayvit_patchmean_p{patch}"
-    create.__doc__ = f"Mean of each {patch}x{patch} patch (deterministic baseline encoder)."
+        return PatchMean(patch, positions=kind == "patchpos", **kwargs)
+    create.__name__ = f"rayvit_{kind}_p{patch}"
+    create.__doc__ = f"Mean of each {patch}x{patch} patch{' + position in tile' if kind == 'patchpos' else ''}."
     return register_model(create)
 
 
-for _p in (2, 4, 8, 14, 16):
-    _factory(_p)
+for _kind in ("patchmean", "patchpos"):
+    for _p in (2, 4, 8, 14, 16):
+        _factory(_kind, _p)

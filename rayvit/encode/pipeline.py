@@ -21,7 +21,7 @@ from rasterio.crs import CRS
 
 from .. import __version__
 from ..analysis.sampling import band_statistics
-from ..errors import InputError
+from ..errors import InputError, RayvitError
 from ..grid import Block, Tiling
 from ..io.datasource import TileDatasource
 from ..io.mosaic import Grid, Mosaic, open_mosaic
@@ -159,6 +159,19 @@ class EncodePlan:
             f"{CRS.from_wkt(g.crs).to_string()}",
             f"device:   {self.device} ({self.precision})",
         ])
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """The rayvit error a Ray worker raised (Ray wraps it), else ``exc`` itself."""
+    seen = exc
+    while seen is not None:
+        cause = getattr(seen, "cause", None)
+        if isinstance(seen, RayvitError):
+            return seen
+        if isinstance(cause, RayvitError):
+            return cause
+        seen = seen.__cause__ or cause
+    return exc
 
 
 def normalisation(o: EncodeOptions, mosaic: Mosaic, info: ModelInfo) -> tuple[tuple, tuple]:
@@ -337,10 +350,14 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
             num_gpus=1 if on_gpu else 0,
             num_cpus=1 if on_gpu else min(1.0, max(0.5, node_cpus - 1)),
         )
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
-            for i in range(len(batch["iy"])):
-                acc.add(int(batch["iy"][i]), int(batch["ix"][i]), batch["features"][i], batch["fvalid"][i])
-            progress.update(len(batch["iy"]), acc.written)
+        try:
+            for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
+                for i in range(len(batch["iy"])):
+                    acc.add(int(batch["iy"][i]), int(batch["ix"][i]), batch["features"][i],
+                            batch["fvalid"][i])
+                progress.update(len(batch["iy"]), acc.written)
+        except Exception as exc:
+            raise unwrap_worker_error(exc) from exc
     if acc.pending:
         raise RuntimeError(f"internal error: {len(acc.pending)} blocks did not receive all their tiles; "
                            "the output was not committed.")

@@ -50,8 +50,8 @@ class Source:
     @property
     def bounds(self) -> tuple[float, float, float, float]:
         a = self.affine
-        x0, y0 = a * (0, 0)
-        x1, y1 = a * (self.width, self.height)
+        x0, y0 = a @ (0, 0)
+        x1, y1 = a @ (self.width, self.height)
         return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
 
 
@@ -273,9 +273,12 @@ class Mosaic:
                         ds, crs=self.grid.crs, transform=self.grid.affine, width=self.grid.width,
                         height=self.grid.height, resampling=Resampling.nearest,
                         add_alpha=ds.nodata is None)
-                window = Window(col, row, cols, rows)
-                arr = vrt.read(self.bands, window=window, masked=True, boundless=True)
-                offset = (0, 0)
+                r0, c0 = max(row, 0), max(col, 0)
+                r1, c1 = min(row + rows, self.grid.height), min(col + cols, self.grid.width)
+                if r1 <= r0 or c1 <= c0:
+                    return None, None, (0, 0)
+                arr = vrt.read(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                offset = (r0 - row, c0 - col)
         except RasterioError as exc:
             raise RasterOpenError(f"reading input raster {src.url!r} failed "
                                   f"(GDAL says: {str(exc).splitlines()[0]}).") from exc

@@ -1,0 +1,181 @@
+"""The ``rayvit`` command: parse, call the Python API, print a summary. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import textwrap
+from typing import Sequence
+
+from . import __version__
+from .errors import RayvitError
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.replace(" ", "").split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _size(text: str):
+    v = _ints(text.replace("x", ","))
+    if len(v) not in (1, 2) or min(v) < 1:
+        raise argparse.ArgumentTypeError(f"expected N or ROWS,COLS (positive pixels), got {text!r}")
+    return v[0] if len(v) == 1 else v
+
+
+def _extent(text: str):
+    v = _floats(text)
+    if len(v) != 4:
+        raise argparse.ArgumentTypeError(f"expected minx,miny,maxx,maxy, got {text!r}")
+    return v
+
+
+def add_ray_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("Ray")
+    g.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray "
+                                     "embedded in this process)")
+
+
+def add_encode(sub) -> None:
+    from .encode.merge import MERGERS
+    from .encode.pipeline import DEFAULT_MODEL, NORMALIZE_MODES
+
+    p = sub.add_parser(
+        "encode", help="raster(s) -> georeferenced ViT feature raster",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description=textwrap.dedent("""\
+            Encode one raster or a mosaic of many into a feature raster on the model's patch grid.
+            Each output pixel covers one model patch (e.g. 16x16 input pixels) and holds the
+            patch's feature vector (one band per feature).
+
+            examples:
+              rayvit encode scene.tif -o out/
+              rayvit encode 'tiles/*.tif' s3://bucket/extra.tif -o out/ \\
+                  --model vit_small_patch14_reg4_dinov2.lvd142m --bands 4,3,2 --size 448 --stride 224
+            """))
+    p.add_argument("inputs", nargs="+", help="raster paths, globs or URLs (s3://, gs://, az://, https://); "
+                                             "several form one mosaic (first listed wins on overlaps)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name, or hf-hub:ORG/NAME "
+                   f"(default: {DEFAULT_MODEL}); rayvit_patchmean_pN is a deterministic patch-mean baseline")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="load pretrained weights from the hub (default: yes; --no-pretrained: random)")
+    g.add_argument("--weights", help="local weights file (.safetensors, or .pth loaded without "
+                                     "executing pickled code); implies pretrained")
+    g.add_argument("--layer", type=int, default=-1, help="feature layer/block index (default: -1 = last)")
+    g.add_argument("--device", default="auto", help="auto (GPU when visible), cpu, cuda, cuda:N")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="inference precision (default: bf16 on GPU, fp32 on CPU)")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--bands", type=_ints, help="1-based band indices, any order (default: all)")
+    g.add_argument("--extent", type=_extent, help="minx,miny,maxx,maxy to encode (default: all inputs)")
+    g.add_argument("--extent-crs", help="CRS of --extent (default: the target CRS)")
+    g.add_argument("--crs", help="target CRS (default: the first input's); others are warped onto it")
+    g.add_argument("--res", type=float, help="target pixel size in CRS units (default: the first input's)")
+    g.add_argument("--normalize", choices=NORMALIZE_MODES, default="stats",
+                   help="stats: per-band mean/std from a seeded sample of windows (default); "
+                        "model: the model's mean/std after dividing by --scale; none")
+    g.add_argument("--mean", type=_floats, help="per-band means (overrides --normalize; with --std)")
+    g.add_argument("--std", type=_floats, help="per-band standard deviations (with --mean)")
+    g.add_argument("--scale", type=float, help="with --normalize model: pixel value of 1.0 "
+                                               "(default: dtype max for integers, 1 for floats)")
+    g = p.add_argument_group("tiling")
+    g.add_argument("--size", type=_size, default=224, help="tile size in input pixels, N or ROWS,COLS "
+                                                           "(default: 224)")
+    g.add_argument("--stride", type=_size, help="tile stride in input pixels (default: = size, no overlap)")
+    g.add_argument("--resize", choices=("none", "model"), default="none",
+                   help="none: encode tiles at native size (default); model: resize each tile to the "
+                        "model's input size (IAMAP)")
+    g.add_argument("--merge", choices=tuple(MERGERS), help="how overlapping tiles combine (default: "
+                   "center when tiles overlap: each keeps its central stride x stride part)")
+    g = p.add_argument_group("output")
+    g.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
+    g.add_argument("--blocks", action="store_true", help="always write COG blocks + features.vrt "
+                                                         "(default: above 2 GiB only)")
+    g.add_argument("--block-size", type=int, default=256, help="output block size in feature pixels")
+    g.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
+    g.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
+    g = p.add_argument_group("performance")
+    g.add_argument("--actors", type=int, help="encoder actors (default: one per GPU; on CPU cpus/8, min 1)")
+    g.add_argument("--threads", type=int, help="torch threads per CPU actor (default: cpus/actors)")
+    g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")
+    g.add_argument("--quiet", action="store_true", help="no progress lines")
+    g.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
+    add_ray_options(p)
+    p.set_defaults(func=run_encode)
+
+
+def run_encode(args) -> int:
+    from .encode.pipeline import EncodeOptions, encode
+
+    fields = EncodeOptions.__dataclass_fields__
+    opts = {k: v for k, v in vars(args).items() if k in fields}
+    opts["progress"] = not args.quiet
+    result = encode(args.inputs, args.output, EncodeOptions(**opts))
+    if args.dry_run:
+        print(result.plan.describe())
+        print("dry run: nothing written.")
+    else:
+        print(result.summary())
+    return 0
+
+
+def add_bench(sub) -> None:
+    p = sub.add_parser("bench", help="measure encode throughput against the bare model forward",
+                       description="Generates a raster with at least --tiles tiles, then measures in one "
+                                   "run: bare model forward tiles/s on random tensors, end-to-end "
+                                   "`encode` tiles/s and their ratio, and peak memory at 1x and 4x area.")
+    p.add_argument("--model", default="vit_tiny_patch16_224")
+    p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--bands", type=int, default=3)
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--scale-area", type=int, default=4, help="second run's area multiple (0: skip)")
+    p.add_argument("--workdir", help="where to generate rasters (default: a temp dir, removed)")
+    add_ray_options(p)
+    p.set_defaults(func=run_bench)
+
+
+def run_bench(args) -> int:
+    from .bench import bench_encode
+
+    bench_encode(args.model, args.tiles, args.size, args.bands, args.batch_size, args.scale_area,
+                 args.workdir, args.address)
+    return 0
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="rayvit", description="Raster mosaics -> ViT feature maps on Ray, "
+                                                           "and feature maps -> maps.")
+    p.add_argument("--version", action="version", version=f"rayvit {__version__}")
+    sub = p.add_subparsers(dest="command", required=True)
+    add_encode(sub)
+    add_bench(sub)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except RayvitError as exc:
+        print(f"rayvit {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"rayvit {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

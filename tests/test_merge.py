@@ -1,0 +1,51 @@
+"""Merge strategies on hand-made contributions: exact values, and order independence."""
+
+import itertools
+
+import numpy as np
+import pytest
+
+from rayvit.encode.merge import MERGERS, Contribution, get_merger, merge
+from rayvit.errors import InputError
+
+
+def contributions():
+    """Three overlapping 1-band tiles on a 1x4 block; tile 2 has an invalid pixel."""
+    a = Contribution(0, 0, 0, np.array([[[1.0, 2.0, 3.0]]], np.float32), np.array([[True, True, True]]))
+    b = Contribution(1, 0, 1, np.array([[[10.0, 20.0, 30.0]]], np.float32), np.array([[True, True, True]]))
+    c = Contribution(2, 0, 2, np.array([[[-5.0, 99.0]]], np.float32), np.array([[True, False]]))
+    return [a, b, c]
+
+
+EXPECTED = {
+    "first": [1, 2, 3, 30],
+    "center": [1, 2, 3, 30],
+    "last": [1, 10, -5, 30],
+    "mean": [1, 6, (3 + 20 - 5) / 3, 30],
+    "min": [1, 2, -5, 30],
+    "max": [1, 10, 20, 30],
+}
+
+
+@pytest.mark.parametrize("method", sorted(MERGERS))
+def test_merge_values_and_order_independence(method):
+    results = []
+    for perm in itertools.permutations(contributions()):
+        out, valid = merge((1, 1, 5), list(perm), method)
+        results.append(out)
+        assert valid.tolist() == [[True, True, True, True, False]]
+        np.testing.assert_allclose(out[0, 0, :4], np.float32(EXPECTED[method]), rtol=0, atol=1e-6)
+        assert np.isnan(out[0, 0, 4])
+    for r in results[1:]:
+        np.testing.assert_array_equal(r, results[0])  # bit-identical whatever the arrival order
+
+
+def test_mean_is_the_true_mean_not_a_running_pairwise_mean():
+    out, _ = merge((1, 1, 1), [Contribution(i, 0, 0, np.full((1, 1, 1), v, np.float32), np.ones((1, 1), bool))
+                               for i, v in enumerate([0.0, 0.0, 3.0])], "mean")
+    assert out[0, 0, 0] == 1.0  # IAMAP's ((0+0)/2+3)/2 would give 1.5
+
+
+def test_unknown_method_lists_the_valid_ones():
+    with pytest.raises(InputError, match="valid: center, first, last, mean, min, max"):
+        get_merger("median")

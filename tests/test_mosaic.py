@@ -1,0 +1,99 @@
+"""Reading one or many rasters as one mosaic on one target grid (rayvit.io.mosaic)."""
+
+import numpy as np
+import pytest
+from rasterio.transform import from_origin
+
+from conftest import UTM, seeded_image, write_raster
+from rayvit.errors import InputError, RasterOpenError
+from rayvit.io.mosaic import open_mosaic
+
+X0, Y0, RES = 500000.0, 4000000.0, 10.0
+
+
+def cut_into_four(tmp_path, data, nodata=None):
+    """Cut ``data`` into 4 files with uneven cuts; returns their paths."""
+    _, h, w = data.shape
+    ry, rx = 37, 61
+    paths = []
+    for i, (r0, r1) in enumerate(((0, ry), (ry, h))):
+        for j, (c0, c1) in enumerate(((0, rx), (rx, w))):
+            paths.append(write_raster(tmp_path / f"part_{i}{j}.tif", data[:, r0:r1, c0:c1],
+                                      from_origin(X0 + c0 * RES, Y0 - r0 * RES, RES, RES),
+                                      nodata=nodata))
+    return paths
+
+
+def test_mosaic_of_four_files_reads_like_the_single_file(tmp_path):
+    data = seeded_image((3, 90, 130))
+    single = open_mosaic([write_raster(tmp_path / "all.tif", data)])
+    parts = open_mosaic(cut_into_four(tmp_path, data))
+    assert parts.grid == single.grid
+    for window in [(0, 0, 90, 130), (30, 50, 20, 30), (-10, -10, 64, 64), (80, 120, 32, 32)]:
+        a, va = single.read(*window)
+        b, vb = parts.read(*window)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(va, vb)
+    d, v = parts.read(0, 0, 90, 130)
+    np.testing.assert_array_equal(d, data)
+    assert v.all()
+
+
+def test_glob_inputs_and_band_order(tmp_path):
+    data = seeded_image((5, 60, 90))  # 5 bands: a 4-band uint8 GTiff reads band 4 as alpha
+    cut_into_four(tmp_path, data)
+    m = open_mosaic([str(tmp_path / "part_*.tif")], bands=(4, 1))
+    assert len(m.sources) == 4
+    d, _ = m.read(0, 0, 60, 90)
+    np.testing.assert_array_equal(d, data[[3, 0]])
+
+
+def test_nodata_and_padding_are_invalid(tmp_path):
+    data = seeded_image((2, 20, 20))
+    data[:, 5, 5] = 255
+    m = open_mosaic([write_raster(tmp_path / "n.tif", data, nodata=255)])
+    d, v = m.read(-2, -2, 24, 24)
+    assert not v[7, 7] and v[2, 2] and not v[0].any() and not v[:, 0].any()
+    assert v.sum() == 20 * 20 - 1
+
+
+def test_other_crs_is_warped_onto_the_first_files_grid(tmp_path):
+    from rasterio.warp import transform as warp_points
+    data = seeded_image((1, 60, 60))
+    first = write_raster(tmp_path / "utm.tif", data)
+    # the same place in EPSG:4326, at roughly the same resolution
+    (lon,), (lat,) = warp_points(UTM, "EPSG:4326", [X0 + 600], [Y0 - 300])
+    other = write_raster(tmp_path / "geo.tif", np.full((1, 50, 50), 7, np.uint8),
+                         from_origin(lon, lat, 0.0001, 0.0001), crs="EPSG:4326")
+    m = open_mosaic([first, other])
+    assert m.grid.res == (10.0, 10.0) and "UTM zone 33N" in m.grid.crs
+    d, v = m.read(0, 0, m.grid.height, m.grid.width)
+    assert v.sum() > 60 * 60                       # the warped file adds pixels east of the first
+    np.testing.assert_array_equal(d[:, :60, :60][:, v[:60, :60]], data[:, v[:60, :60]])  # first wins
+    assert (d[0, 30:, 60:][v[30:, 60:]] == 7).all()
+
+
+def test_extent_is_snapped_outward_to_the_grid(tmp_path):
+    m = open_mosaic([write_raster(tmp_path / "a.tif", seeded_image((1, 100, 100)))],
+                    extent=(X0 + 105, Y0 - 503, X0 + 311, Y0 - 201))
+    assert m.grid.bounds == (X0 + 100, Y0 - 510, X0 + 320, Y0 - 200)
+    assert (m.grid.width, m.grid.height) == (22, 31)
+
+
+def test_bad_inputs_name_the_file_and_the_fix(tmp_path):
+    good = write_raster(tmp_path / "ok.tif", seeded_image((3, 10, 10)))
+    with pytest.raises(RasterOpenError, match="missing.tif.*does not exist"):
+        open_mosaic([str(tmp_path / "missing.tif")])
+    with pytest.raises(RasterOpenError, match="matches no file"):
+        open_mosaic([str(tmp_path / "nothing_*.tif")])
+    corrupt = tmp_path / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    with pytest.raises(RasterOpenError, match="corrupt.tif.*not a readable raster"):
+        open_mosaic([str(corrupt)])
+    nocrs = write_raster(tmp_path / "nocrs.tif", seeded_image((1, 10, 10)), crs=None)
+    with pytest.raises(InputError, match="nocrs.tif.*has no CRS"):
+        open_mosaic([nocrs])
+    with pytest.raises(InputError, match="band 4 is out of range.*valid: 1..3"):
+        open_mosaic([good], bands=(1, 4))
+    with pytest.raises(InputError, match="lies outside the data"):
+        open_mosaic([good], extent=(0, 0, 10, 10))
