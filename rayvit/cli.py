@@ -131,6 +131,39 @@ def run_encode(args) -> int:
     return 0
 
 
+def add_quickstart(sub) -> None:
+    p = sub.add_parser("quickstart", help="generate a sample raster and encode it on local Ray",
+                       description="Writes a GENERATED sample raster (synthetic 4-band landscape, 1120 x 1120 "
+                                   "px at 10 m, seeded) into the output directory and encodes it with the "
+                                   "default model on local embedded Ray. Uses random weights unless "
+                                   "--pretrained or --weights is given: no download needed.")
+    p.add_argument("-o", "--output", default="quickstart-out", help="output directory (default: quickstart-out)")
+    p.add_argument("--pretrained", action="store_true", help="fetch pretrained weights from the hub")
+    p.add_argument("--weights", help="local weights file for the default model")
+    add_ray_options(p)
+    p.set_defaults(func=run_quickstart)
+
+
+def run_quickstart(args) -> int:
+    import os
+
+    from .encode.pipeline import EncodeOptions, encode
+    from .sample import make_sample_raster
+
+    os.makedirs(args.output, exist_ok=True)
+    sample = os.path.join(args.output, "sample.tif")
+    if not os.path.exists(sample):
+        make_sample_raster(sample, 1120, 1120, bands=4, seed=0)
+    print(f"quickstart: generated sample raster {sample} (synthetic, seeded; not real imagery)")
+    weights = "random weights" if not (args.pretrained or args.weights) else "pretrained weights"
+    print(f"quickstart: encoding it with the default model ({weights}) on local Ray ...")
+    result = encode(sample, os.path.join(args.output, "features"),
+                    EncodeOptions(pretrained=args.pretrained, weights=args.weights, address=args.address))
+    print(result.summary())
+    print(f"quickstart: open {result.output} in QGIS, or see {os.path.join(args.output, 'features', 'features.json')}")
+    return 0
+
+
 def add_bench(sub) -> None:
     p = sub.add_parser("bench", help="measure encode throughput against the bare model forward",
                        description="Generates a raster with at least --tiles tiles, then measures in one "
@@ -161,6 +194,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rayvit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     add_encode(sub)
+    add_quickstart(sub)
     add_bench(sub)
     return p
 

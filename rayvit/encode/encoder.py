@@ -36,12 +36,19 @@ def feature_valid(valid: np.ndarray, footprint: tuple[int, int]) -> np.ndarray:
 
 def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixels: np.ndarray,
                  valid: np.ndarray, mean: Sequence[float], std: Sequence[float],
-                 device: str = "cpu", precision: str = "fp32") -> tuple[np.ndarray, np.ndarray]:
+                 device: str = "cpu", precision: str = "fp32",
+                 model_batch: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Encode a batch of tiles: ``(B, C, H, W)`` pixels -> ``(B, D, h, w)`` float32 features.
 
     Pixels are normalised ``(x - mean) / std``; invalid pixels are then set to 0 (the
     band mean). With ``spec.resize == 'model'`` tiles are resized (bilinear) to the
     model's input size, as IAMAP does. Tiles with no valid pixel skip the model.
+
+    With ``model_batch``, the model always sees exactly that many tiles per call
+    (partial batches are padded with zeros, larger ones split). torch's CPU matmul picks
+    other kernels for small batches, which changes the last bits of the features; a
+    constant call shape keeps each tile's features independent of how Ray Data happened
+    to batch it, so outputs are identical across actor counts and block sizes.
     """
     footprint = info.footprint(spec)
     fvalid = feature_valid(valid, footprint)
@@ -61,10 +68,18 @@ def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixel
     dtype = PRECISIONS[precision]
     autocast = (torch.autocast(device_type=device.split(":")[0], dtype=dtype)
                 if dtype != torch.float32 else contextlib.nullcontext())
+    step = model_batch or len(x)
+    chunks = []
     with torch.inference_mode(), autocast:
-        feats = model.forward_intermediates(x, indices=[info.layer], norm=True, output_fmt="NCHW",
-                                            intermediates_only=True)[0]
-    feats = feats.float().cpu().numpy()
+        for start in range(0, len(x), step):
+            chunk = x[start:start + step]
+            n = len(chunk)
+            if n < step:
+                chunk = torch.cat([chunk, chunk.new_zeros((step - n, *chunk.shape[1:]))])
+            feats = model.forward_intermediates(chunk, indices=[info.layer], norm=True,
+                                                output_fmt="NCHW", intermediates_only=True)[0]
+            chunks.append(feats[:n].float().cpu())
+    feats = torch.cat(chunks).numpy()
     if feats.shape[-2:] != (gh, gw):
         raise InputError(f"model {spec.name!r} returned a {feats.shape[-2]}x{feats.shape[-1]} feature "
                          f"grid for {pixels.shape[2]}x{pixels.shape[3]} tiles; expected {gh}x{gw}.")
@@ -76,7 +91,8 @@ class Encoder:
     """Ray Data callable class: loads the model once per actor, then encodes batches."""
 
     def __init__(self, spec: dict, mean: Sequence[float], std: Sequence[float],
-                 device: str = "cpu", precision: str = "fp32", threads: int | None = None):
+                 device: str = "cpu", precision: str = "fp32", threads: int | None = None,
+                 model_batch: int | None = None):
         if threads:
             torch.set_num_threads(threads)
         self.spec = ModelSpec(**spec)
@@ -84,9 +100,10 @@ class Encoder:
         self.model = build_model(self.spec).to(self.device)
         self.info = model_info(self.model, self.spec)
         self.mean, self.std, self.precision = tuple(mean), tuple(std), precision
+        self.model_batch = model_batch
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feats, fvalid = encode_array(self.model, self.info, self.spec, batch["pixels"],
                                      batch["valid"], self.mean, self.std, self.device,
-                                     self.precision)
+                                     self.precision, self.model_batch)
         return {"iy": batch["iy"], "ix": batch["ix"], "features": feats, "fvalid": fvalid}

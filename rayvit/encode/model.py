@@ -106,7 +106,11 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
             "`python -c \"import timm; print(timm.list_models('vit*'))\"`.")
     pretrained = spec.pretrained or spec.weights is not None
     try:
-        model = _create(spec, pretrained)
+        # Random initialisation is seeded: every actor (and every run) of a --no-pretrained
+        # model then holds the same weights, so outputs do not depend on the actor count.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = _create(spec, pretrained)
     except ModelError:
         raise
     except RuntimeError as exc:

@@ -161,6 +161,26 @@ class EncodePlan:
         ])
 
 
+READ_CPUS = 0.25      # read tasks are I/O-bound: a quarter CPU each
+READ_RESERVE = 0.5    # CPUs the actor pool leaves to read tasks, or the pipeline starves
+
+
+def actor_cpus(cpus: float, actors: int, on_gpu: bool) -> float:
+    """Ray CPU resource per encoder actor.
+
+    On CPU the torch thread count, not this number, decides how many cores an actor
+    uses; the resource only has to let every actor *and* some read tasks be scheduled.
+    An actor pool holding every CPU starves the reads and the pipeline hangs.
+    """
+    if on_gpu:
+        return 1.0
+    share = (cpus - READ_RESERVE) / actors
+    if share < 0.05:
+        raise InputError(f"--actors {actors} is too many for the {cpus:g} CPUs of this Ray cluster; "
+                         f"use at most {int((cpus - READ_RESERVE) / 0.05)}.")
+    return min(1.0, share)
+
+
 def unwrap_worker_error(exc: BaseException) -> BaseException:
     """The rayvit error a Ray worker raised (Ray wraps it), else ``exc`` itself."""
     seen = exc
@@ -340,15 +360,15 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     progress = _Progress(todo, o.progress)
     acc = _BlockAccumulator(plan, finished, writer.write_block)
     if todo:
-        ds = ray.data.read_datasource(source, num_cpus=0.25).map_batches(
+        ds = ray.data.read_datasource(source, num_cpus=READ_CPUS).map_batches(
             Encoder,
             fn_constructor_kwargs=dict(spec=plan.spec.to_dict(), mean=plan.mean, std=plan.std,
                                        device=plan.device, precision=plan.precision,
-                                       threads=None if on_gpu else threads),
+                                       threads=None if on_gpu else threads, model_batch=batch_size),
             batch_size=batch_size,
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if on_gpu else 0,
-            num_cpus=1 if on_gpu else min(1.0, max(0.5, node_cpus - 1)),
+            num_cpus=actor_cpus(cpus, actors, on_gpu),
         )
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):

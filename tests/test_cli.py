@@ -1,0 +1,136 @@
+"""The real `rayvit` command in fresh processes: help, dry run, resume, bad input."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import timm
+from safetensors.torch import save_file
+
+from conftest import read, run_cli, seeded_image, write_raster
+
+TINY = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--quiet"]
+
+
+@pytest.fixture(scope="module")
+def raster(tmp_path_factory):
+    return write_raster(tmp_path_factory.mktemp("cli") / "in.tif", seeded_image((3, 64, 96)))
+
+
+def test_help_documents_every_option():
+    out = run_cli("encode", "--help").stdout
+    for flag in ("--model", "--pretrained", "--no-pretrained", "--weights", "--layer", "--bands", "--extent",
+                 "--extent-crs", "--crs", "--res", "--size", "--stride", "--resize", "--merge", "--normalize",
+                 "--mean", "--std", "--dtype", "--blocks", "--block-size", "--device", "--precision", "--actors",
+                 "--threads", "--batch-size", "--overwrite", "--dry-run", "--address", "--output"):
+        assert flag in out, flag
+    assert "rayvit encode scene.tif -o out/" in out
+
+
+def test_dry_run_prints_the_plan_and_writes_nothing(raster, tmp_path):
+    r = run_cli("encode", raster, "-o", tmp_path / "o", *TINY, "--size", "32", "--stride", "16", "--dry-run")
+    assert r.returncode == 0, r.stderr
+    assert "tiles:    24 (4x6) of 32x32 px, stride 16x16x16".replace("x16x16", "x16") in r.stdout
+    assert "output:   6x4 px x 192 bands float32, 18432 bytes" in r.stdout
+    assert not (tmp_path / "o").exists()
+
+
+def test_encode_then_refuse_another_run_unless_overwrite(raster, tmp_path):
+    out = tmp_path / "o"
+    r = run_cli("encode", raster, "-o", out, *TINY, "--size", "32")
+    assert r.returncode == 0, r.stderr
+    assert "encoded 6/6 tiles" in r.stdout and "tiles/s" in r.stdout and "km2" in r.stdout
+    again = run_cli("encode", raster, "-o", out, *TINY, "--size", "32")
+    assert again.returncode == 0 and "already holds this run" in again.stderr
+    other = run_cli("encode", raster, "-o", out, *TINY, "--size", "64")
+    assert other.returncode == 2 and "holds a different run" in other.stderr and "--overwrite" in other.stderr
+    assert read(out / "features.tif")[0].shape == (192, 2, 3)  # untouched
+    over = run_cli("encode", raster, "-o", out, *TINY, "--size", "64", "--overwrite")
+    assert over.returncode == 0, over.stderr
+    assert read(out / "features.tif")[0].shape == (192, 1, 2)
+
+
+def _blocks_done(out: Path) -> int:
+    try:
+        return len((out / "blocks" / "manifest.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+def test_resume_after_a_kill_is_byte_identical(tmp_path):
+    path = write_raster(tmp_path / "big.tif", seeded_image((3, 512, 1024), seed=5))
+    args = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
+            "--block-size", "2", "--batch-size", "4", "--quiet"]
+    clean = run_cli("encode", path, "-o", tmp_path / "clean", *args)
+    assert clean.returncode == 0, clean.stderr
+    out = tmp_path / "killed"
+    exe = Path(sys.executable).with_name("rayvit")
+    proc = subprocess.Popen([str(exe), "encode", path, "-o", str(out), *args], start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 300
+    while _blocks_done(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _blocks_done(out)
+    total = 16 * 32  # (512/32) x (1024/32) blocks of 2x2 feature pixels
+    assert 0 < done < total, f"the kill landed after {done} of {total} blocks: not an interruption"
+    assert not list(out.glob("features.*"))  # nothing that looks complete
+    resumed = run_cli("encode", path, "-o", out, *args)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{done} blocks resumed" in resumed.stdout or f"{done + 1} blocks resumed" in resumed.stdout
+    assert (out / "features.tif").read_bytes() == (tmp_path / "clean" / "features.tif").read_bytes()
+    sidecar = json.loads((out / "features.json").read_text())
+    assert sidecar == json.loads((tmp_path / "clean" / "features.json").read_text())
+
+
+def _bad_inputs(tmp: Path, raster: str):
+    nocrs = write_raster(tmp / "nocrs.tif", seeded_image((3, 32, 32)), crs=None)
+    corrupt = tmp / "corrupt.tif"
+    corrupt.write_bytes(b"II*\x00" + bytes(range(256)) * 4)
+    small = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    wrong = tmp / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in small.state_dict().items()}, wrong)
+    return {
+        "missing file": ([tmp / "nope.tif"], [], "nope.tif' does not exist"),
+        "missing URL": (["https://127.0.0.1:9/none.tif"], [], "none.tif"),
+        "corrupt raster": ([corrupt], [], "corrupt.tif' is not a readable raster"),
+        "no CRS": ([nocrs], [], "nocrs.tif' has no CRS"),
+        "band out of range": ([raster], ["--bands", "1,4"], "band 4 is out of range"),
+        "size below a patch": ([raster], ["--size", "8"], "smaller than one model patch"),
+        "stride above size": ([raster], ["--size", "32", "--stride", "48"], "between 1 and the tile size"),
+        "stride off the grid": ([raster], ["--size", "32", "--stride", "24"], "nearest valid strides: 16, 32"),
+        "extent outside": ([raster], ["--extent", "0,0,10,10"], "lies outside the data"),
+        "unknown model": ([raster], ["--model", "vit_nonexistent_x"], "unknown model 'vit_nonexistent_x'"),
+        "weights of another shape": ([raster], ["--weights", wrong], "does not fit model"),
+        "cuda without GPU": ([raster], ["--device", "cuda"], "no CUDA GPU is visible"),
+        "hub unreachable": ([raster], ["--pretrained"], "--weights FILE"),
+    }
+
+
+def test_bad_inputs_fail_clearly_and_write_nothing(raster, tmp_path):
+    failures = []
+    for name, (inputs, extra, message) in _bad_inputs(tmp_path, raster).items():
+        out = tmp_path / name.replace(" ", "_")
+        args = ["encode", *inputs, "-o", out, "--model", "vit_tiny_patch16_224", "--no-pretrained",
+                "--size", "32", *extra]
+        r = run_cli(*args)
+        if r.returncode != 2 or message not in r.stderr or "Traceback" in r.stderr or out.exists():
+            failures.append(f"{name}: rc={r.returncode} out_exists={out.exists()} stderr={r.stderr[-600:]}")
+        else:
+            assert r.stderr.startswith("rayvit encode: error: ")
+    assert not failures, "\n".join(failures)
+
+
+def test_quickstart_command_encodes_the_generated_sample(tmp_path):
+    r = run_cli("quickstart", "-o", tmp_path / "q", timeout=900)
+    assert r.returncode == 0, r.stderr
+    assert "generated sample raster" in r.stdout and "synthetic" in r.stdout
+    data, profile, _, _ = read(tmp_path / "q" / "features" / "features.tif")
+    assert data.shape[0] == 384 and np.isfinite(data).any()

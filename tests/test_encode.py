@@ -1,0 +1,182 @@
+"""End-to-end encode through real Ray Data, real timm models and real GeoTIFFs."""
+
+import itertools
+import math
+
+import numpy as np
+import pytest
+import rasterio
+from rasterio.transform import from_origin
+
+from conftest import UTM, read, seeded_image, write_raster
+from rayvit import encode
+from rayvit.encode.merge import MERGERS
+from test_mosaic import cut_into_four
+
+pytestmark = pytest.mark.usefixtures("ray_local")
+FAST = dict(pretrained=False, progress=False, normalize="none")
+
+
+def reference(data, valid, size, stride, f, method):
+    """Brute force: paint every tile's patch-mean + in-tile position features, then merge."""
+    c, h, w = data.shape
+    fh, fw = math.ceil(h / f), math.ceil(w / f)
+    sy, sx = size
+    ty, tx = stride
+    ny = 1 + max(0, math.ceil((h - sy) / ty))
+    nx = 1 + max(0, math.ceil((w - sx) / tx))
+    pad = np.zeros((c, fh * f, fw * f)), np.zeros((fh * f, fw * f), bool)
+    pad[0][:, :h, :w] = data * valid
+    pad[1][:h, :w] = valid
+    pm = pad[0].reshape(c, fh, f, fw, f).mean(axis=(2, 4))
+    pv = pad[1].reshape(fh, f, fw, f).any(axis=(1, 3))
+    contrib = {}
+    my, mx = (sy // f - ty // f) // 2, (sx // f - tx // f) // 2
+    for iy, ix in itertools.product(range(ny), range(nx)):
+        for a, b in itertools.product(range(sy // f), range(sx // f)):
+            gy, gx = iy * ty // f + a, ix * tx // f + b
+            if gy >= fh or gx >= fw or not pv[gy, gx]:
+                continue
+            if method == "center" and not (
+                    (iy == 0 or a >= my) and (iy == ny - 1 or a < my + ty // f)
+                    and (ix == 0 or b >= mx) and (ix == nx - 1 or b < mx + tx // f)):
+                continue
+            contrib.setdefault((gy, gx), []).append((iy * nx + ix, a, b))
+    out = np.full((c + 2, fh, fw), np.nan)
+    for (gy, gx), items in contrib.items():
+        items.sort()
+        pos = np.array([[a, b] for _, a, b in items], float)
+        out[:c, gy, gx] = pm[:, gy, gx]
+        out[c:, gy, gx] = {"center": pos[0], "first": pos[0], "last": pos[-1], "mean": pos.mean(0),
+                           "min": pos.min(0), "max": pos.max(0)}[method]
+    return out.astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    """50 x 70 px, 3 bands, a nodata hole: sizes that are multiples of nothing in particular."""
+    data = seeded_image((3, 50, 70), seed=1)
+    data[:, 10:14, 20:30] = 255
+    path = write_raster(tmp_path_factory.mktemp("scene") / "scene.tif", data, nodata=255)
+    return path, data, ~(data == 255).any(axis=0)
+
+
+@pytest.mark.parametrize("size,stride", [((16, 16), (16, 16)), ((16, 16), (8, 8)), ((24, 24), (8, 8)),
+                                         ((32, 16), (16, 4))])
+@pytest.mark.parametrize("method", sorted(MERGERS))
+def test_round_trip_tiling_and_merge_are_exact(scene, tmp_path, size, stride, method):
+    path, data, valid = scene
+    r = encode(path, tmp_path / "out", model="rayvit_patchpos_p4", size=size, stride=stride,
+               merge=method, block_size=5, **FAST)
+    got, profile, _, desc = read(r.output)
+    expected = reference(data.astype(np.float64), valid, size, stride, 4, method)
+    np.testing.assert_array_equal(got, expected)
+    assert profile["nodata"] is not None and math.isnan(profile["nodata"])
+    assert desc[0] == "feature_0001" and len(desc) == 5
+
+
+def test_georeferencing_is_the_input_extent_on_the_feature_grid(scene, tmp_path):
+    path, data, _ = scene
+    r = encode(path, tmp_path / "o", model="rayvit_patchmean_p4", size=16, **FAST)
+    with rasterio.open(path) as src, rasterio.open(r.output) as out:
+        assert out.crs == src.crs
+        assert out.transform == from_origin(src.bounds.left, src.bounds.top, 40.0, 40.0)
+        assert (out.width, out.height) == (math.ceil(70 / 4), math.ceil(50 / 4))
+        # covers the extent exactly, snapped outward to the feature grid (< 1 feature pixel)
+        assert out.bounds.left == src.bounds.left and out.bounds.top == src.bounds.top
+        assert 0 <= out.bounds.right - src.bounds.right < 40
+        assert 0 <= src.bounds.bottom - out.bounds.bottom < 40
+
+
+def test_output_is_the_same_across_actors_batches_and_blocks(scene, tmp_path):
+    """A random-weight ViT: overlapping tiles really differ, so the merge order matters."""
+    path, _, _ = scene
+    common = dict(model="vit_tiny_patch16_224", size=32, stride=16, merge="mean", **FAST)
+    runs = [dict(actors=1, batch_size=8, block_size=256), dict(actors=2, batch_size=8, block_size=1),
+            dict(actors=2, batch_size=8, block_size=3, blocks=True)]
+    outs = []
+    for i, extra in enumerate(runs):
+        r = encode(path, tmp_path / f"o{i}", **common, **extra)
+        outs.append(read(r.output)[0])
+    for o in outs[1:]:
+        np.testing.assert_array_equal(o, outs[0])
+    # batch size changes torch's matmul blocking, so only float rounding may differ
+    r = encode(path, tmp_path / "b3", **common, actors=1, batch_size=3)
+    np.testing.assert_allclose(read(r.output)[0], outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_a_mosaic_of_four_files_equals_the_single_file(tmp_path):
+    data = seeded_image((3, 90, 130), seed=3)
+    single = write_raster(tmp_path / "all.tif", data)
+    parts = cut_into_four(tmp_path, data)
+    kw = dict(model="vit_tiny_patch16_224", size=32, stride=16, **FAST)
+    a = encode(single, tmp_path / "a", **kw)
+    b = encode(parts, tmp_path / "b", **kw)
+    np.testing.assert_array_equal(read(a.output)[0], read(b.output)[0])
+    assert read(a.output)[2] == read(b.output)[2]
+
+
+def test_blocks_and_vrt_open_as_one_raster(scene, tmp_path):
+    path, _, _ = scene
+    one = encode(path, tmp_path / "one", model="rayvit_patchmean_p4", size=16, **FAST)
+    blk = encode(path, tmp_path / "blk", model="rayvit_patchmean_p4", size=16, blocks=True,
+                 block_size=4, **FAST)
+    assert blk.output.endswith("features.vrt")
+    a, pa, ta, _ = read(one.output)
+    b, pb, tb, _ = read(blk.output)
+    np.testing.assert_array_equal(a, b)
+    assert ta == tb and pa["crs"] == pb["crs"]
+    assert len(list((tmp_path / "blk" / "blocks").glob("block_*.tif"))) == 4 * 5 - 0
+
+
+def test_all_nodata_tiles_are_skipped_and_stay_nodata(tmp_path):
+    data = seeded_image((2, 64, 64))
+    data[:, :, 32:] = 0
+    path = write_raster(tmp_path / "half.tif", data, nodata=0)
+    r = encode(path, tmp_path / "o", model="rayvit_patchmean_p4", size=16, block_size=2, **FAST)
+    out = read(r.output)[0]
+    assert np.isnan(out[:, :, 8:]).all() and not np.isnan(out[:, :, :8]).any()
+
+
+def test_float16_output_and_sidecar_provenance(scene, tmp_path):
+    import json
+    path, _, _ = scene
+    r = encode(path, tmp_path / "o", model="rayvit_patchmean_p4", size=16, stride=8, dtype="float16",
+               bands=(3, 1), **FAST)
+    with rasterio.open(r.output) as ds:
+        assert ds.tags(1, "IMAGE_STRUCTURE").get("NBITS") == "16" and ds.count == 2
+        assert ds.profile["tiled"] and ds.profile["compress"] == "zstd"
+    side = json.loads((tmp_path / "o" / "features.json").read_text())
+    for key in ("inputs", "model", "weights_sha256", "layer", "normalization", "bands", "size", "stride",
+                "patch_footprint", "crs", "transform", "dtype", "rayvit_version", "run_id"):
+        assert key in side
+    assert side["bands"] == [3, 1] and side["patch_footprint"] == [4, 4] and side["stride"] == [8, 8]
+    assert side["merge"] == "center" and side["dtype"] == "float16"
+
+
+def test_normalisation_modes(scene, tmp_path):
+    path, data, valid = scene
+    kw = dict(model="rayvit_patchmean_p2", size=16, pretrained=False, progress=False, bands=(1,))
+    stats = read(encode(path, tmp_path / "s", **kw).output)[0]
+    user = read(encode(path, tmp_path / "u", mean=(10.0,), std=(2.0,), **kw).output)[0]
+    px = data[0][valid].astype(np.float64)
+    # stats: the small raster fits in the sample, so the mean/std are exact
+    full = (data[0, :2, :2].astype(np.float64) - px.mean()) / px.std()
+    assert stats[0, 0, 0] == pytest.approx(full.mean(), rel=1e-5)
+    assert user[0, 0, 0] == pytest.approx(((data[0, :2, :2] - 10.0) / 2.0).mean(), rel=1e-6)
+
+
+def test_real_iamap_raster(iamap, tmp_path):
+    r = encode(str(iamap / "test.tif"), tmp_path / "o", model="vit_tiny_patch16_224", size=224,
+               pretrained=False, progress=False)
+    out, profile, transform, _ = read(r.output)
+    # 968 x 379 px at 10 m, patch 16: ceil(968/16) x ceil(379/16) = 61 x 24 feature pixels of 160 m
+    assert out.shape == (192, 24, 61)
+    with rasterio.open(iamap / "test.tif") as src:
+        assert transform == from_origin(src.bounds.left, src.bounds.top, 160.0, 160.0)
+        m = src.read_masks(1)
+    feature_has_valid = np.zeros((24 * 16, 61 * 16), bool)
+    feature_has_valid[:379, :968] = m > 0
+    any_valid = feature_has_valid.reshape(24, 16, 61, 16).any(axis=(1, 3))
+    np.testing.assert_array_equal(~np.isnan(out[0]), any_valid)
+    assert r.tiles == 2 * 5

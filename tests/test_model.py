@@ -1,0 +1,130 @@
+"""timm model resolution and the patch grid (no Ray needed)."""
+
+import numpy as np
+import pytest
+import timm
+import torch
+from safetensors.torch import save_file
+
+from rayvit.encode.encoder import Encoder, encode_array, resolve_device
+from rayvit.encode.model import ModelSpec, build_model, model_info
+from rayvit.errors import InputError, ModelError
+
+
+def run(spec, pixels, valid=None):
+    model = build_model(spec)
+    info = model_info(model, spec)
+    valid = np.ones((pixels.shape[0],) + pixels.shape[2:], bool) if valid is None else valid
+    c = pixels.shape[1]
+    return encode_array(model, info, spec, pixels, valid, (0.0,) * c, (1.0,) * c), info
+
+
+@pytest.mark.parametrize("name,size,grid,prefix", [
+    ("vit_tiny_patch16_224", (64, 64), (4, 4), 1),                      # CLS token
+    ("vit_small_patch14_reg4_dinov2", (56, 56), (4, 4), 5),             # CLS + 4 registers
+    ("vit_small_patch14_reg4_dinov2", (28, 84), (2, 6), 5),             # non-square tile
+    ("vit_base_patch16_dinov3", (32, 64), (2, 4), 5),                   # RoPE ViT with registers
+])
+def test_cls_and_register_token_models_give_the_patch_grid(name, size, grid, prefix):
+    pixels = np.random.default_rng(0).random((2, 5, *size), dtype=np.float32)
+    (feats, fvalid), info = run(ModelSpec(name, 5, size, pretrained=False), pixels)
+    assert feats.shape == (2, info.num_features, *grid)
+    assert fvalid.shape == (2, *grid) and fvalid.all()
+    m = build_model(ModelSpec(name, 5, size, pretrained=False))
+    assert m.num_prefix_tokens == prefix  # sqrt(T - 1) would be wrong for every reg model
+    assert np.isfinite(feats).all() and feats.std() > 0
+
+
+def test_features_equal_timms_own_patch_tokens():
+    """The grid is timm's forward_features patch tokens, reshaped: no token is lost or shifted."""
+    spec = ModelSpec("vit_small_patch14_reg4_dinov2", 3, (28, 56), pretrained=False)
+    pixels = np.random.default_rng(1).random((1, 3, 28, 56), dtype=np.float32)
+    (feats, _), _ = run(spec, pixels)
+    model = build_model(spec)
+    with torch.inference_mode():
+        tokens = model.forward_features(torch.from_numpy(pixels))[:, model.num_prefix_tokens:]
+    np.testing.assert_allclose(feats[0], tokens[0].T.reshape(-1, 2, 4).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_layer_picks_a_block():
+    pixels = np.random.default_rng(0).random((1, 3, 32, 32), dtype=np.float32)
+    (last, _), info = run(ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False), pixels)
+    (first, _), info0 = run(ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False, layer=0), pixels)
+    assert (info.layer, info0.layer, info.n_layers) == (11, 0, 12)
+    assert last.shape == first.shape and not np.allclose(last, first)
+    with pytest.raises(ModelError, match="--layer 12 is out of range.*-12..11"):
+        model_info(build_model(ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False)),
+                   ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False, layer=12))
+
+
+def test_resize_model_uses_the_models_input_size():
+    spec = ModelSpec("vit_tiny_patch16_224", 3, (448, 448), pretrained=False, resize="model")
+    pixels = np.zeros((1, 3, 448, 448), np.float32)
+    (feats, _), info = run(spec, pixels)
+    assert feats.shape[-2:] == (14, 14) and info.footprint(spec) == (32, 32)
+    with pytest.raises(ModelError, match="multiple of the model's patch grid.*nearest valid sizes: 434, 448"):
+        info.footprint(ModelSpec("vit_tiny_patch16_224", 3, (440, 440), resize="model"))
+
+
+def test_tiles_without_valid_pixels_skip_the_model():
+    pixels = np.random.default_rng(0).random((2, 3, 32, 32), dtype=np.float32)
+    valid = np.ones((2, 32, 32), bool)
+    valid[1] = False
+    valid[0, :16, :16] = False
+    (feats, fvalid), _ = run(ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False), pixels, valid)
+    assert (feats[1] == 0).all() and not fvalid[1].any()
+    assert fvalid[0].tolist() == [[False, True], [True, True]]
+
+
+@pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
+def test_local_weights_are_loaded(tmp_path, suffix):
+    src = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    torch.nn.init.normal_(src.pos_embed, std=0.5)
+    path = tmp_path / f"w{suffix}"
+    state = {k: v.contiguous() for k, v in src.state_dict().items()}
+    save_file(state, path) if suffix == ".safetensors" else torch.save(state, path)
+    m = build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path)))
+    torch.testing.assert_close(m.pos_embed, src.pos_embed)
+    assert model_info(m, ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path))).weights_sha256
+
+
+def test_pth_with_pickled_code_is_refused(tmp_path):
+    path = tmp_path / "evil.pth"
+    torch.save({"x": torch.zeros(1), "obj": Encoder}, path)  # a pickled class, not just tensors
+    with pytest.raises(ModelError):
+        build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path)))
+
+
+def test_weights_of_another_shape_are_a_clear_error(tmp_path):
+    other = timm.create_model("vit_small_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "small.safetensors"
+    save_file({k: v.contiguous() for k, v in other.state_dict().items()}, path)
+    with pytest.raises(ModelError, match="small.safetensors.*does not fit model 'vit_tiny_patch16_224'"):
+        build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path)))
+
+
+def test_unknown_model_and_unreachable_hub():
+    with pytest.raises(ModelError, match="unknown model 'vit_tinyy_patch16'.*Similar names"):
+        build_model(ModelSpec("vit_tinyy_patch16", 3, (224, 224)))
+    with pytest.raises(ModelError, match="could not be fetched.*--weights FILE.*--no-pretrained"):
+        build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), pretrained=True))
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
+def test_cuda_without_gpu_is_a_clear_error():
+    with pytest.raises(InputError, match="--device cuda.*no CUDA GPU is visible"):
+        resolve_device("cuda")
+    assert resolve_device("auto") == "cpu"
+
+
+def test_constant_model_batch_makes_features_independent_of_batching():
+    spec = ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False)
+    model = build_model(spec)
+    info = model_info(model, spec)
+    px = np.random.default_rng(2).random((12, 3, 32, 32), dtype=np.float32)
+    ok = np.ones((12, 32, 32), bool)
+    def enc(idx):
+        return encode_array(model, info, spec, px[idx], ok[idx], (0.0,) * 3, (1.0,) * 3, model_batch=8)[0]
+    ref = enc(list(range(12)))  # split into calls of 8 + 4 (padded to 8)
+    for idx in ([5], [0, 7], [3, 4, 5, 6, 7, 8, 9], [11, 2]):
+        np.testing.assert_array_equal(enc(idx), ref[idx])
