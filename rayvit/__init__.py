@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
+# The pipeline imports torch/timm only where a model is built, so Ray read tasks (which
+# import this package to unpickle their functions) stay light.
 from .encode.pipeline import EncodeOptions, EncodeResult, encode  # noqa: E402
 from .errors import RayvitError  # noqa: E402
 

@@ -36,7 +36,7 @@ def test_help_documents_every_option():
 def test_dry_run_prints_the_plan_and_writes_nothing(raster, tmp_path):
     r = run_cli("encode", raster, "-o", tmp_path / "o", *TINY, "--size", "32", "--stride", "16", "--dry-run")
     assert r.returncode == 0, r.stderr
-    assert "tiles:    24 (4x6) of 32x32 px, stride 16x16x16".replace("x16x16", "x16") in r.stdout
+    assert "tiles:    15 (3x5) of 32x32 px, stride 16x16, merge center" in r.stdout
     assert "output:   6x4 px x 192 bands float32, 18432 bytes" in r.stdout
     assert not (tmp_path / "o").exists()
 
@@ -50,10 +50,12 @@ def test_encode_then_refuse_another_run_unless_overwrite(raster, tmp_path):
     assert again.returncode == 0 and "already holds this run" in again.stderr
     other = run_cli("encode", raster, "-o", out, *TINY, "--size", "64")
     assert other.returncode == 2 and "holds a different run" in other.stderr and "--overwrite" in other.stderr
-    assert read(out / "features.tif")[0].shape == (192, 2, 3)  # untouched
+    first = (out / "features.tif").read_bytes()
+    assert read(out / "features.tif")[0].shape == (192, 4, 6)  # untouched
     over = run_cli("encode", raster, "-o", out, *TINY, "--size", "64", "--overwrite")
     assert over.returncode == 0, over.stderr
-    assert read(out / "features.tif")[0].shape == (192, 1, 2)
+    assert (out / "features.tif").read_bytes() != first
+    assert json.loads((out / "features.json").read_text())["size"] == [64, 64]
 
 
 def _blocks_done(out: Path) -> int:
@@ -64,9 +66,9 @@ def _blocks_done(out: Path) -> int:
 
 
 def test_resume_after_a_kill_is_byte_identical(tmp_path):
-    path = write_raster(tmp_path / "big.tif", seeded_image((3, 512, 1024), seed=5))
+    path = write_raster(tmp_path / "big.tif", seeded_image((3, 256, 1024), seed=5))
     args = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
-            "--block-size", "2", "--batch-size", "4", "--quiet"]
+            "--block-size", "4", "--batch-size", "4", "--quiet"]
     clean = run_cli("encode", path, "-o", tmp_path / "clean", *args)
     assert clean.returncode == 0, clean.stderr
     out = tmp_path / "killed"
@@ -74,12 +76,12 @@ def test_resume_after_a_kill_is_byte_identical(tmp_path):
     proc = subprocess.Popen([str(exe), "encode", path, "-o", str(out), *args], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while _blocks_done(out) < 20 and proc.poll() is None and time.monotonic() < deadline:
+    while _blocks_done(out) < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     done = _blocks_done(out)
-    total = 16 * 32  # (512/32) x (1024/32) blocks of 2x2 feature pixels
+    total = 4 * 16  # (256/16/4) x (1024/16/4) blocks of 4x4 feature pixels
     assert 0 < done < total, f"the kill landed after {done} of {total} blocks: not an interruption"
     assert not list(out.glob("features.*"))  # nothing that looks complete
     resumed = run_cli("encode", path, "-o", out, *args)

@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from .model import ModelInfo, ModelSpec, build_model, model_info
+from .model import build_model, model_info
+from .spec import ModelInfo, ModelSpec
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def resolve_device(device: str) -> str:
@@ -65,7 +66,7 @@ def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixel
     x = x * torch.from_numpy(valid[todo]).to(device).unsqueeze(1)
     if spec.resize == "model":
         x = F.interpolate(x, size=info.model_input, mode="bilinear", align_corners=False)
-    dtype = PRECISIONS[precision]
+    dtype = TORCH_DTYPES[precision]
     autocast = (torch.autocast(device_type=device.split(":")[0], dtype=dtype)
                 if dtype != torch.float32 else contextlib.nullcontext())
     step = model_batch or len(x)

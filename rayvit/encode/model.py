@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import timm
@@ -17,54 +16,7 @@ import torch
 
 from ..errors import ModelError
 from . import baselines  # noqa: F401  (registers the baseline encoders in timm)
-
-RESIZE_MODES = ("none", "model")
-
-
-@dataclass(frozen=True)
-class ModelSpec:
-    """Everything needed to rebuild the same model in another process (an encoder actor)."""
-
-    name: str
-    in_chans: int
-    tile_size: tuple[int, int]
-    pretrained: bool = True
-    weights: str | None = None
-    layer: int = -1
-    resize: str = "none"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-
-@dataclass(frozen=True)
-class ModelInfo:
-    """What the plan needs to know about a model, read off a built instance."""
-
-    num_features: int
-    reduction: int
-    model_input: tuple[int, int]
-    layer: int
-    n_layers: int
-    mean: tuple[float, ...] = field(default=())
-    std: tuple[float, ...] = field(default=())
-    weights_sha256: str | None = None
-
-    def footprint(self, spec: ModelSpec) -> tuple[int, int]:
-        """Input pixels per feature pixel along (rows, cols); may be fractional -> error."""
-        if spec.resize == "none":
-            return (self.reduction, self.reduction)
-        out = []
-        for size, model_px in zip(spec.tile_size, self.model_input):
-            grid = model_px // self.reduction
-            if size % grid:
-                raise ModelError(
-                    f"with --resize model, tile size {size} must be a multiple of the model's "
-                    f"patch grid ({model_px}/{self.reduction} = {grid} patches); nearest valid "
-                    f"sizes: {(size // grid) * grid or grid}, {(size // grid + 1) * grid}."
-                )
-            out.append(size // grid)
-        return tuple(out)
+from .spec import ModelInfo, ModelSpec
 
 
 def _create(spec: ModelSpec, pretrained: bool) -> torch.nn.Module:

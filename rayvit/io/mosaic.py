@@ -247,7 +247,7 @@ class Mosaic:
             h, w = ok.shape
             dst_valid = valid[r0:r0 + h, c0:c0 + w]
             take = ok & ~dst_valid
-            data[:, r0:r0 + h, c0:c0 + w][:, take] = part[:, take]
+            np.copyto(data[:, r0:r0 + h, c0:c0 + w], part, where=take[None])
             dst_valid |= take
         return data, valid
 

@@ -24,6 +24,7 @@ from typing import Iterable, Sequence
 import numpy as np
 import rasterio
 import rasterio.shutil
+import rasterio.windows
 
 from ..errors import OutputError
 from ..grid import Block
@@ -95,10 +96,10 @@ class FeatureWriter:
         ours = [n for n in OUR_FILES if os.path.exists(self.path(n))]
         if run is None and not ours:
             return "new"
-        if run is not None and run.get("fingerprint") == fingerprint:
-            return "complete" if os.path.exists(self.path(f"{self.product}.json")) else "resume"
         if overwrite:
             return "overwrite"
+        if run is not None and run.get("fingerprint") == fingerprint:
+            return "complete" if os.path.exists(self.path(f"{self.product}.json")) else "resume"
         raise OutputError(
             f"output directory {self.outdir!r} holds a different run ({', '.join(ours)}: other "
             "inputs or options); use --overwrite to replace it, or choose another -o.")
@@ -186,17 +187,35 @@ class FeatureWriter:
         lines.append("</VRTDataset>")
         return "\n".join(lines) + "\n"
 
+    def _assemble(self, blocks: Sequence[Block], dest: str) -> None:
+        """One COG from the blocks: each block is read once, all bands at a time.
+
+        (Translating the VRT instead makes GDAL read band by band, reopening every block
+        file for every band once there are more blocks than its dataset pool holds.)
+        Memory: one block. Deterministic: same blocks, same bytes.
+        """
+        g = self.grid
+        staging = os.path.join(self.block_dir, f"{self.product}.staging.tif")
+        with rasterio.open(staging, "w", driver="GTiff", width=g.width, height=g.height,
+                           count=self.count, dtype="float32", crs=g.crs, transform=g.affine,
+                           nodata=np.nan, tiled=True, blockxsize=256, blockysize=256,
+                           bigtiff="if_safer", **({"nbits": 16} if self.dtype == "float16" else {})) as dst:
+            dst.descriptions = tuple(self.descriptions)
+            for b in blocks:
+                with rasterio.open(os.path.join(self.block_dir, self.block_file(b))) as src:
+                    dst.write(src.read(), window=rasterio.windows.Window(b.col, b.row, b.cols, b.rows))
+        profile = cog_profile(self.dtype, self.compress)
+        for key in ("driver", "dtype", "nodata"):
+            profile.pop(key)
+        rasterio.shutil.copy(staging, dest, driver="COG", **profile)
+
     def commit(self, blocks_with_data: Sequence[Block], single_file: bool, sidecar: dict) -> str:
         """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last."""
         vrt = self.path(f"{self.product}.vrt")
         if single_file:
-            tmp_vrt = os.path.join(self.block_dir, f"{self.product}.vrt")
-            _atomic_write_text(tmp_vrt, self.vrt_xml(blocks_with_data, self.block_dir))
             final = self.path(f"{self.product}.tif")
             tmp = self.path(f".{self.product}.tif.tmp")
-            profile = cog_profile(self.dtype, self.compress)
-            profile.pop("driver"), profile.pop("dtype"), profile.pop("nodata")
-            rasterio.shutil.copy(tmp_vrt, tmp, driver="COG", **profile)
+            self._assemble(blocks_with_data, tmp)
             os.replace(tmp, final)
             shutil.rmtree(self.block_dir)
         else:
