@@ -21,7 +21,8 @@ def init_ray(address: str | None = None) -> None:
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False
     ctx.print_on_execution_start = False
-    logging.getLogger("ray.data").setLevel(logging.WARNING)
+    # rayvit prints its own progress; Ray Data's notices about it are noise here
+    logging.getLogger("ray.data").setLevel(logging.ERROR)
 
 
 def cluster_resources() -> tuple[float, float, float]:

@@ -97,3 +97,18 @@ def test_bad_inputs_name_the_file_and_the_fix(tmp_path):
         open_mosaic([good], bands=(1, 4))
     with pytest.raises(InputError, match="lies outside the data"):
         open_mosaic([good], extent=(0, 0, 10, 10))
+
+
+def test_crs_and_res_override_the_target_grid(tmp_path):
+    from rasterio.crs import CRS
+    path = write_raster(tmp_path / "a.tif", seeded_image((1, 100, 100)))
+    coarse = open_mosaic([path], res=20.0)
+    assert coarse.grid.res == (20.0, 20.0) and (coarse.grid.width, coarse.grid.height) == (50, 50)
+    d, v = coarse.read(0, 0, 50, 50)
+    assert v.all()
+    geo = open_mosaic([path], crs="EPSG:4326")
+    assert CRS.from_wkt(geo.grid.crs) == CRS.from_epsg(4326)
+    x0, y0, x1, y1 = geo.grid.bounds
+    assert 14.9 < x0 < 15.1 and 36.0 < y0 < 36.2  # UTM 33N (500 km E, 4000 km N) is near 15 E, 36 N
+    d, v = geo.read(0, 0, geo.grid.height, geo.grid.width)
+    assert v.mean() > 0.9  # warped, not empty

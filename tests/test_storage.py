@@ -44,6 +44,6 @@ def test_s3_errors_name_the_url(s3, tmp_path):
     assert missing.returncode == 2 and "s3://rasters/nope.tif" in missing.stderr
     wrong = run_cli("encode", "s3://rasters/one.tif", "-o", tmp_path / "w", *args,
                     env=s3_env(s3, key="not-the-key"))
-    assert wrong.returncode == 2 and "s3://rasters/one.tif" in wrong.stderr
+    assert wrong.returncode == 2 and "s3://rasters/one.tif' was denied; check the credentials" in wrong.stderr
     assert s3["secret"] not in wrong.stderr + missing.stderr
     assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()

@@ -118,9 +118,24 @@ def open_raster(url: str, options: dict | None = None):
     except RasterOpenError:
         raise
     except (RasterioError, OSError, ValueError) as exc:
-        if not storage.is_local(url) and not storage.exists(url, options):
-            raise RasterOpenError(f"input raster {url!r} does not exist or cannot be reached "
-                                  f"({type(exc).__name__}); check the URL and credentials.") from exc
+        if not storage.is_local(url):
+            denied, found = isinstance(exc, PermissionError), True
+            if not denied:
+                try:
+                    found = storage.exists(url, options)
+                except PermissionError:
+                    denied = True
+                except Exception:  # unreachable host, bad endpoint: reported below
+                    found = False
+            if denied:
+                raise RasterOpenError(
+                    f"access to input raster {url!r} was denied; check the credentials "
+                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials "
+                    "for s3://) and that they may read this object.") from None
+            if not found:
+                raise RasterOpenError(f"input raster {url!r} does not exist or cannot be reached "
+                                      f"({type(exc).__name__}); check the URL, the endpoint "
+                                      "(--s3-endpoint / AWS_ENDPOINT_URL) and credentials.") from exc
         raise RasterOpenError(f"input raster {url!r} is not a readable raster "
                               f"(GDAL says: {str(exc).splitlines()[0]}); check the file is a complete "
                               "GeoTIFF/COG or another GDAL format.") from exc
