@@ -28,6 +28,9 @@ from ..errors import InputError, RasterOpenError
 from . import storage
 
 EPS = 1e-6
+# GDAL's block cache defaults to 5 % of RAM *per process*, and every Ray read worker is a
+# process: cap it so memory does not grow with the area read (set before GDAL's first use).
+os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 
 @dataclass(frozen=True)
