@@ -131,6 +131,68 @@ def run_encode(args) -> int:
     return 0
 
 
+def _analysis_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("input", help="any multi-band raster or VRT (e.g. out/features.tif or features.vrt)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--bands", type=_ints, help="1-based bands to use (default: all)")
+    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                   help="scale each band to unit variance first (default: yes; statistics from all "
+                        "valid pixels, saved with the model)")
+    p.add_argument("--model", help="re-apply a model.joblib written by an earlier run (same band count)")
+    p.add_argument("--block-size", type=int, default=512, help="pixels per processing block (default 512)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_ray_options(p)
+
+
+def add_reduce(sub) -> None:
+    from .analysis.reduce import REDUCE_METHODS
+    p = sub.add_parser("reduce", help="raster -> fewer bands (exact distributed PCA)",
+                       description="Reduce every pixel of a multi-band raster to --n-components bands. "
+                                   "PCA is exact: every valid pixel enters the covariance, summed over "
+                                   "blocks in Ray tasks. Writes reduced.tif, model.joblib, metrics.json "
+                                   "(explained variance) and quicklook.png.")
+    _analysis_common(p)
+    p.add_argument("--method", default="PCA", choices=REDUCE_METHODS)
+    p.add_argument("--n-components", type=int, default=3)
+    p.set_defaults(func=run_reduce)
+
+
+def run_reduce(args) -> int:
+    from .analysis.reduce import reduce
+    r = reduce(args.input, args.output, args.method, args.n_components, args.standardize, args.bands,
+               args.block_size, args.model, args.overwrite, args.address, not args.quiet)
+    print(r.summary())
+    return 0
+
+
+def add_cluster(sub) -> None:
+    from .analysis.cluster import CLUSTER_METHODS
+    p = sub.add_parser("cluster", help="raster -> cluster map (distributed KMeans)",
+                       description="Cluster every pixel of a multi-band raster. KMeans: k-means++ on a "
+                                   "seeded uniform sample, then Lloyd iterations over all valid pixels "
+                                   "(summed over blocks in Ray tasks). Writes clusters.tif (smallest "
+                                   "unsigned type, nodata = its maximum, GDAL colour table), "
+                                   "model.joblib, metrics.json and quicklook.png.")
+    _analysis_common(p)
+    p.add_argument("--method", default="KMeans", choices=CLUSTER_METHODS)
+    p.add_argument("--n-clusters", type=int, default=8)
+    p.add_argument("--sample", type=int, default=100_000, help="pixels for the k-means++ initialisation")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-iter", type=int, default=300)
+    p.add_argument("--tol", type=float, default=1e-4)
+    p.set_defaults(func=run_cluster)
+
+
+def run_cluster(args) -> int:
+    from .analysis.cluster import cluster
+    r = cluster(args.input, args.output, args.method, args.n_clusters, args.standardize, args.sample,
+                args.seed, args.max_iter, args.tol, None, args.bands, args.block_size, args.model,
+                args.overwrite, args.address, not args.quiet)
+    print(r.summary())
+    return 0
+
+
 def add_quickstart(sub) -> None:
     p = sub.add_parser("quickstart", help="generate a sample raster and encode it on local Ray",
                        description="Writes a GENERATED sample raster (synthetic 4-band landscape, 1120 x 1120 "
@@ -194,6 +256,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"rayvit {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     add_encode(sub)
+    add_reduce(sub)
+    add_cluster(sub)
     add_quickstart(sub)
     add_bench(sub)
     return p

@@ -44,3 +44,46 @@ def band_statistics(mosaic: Mosaic, n_windows: int = 32, window: int = 256,
     mean = total / n
     std = np.sqrt(np.maximum(total_sq / n - mean * mean, 0.0))
     return mean, np.where(std > 0, std, 1.0)
+
+
+def grid_windows(height: int, width: int, size: int) -> list[tuple[int, int, int, int]]:
+    """Row-major ``(row, col, rows, cols)`` windows of at most ``size`` px covering a grid."""
+    return [(r, c, min(size, height - r), min(size, width - c))
+            for r in range(0, height, size) for c in range(0, width, size)]
+
+
+def valid_pixels(mosaic: Mosaic, window: tuple[int, int, int, int]) -> np.ndarray:
+    """The valid pixels of a window as an ``(n, bands)`` float64 array."""
+    data, valid = mosaic.read(*window)
+    return data[:, valid].T.astype(np.float64)
+
+
+def moments(mosaic: Mosaic, windows) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Per window valid-pixel counts, and summed pixels and Gram matrix (float64) over all."""
+    d = mosaic.count
+    counts = np.zeros(len(windows), dtype=np.int64)
+    total, gram = np.zeros(d), np.zeros((d, d))
+    for i, w in enumerate(windows):
+        x = valid_pixels(mosaic, w)
+        counts[i] = len(x)
+        total += x.sum(axis=0)
+        gram += x.T @ x
+    return counts, total, gram
+
+
+def allocate(counts: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """How many of ``n`` uniformly sampled pixels fall in each window (without replacement)."""
+    total = int(counts.sum())
+    if n >= total:
+        return counts.copy()
+    rng = np.random.default_rng(seed)
+    return rng.multivariate_hypergeometric(counts, n)
+
+
+def sample_window(mosaic: Mosaic, window, k: int, seed: int, index: int) -> np.ndarray:
+    """``k`` valid pixels of one window drawn uniformly, seeded by ``(seed, index)``."""
+    x = valid_pixels(mosaic, window)
+    if k >= len(x):
+        return x
+    rng = np.random.default_rng([seed, index])
+    return x[np.sort(rng.choice(len(x), size=k, replace=False))]

@@ -47,12 +47,13 @@ def _atomic_write_text(path: str, text: str) -> None:
     os.replace(tmp, path)
 
 
-def cog_profile(dtype: str, compress: str) -> dict:
+def cog_profile(dtype: str, compress: str, nodata: float = np.nan) -> dict:
     """Creation options of every COG rayvit writes (float16 = Float32 stored with NBITS=16)."""
-    profile = {"driver": "COG", "dtype": "float32", "nodata": np.nan, "compress": compress,
-               "blocksize": 256, "bigtiff": "if_safer"}
+    is_float = dtype in ("float16", "float32")
+    profile = {"driver": "COG", "dtype": "float32" if is_float else dtype, "nodata": nodata,
+               "compress": compress, "blocksize": 256, "bigtiff": "if_safer"}
     if compress in ("deflate", "zstd", "lzw"):
-        profile["predictor"] = 3 if compress != "lzw" else 2
+        profile["predictor"] = 3 if is_float and compress != "lzw" else 2
     if dtype == "float16":
         profile["nbits"] = 16
     return profile
@@ -69,6 +70,8 @@ class FeatureWriter:
     dtype: str = "float32"
     compress: str = "zstd"
     product: str = "features"
+    nodata: float = np.nan
+    colormap: dict | None = None
 
     def __post_init__(self) -> None:
         if not storage.is_local(self.outdir):
@@ -152,9 +155,11 @@ class FeatureWriter:
             transform = rasterio.Affine(a.a, 0, a.c + block.col * a.a, 0, a.e, a.f + block.row * a.e)
             with rasterio.open(tmp, "w", width=block.cols, height=block.rows, count=self.count,
                                crs=self.grid.crs, transform=transform,
-                               **cog_profile(self.dtype, self.compress)) as dst:
+                               **cog_profile(self.dtype, self.compress, self.nodata)) as dst:
                 dst.write(data)
                 dst.descriptions = tuple(self.descriptions)
+                if self.colormap:
+                    dst.write_colormap(1, self.colormap)
             os.replace(tmp, final)
         with open(os.path.join(self.block_dir, MANIFEST), "a") as fh:
             fh.write(json.dumps({"by": block.by, "bx": block.bx, "file": self.block_file(block),
@@ -166,7 +171,8 @@ class FeatureWriter:
     def vrt_xml(self, blocks: Iterable[Block], relative_to: str) -> str:
         g = self.grid
         a = g.affine
-        dtype = "Float32"
+        dtype = {"uint8": "Byte", "uint16": "UInt16"}.get(self.dtype, "Float32")
+        nodata = "nan" if np.isnan(self.nodata) else repr(self.nodata)
         srcs = [(b, os.path.relpath(os.path.join(self.block_dir, self.block_file(b)), relative_to))
                 for b in blocks]
         lines = [f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">',
@@ -175,7 +181,7 @@ class FeatureWriter:
         for band in range(1, self.count + 1):
             lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{band}">')
             lines.append(f"    <Description>{escape(self.descriptions[band - 1])}</Description>")
-            lines.append("    <NoDataValue>nan</NoDataValue>")
+            lines.append(f"    <NoDataValue>{nodata}</NoDataValue>")
             for b, rel in srcs:
                 lines.append(
                     f'    <SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
@@ -196,15 +202,17 @@ class FeatureWriter:
         """
         g = self.grid
         staging = os.path.join(self.block_dir, f"{self.product}.staging.tif")
+        profile = cog_profile(self.dtype, self.compress, self.nodata)
         with rasterio.open(staging, "w", driver="GTiff", width=g.width, height=g.height,
-                           count=self.count, dtype="float32", crs=g.crs, transform=g.affine,
-                           nodata=np.nan, tiled=True, blockxsize=256, blockysize=256,
+                           count=self.count, dtype=profile["dtype"], crs=g.crs, transform=g.affine,
+                           nodata=self.nodata, tiled=True, blockxsize=256, blockysize=256,
                            bigtiff="if_safer", **({"nbits": 16} if self.dtype == "float16" else {})) as dst:
             dst.descriptions = tuple(self.descriptions)
+            if self.colormap:
+                dst.write_colormap(1, self.colormap)
             for b in blocks:
                 with rasterio.open(os.path.join(self.block_dir, self.block_file(b))) as src:
                     dst.write(src.read(), window=rasterio.windows.Window(b.col, b.row, b.cols, b.rows))
-        profile = cog_profile(self.dtype, self.compress)
         for key in ("driver", "dtype", "nodata"):
             profile.pop(key)
         rasterio.shutil.copy(staging, dest, driver="COG", **profile)

@@ -1,0 +1,222 @@
+"""Fit once, apply everywhere: the flow the analysis stages (reduce, cluster) share.
+
+Every pass fans out over raster windows in Ray tasks (a few windows each, a bounded
+number in flight) and sends back only small things (moments, sampled pixels) or one
+output block at a time, which the driver writes. No process holds the whole raster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import joblib
+import numpy as np
+import ray
+
+from .. import __version__
+from ..errors import InputError
+from ..grid import Block
+from ..io.mosaic import Mosaic, open_mosaic
+from ..io.writer import FeatureWriter
+from ..runtime import init_ray
+from . import sampling
+
+WINDOWS_PER_TASK = 4
+# Statistics and samples use a fixed window grid, independent of the output --block-size,
+# so a seeded sample (and everything fitted from it) is the same whatever the block size.
+STATS_WINDOW = 256
+
+
+@ray.remote
+def _windows_task(fn: Callable, mosaic: Mosaic, windows: list, args: tuple) -> list:
+    return [fn(mosaic, w, i, *args) for i, w in windows]
+
+
+def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_result=None) -> list:
+    """``[fn(mosaic, window, index, *args) for each window]``, computed in Ray tasks.
+
+    With ``on_result(index, value)`` results are handed over as they come (in any order)
+    and not kept; at most two tasks per CPU are in flight.
+    """
+    mref = ray.put(mosaic)
+    indexed = list(enumerate(windows))
+    groups = [indexed[i:i + WINDOWS_PER_TASK] for i in range(0, len(indexed), WINDOWS_PER_TASK)]
+    limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
+    pending, out = {}, [None] * len(windows)
+    for group in groups + [None]:
+        while pending and (group is None or len(pending) >= limit):
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                ids = pending.pop(ref)
+                for i, value in zip(ids, ray.get(ref)):
+                    if on_result:
+                        on_result(i, value)
+                    else:
+                        out[i] = value
+        if group is not None:
+            pending[_windows_task.remote(fn, mref, group, args)] = [i for i, _ in group]
+    return out
+
+
+def _moments(mosaic, window, index):
+    return sampling.moments(mosaic, [window])
+
+
+def _sample(mosaic, window, index, quotas, seed):
+    return sampling.sample_window(mosaic, window, int(quotas[index]), seed, index)
+
+
+@dataclass
+class Pixels:
+    """What the statistics pass learnt: counts per window and moments of all valid pixels."""
+
+    windows: list
+    counts: np.ndarray
+    total: np.ndarray
+    gram: np.ndarray
+
+    @property
+    def n(self) -> int:
+        return int(self.counts.sum())
+
+    @property
+    def band_variance(self) -> np.ndarray:
+        """Population variance of each band over all valid pixels."""
+        mean = self.total / self.n
+        return np.maximum(np.diag(self.gram) / self.n - mean * mean, 0.0)
+
+
+def statistics(mosaic: Mosaic) -> Pixels:
+    windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, STATS_WINDOW)
+    parts = run_windows(_moments, mosaic, windows)
+    counts = np.array([p[0][0] for p in parts], dtype=np.int64)
+    if counts.sum() == 0:
+        raise InputError(f"raster {mosaic.sources[0].url!r} has no valid pixel (everything is nodata).")
+    return Pixels(windows, counts, sum(p[1] for p in parts), sum(p[2] for p in parts))
+
+
+def sample(mosaic: Mosaic, pixels: Pixels, n: int, seed: int) -> np.ndarray:
+    """A seeded uniform sample of ``n`` valid pixels across the whole raster (all if fewer)."""
+    if n > pixels.n:
+        print(f"warning: --sample {n} is more than the {pixels.n} valid pixels; using all of them.",
+              file=sys.stderr)
+    quotas = sampling.allocate(pixels.counts, n, seed)
+    parts = run_windows(_sample, mosaic, pixels.windows, quotas, seed)
+    return np.concatenate([p for p in parts if len(p)], axis=0)
+
+
+def _apply(mosaic, window, index, model, dtype, nodata):
+    data, valid = mosaic.read(*window)
+    x = data[:, valid].T.astype(np.float64)
+    values = model.apply(x) if len(x) else np.zeros((0, model.n_outputs))
+    out = np.full((model.n_outputs, window[2], window[3]), nodata, dtype=dtype)
+    out[:, valid] = values.T.astype(dtype)
+    return out, valid
+
+
+def apply(mosaic: Mosaic, model, writer: FeatureWriter, block_size: int,
+          dtype: str, nodata: float, progress: bool) -> list[Block]:
+    """Apply a fitted model to every block in Ray tasks; the driver writes each block."""
+    written: list[Block] = []
+    start = time.monotonic()
+    windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, block_size)
+
+    def write(i, result):
+        out, valid = result
+        r, c, rows, cols = windows[i]
+        block = Block(r // block_size, c // block_size, r, c, rows, cols)
+        writer.write_block(block, out, valid)
+        if valid.any():
+            written.append(block)
+        if progress:
+            print(f"apply: {len(written)}/{len(windows)} blocks, "
+                  f"{time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+
+    run_windows(_apply, mosaic, windows, model, dtype, nodata, on_result=write)
+    return sorted(written, key=lambda b: (b.by, b.bx))
+
+
+@dataclass
+class AnalysisResult:
+    output: str
+    outdir: str
+    model_path: str
+    metrics: dict
+    elapsed_s: float
+    n_pixels: int
+    extra: dict = field(default_factory=dict)
+
+    def summary(self) -> str:
+        return (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s -> {self.output} "
+                f"(model {self.model_path})")
+
+
+def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> Mosaic:
+    return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint)
+
+
+def fingerprint(config: dict) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def load_model(path: str, bands: int) -> dict:
+    """A rayvit model bundle from ``model.joblib``; errors name the file and the mismatch."""
+    try:
+        bundle = joblib.load(path)
+    except Exception as exc:
+        raise InputError(f"--model {path!r} could not be read ({type(exc).__name__}); give a "
+                         "model.joblib written by rayvit reduce/cluster.") from exc
+    if not isinstance(bundle, dict) or bundle.get("rayvit_model") != 1:
+        raise InputError(f"--model {path!r} is not a rayvit model (no rayvit_model marker); give a "
+                         "model.joblib written by rayvit reduce/cluster.")
+    if bundle["n_bands"] != bands:
+        raise InputError(f"--model {path!r} was fitted on {bundle['n_bands']} bands, but the input "
+                         f"has {bands}; apply it to a raster with the same bands.")
+    return bundle
+
+
+def run(stage: str, input_path: str, output: str, config: dict, fit: Callable[[Mosaic, Pixels], object],
+        model_path: str | None, dtype: str, nodata: float, descriptions: Callable[[object], list],
+        metrics: Callable[[object, Mosaic, Pixels], dict], bands=None, block_size: int = 512,
+        overwrite: bool = False, address: str | None = None, progress: bool = True,
+        colormap: Callable[[object], dict | None] = lambda m: None) -> AnalysisResult:
+    """The whole stage: open, statistics, fit (or load), apply, write raster + model + metrics."""
+    from ..report import quicklook
+
+    t0 = time.monotonic()
+    mosaic = open_input(input_path, bands)
+    bundle = load_model(model_path, mosaic.count) if model_path else None
+    product = {"reduce": "reduced", "cluster": "clusters"}[stage]
+    config = dict(config, stage=stage, input=input_path, bands=list(mosaic.bands),
+                  model_file=model_path, block_size=block_size)
+    init_ray(address)
+    pixels = statistics(mosaic)
+    model = bundle["model"] if bundle else fit(mosaic, pixels)
+    writer = FeatureWriter(output, mosaic.grid, model.n_outputs, descriptions(model), dtype,
+                           product=product, nodata=nodata, colormap=colormap(model))
+    run_id = fingerprint(config)
+    state = writer.check(run_id, overwrite)
+    writer.start(run_id, config, overwrite=state in ("overwrite",))
+    blocks = apply(mosaic, model, writer, block_size, dtype, nodata, progress)
+    stats = metrics(model, mosaic, pixels)
+    model_file = writer.path("model.joblib")
+    if not bundle:
+        joblib.dump({"rayvit_model": 1, "stage": stage, "model": model, "n_bands": mosaic.count,
+                     "bands": list(mosaic.bands), "config": config, "rayvit_version": __version__},
+                    model_file + ".tmp")
+        os.replace(model_file + ".tmp", model_file)
+    with open(writer.path("metrics.json.tmp"), "w") as fh:
+        json.dump(stats, fh, indent=1)
+    os.replace(writer.path("metrics.json.tmp"), writer.path("metrics.json"))
+    final = writer.commit(blocks, single_file=True, sidecar={"rayvit_version": __version__, "run_id": run_id,
+                                                            **config, "metrics": stats})
+    quicklook(final, writer.path("quicklook.png"), categorical=stage == "cluster",
+              colormap=colormap(model))
+    return AnalysisResult(final, output, model_file if not bundle else model_path, stats,
+                          time.monotonic() - t0, pixels.n)
