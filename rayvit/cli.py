@@ -158,12 +158,18 @@ def add_reduce(sub) -> None:
     p.set_defaults(func=run_reduce)
 
 
+def _run_analysis(fn, args) -> int:
+    """Call an analysis stage with the parsed options that match its keyword parameters."""
+    import inspect
+    names = inspect.signature(fn).parameters
+    result = fn(progress=not args.quiet, **{k: v for k, v in vars(args).items() if k in names})
+    print(result.summary())
+    return 0
+
+
 def run_reduce(args) -> int:
     from .analysis.reduce import reduce
-    r = reduce(args.input, args.output, args.method, args.n_components, args.standardize, args.bands,
-               args.block_size, args.model, args.overwrite, args.address, not args.quiet)
-    print(r.summary())
-    return 0
+    return _run_analysis(reduce, args)
 
 
 def add_cluster(sub) -> None:
@@ -177,7 +183,8 @@ def add_cluster(sub) -> None:
     _analysis_common(p)
     p.add_argument("--method", default="KMeans", choices=CLUSTER_METHODS)
     p.add_argument("--n-clusters", type=int, default=8)
-    p.add_argument("--sample", type=int, default=100_000, help="pixels for the k-means++ initialisation")
+    p.add_argument("--sample", dest="sample_size", type=int, default=100_000,
+                   help="pixels for the k-means++ initialisation (seeded, uniform over the raster)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-iter", type=int, default=300)
     p.add_argument("--tol", type=float, default=1e-4)
@@ -186,11 +193,7 @@ def add_cluster(sub) -> None:
 
 def run_cluster(args) -> int:
     from .analysis.cluster import cluster
-    r = cluster(args.input, args.output, args.method, args.n_clusters, args.standardize, args.sample,
-                args.seed, args.max_iter, args.tol, None, args.bands, args.block_size, args.model,
-                args.overwrite, args.address, not args.quiet)
-    print(r.summary())
-    return 0
+    return _run_analysis(cluster, args)
 
 
 def add_quickstart(sub) -> None:
