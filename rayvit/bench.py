@@ -24,7 +24,6 @@ import tempfile
 import threading
 import time
 
-import numpy as np
 import psutil
 import torch
 
@@ -144,5 +143,3 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
 
-
-__all__ = ["bench_encode", "bare_forward", "PeakMemory", "np"]

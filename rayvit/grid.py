@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Iterator
 
 import numpy as np
@@ -102,7 +103,11 @@ class Axis:
         With ``center``, tile ``i`` keeps only its central ``stride`` part (the first tile
         also keeps its leading margin and the last its trailing one), so the spans
         partition the axis: every feature pixel belongs to exactly one tile.
+        Cached: the driver asks for them once per tile it merges.
         """
+        return _spans(self, center)
+
+    def _compute_spans(self, center: bool) -> tuple[np.ndarray, np.ndarray]:
         i = np.arange(self.n_tiles, dtype=np.int64)
         start = i * self.stride_features
         stop = start + self.tile_features
@@ -113,7 +118,9 @@ class Axis:
             keep_start[0] = start[0]
             keep_stop[-1] = stop[-1]
             start, stop = keep_start, keep_stop
-        return np.minimum(start, self.feature_length), np.minimum(stop, self.feature_length)
+        start, stop = np.minimum(start, self.feature_length), np.minimum(stop, self.feature_length)
+        start.flags.writeable = stop.flags.writeable = False  # shared through the cache
+        return start, stop
 
     def tiles_touching(self, lo: int, hi: int, center: bool) -> range:
         """Indices of tiles whose span intersects feature pixels ``[lo, hi)``."""
@@ -130,6 +137,11 @@ class Axis:
 
     def n_blocks(self, block_size: int) -> int:
         return math.ceil(self.feature_length / block_size)
+
+
+@lru_cache(maxsize=64)
+def _spans(axis: Axis, center: bool) -> tuple[np.ndarray, np.ndarray]:
+    return axis._compute_spans(center)
 
 
 @dataclass(frozen=True, slots=True)

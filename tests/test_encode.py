@@ -8,7 +8,7 @@ import pytest
 import rasterio
 from rasterio.transform import from_origin
 
-from conftest import UTM, read, seeded_image, write_raster
+from conftest import read, seeded_image, write_raster
 from rayvit import encode
 from rayvit.encode.merge import MERGERS
 from test_mosaic import cut_into_four

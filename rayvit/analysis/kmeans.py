@@ -53,16 +53,18 @@ class DistributedKMeans:
 
     def fit_steps(self, sample: np.ndarray, step, mean_variance: float) -> "DistributedKMeans":
         """Fit with ``step(centers) -> (sums, counts, inertia)`` summed over all pixels."""
+        if self.max_iter < 1:
+            raise InputError(f"--max-iter must be >= 1, got {self.max_iter}.")
         centers = self.initial_centers(sample)
         tol = self.tol * mean_variance
-        self.n_iter_ = 0
-        for self.n_iter_ in range(1, self.max_iter + 1):
-            sums, counts, inertia = step(centers)
+        for iteration in range(1, self.max_iter + 1):
+            sums, counts, _ = step(centers)
             new = np.where(counts[:, None] > 0, sums / np.maximum(counts, 1)[:, None], centers)
             shift = float(((new - centers) ** 2).sum())
             centers = new
             if shift <= tol:
                 break
+        self.n_iter_ = iteration
         self.cluster_centers_ = centers
         _, counts, inertia = step(centers)
         self.inertia_, self.counts_ = inertia, counts

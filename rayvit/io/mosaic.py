@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -165,6 +166,15 @@ def describe(url: str, options: dict | None = None) -> Source:
                       ds.count, ds.dtypes[0], ds.nodata)
 
 
+@lru_cache(maxsize=4096)
+def _bounds_in(src: Source, crs: str) -> tuple[float, float, float, float]:
+    """A source's bounds in another CRS (cached: asked for on every window read)."""
+    if CRS.from_wkt(src.crs) == CRS.from_wkt(crs):
+        return src.bounds
+    return transform_bounds(CRS.from_wkt(src.crs), CRS.from_wkt(crs), *src.bounds, densify_pts=21)
+
+
+@lru_cache(maxsize=4096)
 def _aligned(src: Source, grid: Grid) -> bool:
     if CRS.from_wkt(src.crs) != CRS.from_wkt(grid.crs):
         return False
@@ -198,8 +208,7 @@ def target_grid(sources: Sequence[Source], crs: str | None = None, res: float | 
     else:
         rx = ry = float(res)
     # union of all sources in the target CRS
-    boxes = [transform_bounds(CRS.from_wkt(s.crs), dst_crs, *s.bounds, densify_pts=21)
-             for s in sources]
+    boxes = [_bounds_in(s, dst_crs.to_wkt()) for s in sources]
     union = (min(b[0] for b in boxes), min(b[1] for b in boxes),
              max(b[2] for b in boxes), max(b[3] for b in boxes))
     if extent is not None:
@@ -238,11 +247,9 @@ class Mosaic:
 
     def _sources_in(self, bounds) -> list[Source]:
         x0, y0, x1, y1 = bounds
-        dst = CRS.from_wkt(self.grid.crs)
         hits = []
         for s in self.sources:
-            sb = s.bounds if CRS.from_wkt(s.crs) == dst else transform_bounds(
-                CRS.from_wkt(s.crs), dst, *s.bounds, densify_pts=21)
+            sb = _bounds_in(s, self.grid.crs)
             if sb[0] < x1 and sb[2] > x0 and sb[1] < y1 and sb[3] > y0:
                 hits.append(s)
         return hits
