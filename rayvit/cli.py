@@ -145,16 +145,31 @@ def _analysis_common(p: argparse.ArgumentParser) -> None:
     add_ray_options(p)
 
 
+def _estimator_options(p: argparse.ArgumentParser, stage: str, default: str, exact: str) -> None:
+    g = p.add_argument_group("estimator")
+    g.add_argument("--method", default=default,
+                   help=f"{default} (default: {exact}) or any other {stage} estimator by class name, "
+                        "fitted on --sample pixels (`rayvit methods` lists them)")
+    g.add_argument("--params", help="estimator parameters as a JSON object, checked against its signature, "
+                                    "e.g. '{\"n_neighbors\": 30}'")
+    g.add_argument("--sample", dest="sample_size", type=int, default=100_000,
+                   help="valid pixels drawn uniformly (seeded) across the raster to fit on (default: 100000)")
+    g.add_argument("--seed", type=int, default=0, help="seed of the sample and the estimator (default: 0)")
+
+
 def add_reduce(sub) -> None:
-    from .analysis.reduce import REDUCE_METHODS
-    p = sub.add_parser("reduce", help="raster -> fewer bands (exact distributed PCA)",
+    p = sub.add_parser("reduce", help="raster -> fewer bands (exact PCA, UMAP, any sklearn decomposition)",
                        description="Reduce every pixel of a multi-band raster to --n-components bands. "
                                    "PCA is exact: every valid pixel enters the covariance, summed over "
-                                   "blocks in Ray tasks. Writes reduced.tif, model.joblib, metrics.json "
-                                   "(explained variance) and quicklook.png.")
+                                   "blocks in Ray tasks. Other methods (sklearn.decomposition, "
+                                   "sklearn.manifold, UMAP) are fitted on a seeded sample and applied to "
+                                   "every block with transform, or by the nearest sampled pixel when they "
+                                   "have none (TSNE, MDS). Writes reduced.tif, model.joblib, metrics.json "
+                                   "and quicklook.png.")
     _analysis_common(p)
-    p.add_argument("--method", default="PCA", choices=REDUCE_METHODS)
-    p.add_argument("--n-components", type=int, default=3)
+    _estimator_options(p, "reduce", "PCA", "exact PCA over all valid pixels")
+    p.add_argument("--n-components", type=int, help="output bands (default: 3); sets the estimator's "
+                                                    "n_components")
     p.set_defaults(func=run_reduce)
 
 
@@ -173,27 +188,40 @@ def run_reduce(args) -> int:
 
 
 def add_cluster(sub) -> None:
-    from .analysis.cluster import CLUSTER_METHODS
-    p = sub.add_parser("cluster", help="raster -> cluster map (distributed KMeans)",
+    p = sub.add_parser("cluster", help="raster -> cluster map (distributed KMeans, HDBSCAN, any sklearn.cluster)",
                        description="Cluster every pixel of a multi-band raster. KMeans: k-means++ on a "
                                    "seeded uniform sample, then Lloyd iterations over all valid pixels "
-                                   "(summed over blocks in Ray tasks). Writes clusters.tif (smallest "
-                                   "unsigned type, nodata = its maximum, GDAL colour table), "
-                                   "model.joblib, metrics.json and quicklook.png.")
+                                   "(summed over blocks in Ray tasks; --params max_iter, tol, init). Other "
+                                   "sklearn.cluster classes are fitted on the sample and applied with "
+                                   "predict, or by the nearest sampled pixel's label (HDBSCAN, DBSCAN, ...). "
+                                   "Writes clusters.tif (smallest unsigned type; nodata = its maximum, "
+                                   "noise = maximum - 1; GDAL colour table), model.joblib, metrics.json "
+                                   "and quicklook.png.")
     _analysis_common(p)
-    p.add_argument("--method", default="KMeans", choices=CLUSTER_METHODS)
-    p.add_argument("--n-clusters", type=int, default=8)
-    p.add_argument("--sample", dest="sample_size", type=int, default=100_000,
-                   help="pixels for the k-means++ initialisation (seeded, uniform over the raster)")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--max-iter", type=int, default=300)
-    p.add_argument("--tol", type=float, default=1e-4)
+    _estimator_options(p, "cluster", "KMeans", "distributed KMeans over all valid pixels")
+    p.add_argument("--n-clusters", type=int, help="sets the estimator's n_clusters (KMeans default: 8)")
     p.set_defaults(func=run_cluster)
 
 
 def run_cluster(args) -> int:
     from .analysis.cluster import cluster
     return _run_analysis(cluster, args)
+
+
+def add_methods(sub) -> None:
+    p = sub.add_parser("methods", help="list the estimators reduce/cluster accept for --method",
+                       description="List the estimator names each analysis stage accepts for --method.")
+    p.add_argument("stage", nargs="?", choices=("reduce", "cluster"), help="only this stage")
+    p.set_defaults(func=run_methods)
+
+
+def run_methods(args) -> int:
+    from .analysis import cluster, estimators, reduce
+    exact = {"reduce": reduce.EXACT, "cluster": cluster.EXACT}
+    for stage in [args.stage] if args.stage else list(exact):
+        names = sorted(set(estimators.available(stage)) | set(exact[stage]))
+        print(f"{stage}: " + ", ".join(f"{n} (exact, all pixels)" if n in exact[stage] else n for n in names))
+    return 0
 
 
 def add_quickstart(sub) -> None:
@@ -230,15 +258,25 @@ def run_quickstart(args) -> int:
 
 
 def add_bench(sub) -> None:
-    p = sub.add_parser("bench", help="measure encode throughput against the bare model forward",
-                       description="Generates a raster with at least --tiles tiles, then measures in one "
-                                   "run: bare model forward tiles/s on random tensors, end-to-end "
-                                   "`encode` tiles/s and their ratio, and peak memory at 1x and 4x area.")
+    p = sub.add_parser("bench", help="measure encode throughput against the bare model forward, or analysis "
+                                     "time and memory against pixel count",
+                       description="encode (default): generates a raster with at least --tiles tiles, then "
+                                   "measures in one run: bare model forward tiles/s on random tensors, "
+                                   "end-to-end `encode` tiles/s and their ratio, and peak memory at 1x and 4x "
+                                   "area. analysis: generates float16 feature rasters of --pixels x "
+                                   "--bands at 1/4 and full size and times PCA (3 components) and KMeans "
+                                   "(--k, --kmeans-iter Lloyd steps) on each, and scikit-learn on an "
+                                   "in-memory subset, with peak memory.")
+    p.add_argument("what", nargs="?", choices=("encode", "analysis"), default="encode")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
     p.add_argument("--size", type=int, default=224)
-    p.add_argument("--bands", type=int, default=3)
+    p.add_argument("--bands", type=int, help="raster bands (default: encode 3, analysis 384)")
     p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--pixels", type=int, default=10_000_000, help="analysis: pixels at full size")
+    p.add_argument("--k", type=int, default=16, help="analysis: KMeans clusters")
+    p.add_argument("--kmeans-iter", type=int, default=10, help="analysis: Lloyd iterations (fixed, tol 0)")
+    p.add_argument("--sklearn-pixels", type=int, default=500_000, help="analysis: in-memory subset for sklearn")
     p.add_argument("--scale-area", type=int, default=4, help="second run's area multiple (0: skip)")
     p.add_argument("--workdir", help="where to generate rasters (default: a temp dir, removed)")
     add_ray_options(p)
@@ -246,10 +284,14 @@ def add_bench(sub) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import bench_encode
+    from .bench import bench_analysis, bench_encode
 
-    bench_encode(args.model, args.tiles, args.size, args.bands, args.batch_size, args.scale_area,
-                 args.workdir, args.address)
+    if args.what == "analysis":
+        bench_analysis(args.pixels, args.bands or 384, (0.25, 1.0), args.k, args.kmeans_iter, args.sklearn_pixels,
+                       args.workdir, args.address)
+    else:
+        bench_encode(args.model, args.tiles, args.size, args.bands or 3, args.batch_size, args.scale_area,
+                     args.workdir, args.address)
     return 0
 
 
@@ -261,6 +303,7 @@ def parser() -> argparse.ArgumentParser:
     add_encode(sub)
     add_reduce(sub)
     add_cluster(sub)
+    add_methods(sub)
     add_quickstart(sub)
     add_bench(sub)
     return p

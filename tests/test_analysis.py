@@ -74,7 +74,7 @@ def test_kmeans_equals_scikit_learn_with_the_same_initial_centroids(correlated, 
     x = StandardScaler().fit_transform(data[:, valid].T.astype(np.float64))
     init = x[np.random.default_rng(3).choice(len(x), 5, replace=False)]
     sk = KMeans(5, init=init, n_init=1, algorithm="lloyd", max_iter=300, tol=1e-4).fit(x)
-    r = cluster(path, tmp_path / "o", n_clusters=5, init=init, block_size=32, **Q)
+    r = cluster(path, tmp_path / "o", n_clusters=5, params={"init": init}, block_size=32, **Q)
     labels = read(r.output)[0][0]
     np.testing.assert_array_equal(labels[valid], sk.labels_)
     assert r.metrics["inertia"] == pytest.approx(sk.inertia_, rel=1e-6)
@@ -111,19 +111,22 @@ def test_model_reuse_and_band_mismatch(blobs, correlated, tmp_path):
     np.testing.assert_array_equal(read(first.output)[0], read(again.output)[0])
     with pytest.raises(InputError, match="fitted on 3 bands, but the input has 6"):
         cluster(correlated[0], tmp_path / "bad", model=first.model_path, **Q)
+    pca = reduce(path, tmp_path / "pca", n_components=2, **Q)
+    with pytest.raises(InputError, match="written by rayvit reduce, not cluster"):
+        cluster(path, tmp_path / "bad3", model=pca.model_path, **Q)
     junk = tmp_path / "junk.joblib"
     junk.write_bytes(b"not a model")
     with pytest.raises(InputError, match="junk.joblib.*could not be read"):
         cluster(path, tmp_path / "bad2", model=str(junk), **Q)
-    assert not (tmp_path / "bad").exists() and not (tmp_path / "bad2").exists()
+    assert not any((tmp_path / d).exists() for d in ("bad", "bad2", "bad3"))
 
 
 def test_bad_inputs(correlated, tmp_path):
     path, _, _ = correlated
     with pytest.raises(InputError, match="--n-components 7 must be between 1 and the band count"):
         reduce(path, tmp_path / "a", n_components=7, **Q)
-    with pytest.raises(InputError, match="unknown --method 'TSNE'"):
-        reduce(path, tmp_path / "b", method="TSNE", **Q)
+    with pytest.raises(InputError, match="unknown --method 'PCAA' for reduce; valid: .*FastICA.*UMAP"):
+        reduce(path, tmp_path / "b", method="PCAA", **Q)
     empty = write_raster(tmp_path / "empty.tif", np.full((2, 8, 8), NODATA, "float32"), nodata=NODATA)
     with pytest.raises(InputError, match="no valid pixel"):
         cluster(empty, tmp_path / "c", **Q)
@@ -150,3 +153,71 @@ def test_real_iamap_raster_pca_and_kmeans(iamap, tmp_path):
     with rasterio.open(src) as ds:
         nodata = ds.read_masks(1) == 0
     assert (labels[nodata] == 255).all() and set(np.unique(labels[~nodata])) == set(range(5))
+
+
+def test_hdbscan_recovers_separated_clusters_by_nearest_sampled_label(blobs, tmp_path):
+    path, _, truth, valid = blobs
+    r = cluster(path, tmp_path / "o", method="HDBSCAN", params={"min_cluster_size": 50},
+                sample_size=1500, **Q)
+    labels = read(r.output)[0][0]
+    assert adjusted_rand_score(truth[valid], labels[valid]) == 1.0
+    assert (labels[~valid] == 255).all() and r.metrics["n_clusters"] == 4
+    assert "nearest sampled pixel" in r.metrics["fit"] and r.metrics["noise_value"] == 254
+    assert sum(r.metrics["cluster_sizes"]) == valid.sum()
+
+
+def test_noise_gets_its_own_value(blobs, tmp_path):
+    path, _, truth, valid = blobs
+    # DBSCAN with a radius smaller than the noise: every sampled pixel is noise
+    r = cluster(path, tmp_path / "o", method="DBSCAN", params={"eps": 1e-6, "min_samples": 5},
+                sample_size=300, **Q)
+    labels = read(r.output)[0][0]
+    assert (labels[valid] == 254).all() and (labels[~valid] == 255).all()
+    assert r.metrics["noise_pixels"] == valid.sum()
+
+
+def test_any_estimator_with_predict_or_transform(blobs, correlated, tmp_path):
+    path, _, truth, valid = blobs
+    r = cluster(path, tmp_path / "mb", method="MiniBatchKMeans", n_clusters=4, sample_size=2000, **Q)
+    assert adjusted_rand_score(truth[valid], read(r.output)[0][0][valid]) == 1.0
+    assert r.metrics["fit"].endswith("applied by predict")
+    cpath, data, cvalid = correlated
+    x = StandardScaler().fit_transform(data[:, cvalid].T.astype(np.float64))
+    s = reduce(cpath, tmp_path / "svd", method="TruncatedSVD", n_components=2, sample_size=10**6, **Q)
+    from sklearn.decomposition import TruncatedSVD
+    want = TruncatedSVD(2, random_state=None).fit(x)
+    np.testing.assert_allclose(s.metrics["explained_variance_ratio"], want.explained_variance_ratio_, rtol=1e-4)
+    assert read(s.output)[0].shape == (2, 70, 90)
+
+
+def test_umap_on_a_small_sample_end_to_end(blobs, tmp_path):
+    path, _, truth, valid = blobs
+    r = reduce(path, tmp_path / "u", method="UMAP", n_components=2, sample_size=400,
+               params={"n_neighbors": 15, "random_state": 0, "n_epochs": 50}, **Q)
+    out = read(r.output)[0]
+    assert out.shape == (2, 60, 80) and np.isfinite(out[:, valid]).all() and np.isnan(out[:, ~valid]).all()
+    # the embedding keeps the 4 blobs apart: KMeans on it recovers them
+    emb = out[:, valid].T
+    assert adjusted_rand_score(truth[valid], KMeans(4, n_init=4, random_state=0).fit_predict(emb)) == 1.0
+    assert r.metrics["method"] == "UMAP" and "transform" in r.metrics["fit"]
+
+
+def test_params_are_validated_against_the_estimator(blobs, tmp_path):
+    path = blobs[0]
+    with pytest.raises(InputError, match="'min_size' not a parameter of HDBSCAN; valid keys: min_cluster_size"):
+        cluster(path, tmp_path / "a", method="HDBSCAN", params={"min_size": 5}, **Q)
+    with pytest.raises(InputError, match="min_cluster_size='big' has the wrong type for HDBSCAN"):
+        cluster(path, tmp_path / "b", method="HDBSCAN", params='{"min_cluster_size": "big"}', **Q)
+    with pytest.raises(InputError, match="'min_cluster_size' parameter of HDBSCAN must be an int in the range"):
+        cluster(path, tmp_path / "b", method="HDBSCAN", params='{"min_cluster_size": 1}', **Q)
+    with pytest.raises(InputError, match="--params is not valid JSON"):
+        cluster(path, tmp_path / "c", params="{n_clusters: 3}", **Q)
+    with pytest.raises(InputError, match="n_neighbors='many' has the wrong type for UMAP"):
+        reduce(path, tmp_path / "d", method="UMAP", params={"n_neighbors": "many"}, **Q)
+    with pytest.raises(InputError, match="--n-clusters does not apply to HDBSCAN"):
+        cluster(path, tmp_path / "e", method="HDBSCAN", n_clusters=3, **Q)
+    with pytest.raises(InputError, match="'n_init' not a parameter of DistributedKMeans; valid keys: n_clusters"):
+        cluster(path, tmp_path / "f", params={"n_init": 3}, **Q)
+    assert not any((tmp_path / d).exists() for d in "abcdef")
+    r = run_cli("cluster", path, "-o", tmp_path / "g", "--method", "HDBSCAN", "--params", '{"min_clustr_size": 2}')
+    assert r.returncode == 2 and "valid keys: min_cluster_size" in r.stderr and not (tmp_path / "g").exists()

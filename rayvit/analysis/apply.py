@@ -44,7 +44,7 @@ def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_resul
     With ``on_result(index, value)`` results are handed over as they come (in any order)
     and not kept; at most two tasks per CPU are in flight.
     """
-    mref = ray.put(mosaic)
+    mref, aref = ray.put(mosaic), ray.put(args)
     indexed = list(enumerate(windows))
     groups = [indexed[i:i + WINDOWS_PER_TASK] for i in range(0, len(indexed), WINDOWS_PER_TASK)]
     limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
@@ -60,7 +60,7 @@ def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_resul
                     else:
                         out[i] = value
         if group is not None:
-            pending[_windows_task.remote(fn, mref, group, args)] = [i for i, _ in group]
+            pending[_windows_task.remote(fn, mref, group, aref)] = [i for i, _ in group]
     return out
 
 
@@ -121,9 +121,14 @@ def _apply(mosaic, window, index, model, dtype, nodata):
 
 
 def apply(mosaic: Mosaic, model, writer: FeatureWriter, block_size: int,
-          dtype: str, nodata: float, progress: bool) -> list[Block]:
-    """Apply a fitted model to every block in Ray tasks; the driver writes each block."""
+          dtype: str, nodata: float, progress: bool) -> tuple[list[Block], np.ndarray | None]:
+    """Apply a fitted model to every block in Ray tasks; the driver writes each block.
+
+    Returns the blocks written and, for integer outputs, the count of each value over all
+    valid pixels (cluster sizes).
+    """
     written: list[Block] = []
+    tally = [np.zeros(0, dtype=np.int64)] if np.issubdtype(np.dtype(dtype), np.integer) else None
     start = time.monotonic()
     windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, block_size)
 
@@ -132,6 +137,10 @@ def apply(mosaic: Mosaic, model, writer: FeatureWriter, block_size: int,
         r, c, rows, cols = windows[i]
         block = Block(r // block_size, c // block_size, r, c, rows, cols)
         writer.write_block(block, out, valid)
+        if tally is not None:
+            counts = np.bincount(out[0][valid].astype(np.int64))
+            size = max(len(counts), len(tally[0]))
+            tally[0] = np.pad(tally[0], (0, size - len(tally[0]))) + np.pad(counts, (0, size - len(counts)))
         if valid.any():
             written.append(block)
         if progress:
@@ -139,7 +148,7 @@ def apply(mosaic: Mosaic, model, writer: FeatureWriter, block_size: int,
                   f"{time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
 
     run_windows(_apply, mosaic, windows, model, dtype, nodata, on_result=write)
-    return sorted(written, key=lambda b: (b.by, b.bx))
+    return sorted(written, key=lambda b: (b.by, b.bx)), (tally[0] if tally is not None else None)
 
 
 @dataclass
@@ -165,7 +174,7 @@ def fingerprint(config: dict) -> str:
     return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def load_model(path: str, bands: int) -> dict:
+def load_model(path: str, bands: int, stage: str) -> dict:
     """A rayvit model bundle from ``model.joblib``; errors name the file and the mismatch."""
     try:
         bundle = joblib.load(path)
@@ -175,6 +184,9 @@ def load_model(path: str, bands: int) -> dict:
     if not isinstance(bundle, dict) or bundle.get("rayvit_model") != 1:
         raise InputError(f"--model {path!r} is not a rayvit model (no rayvit_model marker); give a "
                          "model.joblib written by rayvit reduce/cluster.")
+    if bundle["stage"] != stage:
+        raise InputError(f"--model {path!r} was written by rayvit {bundle['stage']}, not {stage}; give a "
+                         f"model.joblib from an earlier `rayvit {stage}` run.")
     if bundle["n_bands"] != bands:
         raise InputError(f"--model {path!r} was fitted on {bundle['n_bands']} bands, but the input "
                          f"has {bands}; apply it to a raster with the same bands.")
@@ -182,8 +194,9 @@ def load_model(path: str, bands: int) -> dict:
 
 
 def run(stage: str, input_path: str, output: str, config: dict, fit: Callable[[Mosaic, Pixels], object],
-        model_path: str | None, dtype: str, nodata: float, descriptions: Callable[[object], list],
-        metrics: Callable[[object, Mosaic, Pixels], dict], bands=None, block_size: int = 512,
+        model_path: str | None, output_type: Callable[[object], tuple[str, float]],
+        descriptions: Callable[[object], list],
+        metrics: Callable[[object, Mosaic, Pixels, np.ndarray | None], dict], bands=None, block_size: int = 512,
         overwrite: bool = False, address: str | None = None, progress: bool = True,
         colormap: Callable[[object], dict | None] = lambda m: None) -> AnalysisResult:
     """The whole stage: open, statistics, fit (or load), apply, write raster + model + metrics."""
@@ -191,20 +204,21 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable[[M
 
     t0 = time.monotonic()
     mosaic = open_input(input_path, bands)
-    bundle = load_model(model_path, mosaic.count) if model_path else None
+    bundle = load_model(model_path, mosaic.count, stage) if model_path else None
     product = {"reduce": "reduced", "cluster": "clusters"}[stage]
     config = dict(config, stage=stage, input=input_path, bands=list(mosaic.bands),
                   model_file=model_path, block_size=block_size)
     init_ray(address)
     pixels = statistics(mosaic)
     model = bundle["model"] if bundle else fit(mosaic, pixels)
+    dtype, nodata = output_type(model)
     writer = FeatureWriter(output, mosaic.grid, model.n_outputs, descriptions(model), dtype,
                            product=product, nodata=nodata, colormap=colormap(model))
     run_id = fingerprint(config)
     state = writer.check(run_id, overwrite)
     writer.start(run_id, config, overwrite=state in ("overwrite",))
-    blocks = apply(mosaic, model, writer, block_size, dtype, nodata, progress)
-    stats = metrics(model, mosaic, pixels)
+    blocks, tally = apply(mosaic, model, writer, block_size, dtype, nodata, progress)
+    stats = metrics(model, mosaic, pixels, tally)
     model_file = writer.path("model.joblib")
     if not bundle:
         joblib.dump({"rayvit_model": 1, "stage": stage, "model": model, "n_bands": mosaic.count,

@@ -1,94 +1,119 @@
-"""``cluster``: multi-band raster -> cluster labels (distributed Lloyd KMeans)."""
+"""``cluster``: multi-band raster -> cluster labels (distributed KMeans, or any sklearn.cluster class)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..report import palette
+from . import estimators, sampling
 from .apply import AnalysisResult, Pixels, run, run_windows, sample
 from .kmeans import DistributedKMeans, partial_sums
 from .pca import Standardizer
-from . import sampling
 
-CLUSTER_METHODS = ("KMeans",)
+EXACT = {"KMeans": DistributedKMeans}
 
 
 def label_dtype(n_labels: int) -> tuple[str, int]:
-    """Smallest unsigned type holding labels 0..n-1 plus a nodata value (its maximum)."""
+    """Smallest unsigned type holding labels 0..n-1, a noise value (its maximum - 1) and a
+    nodata value (its maximum)."""
     for dtype in ("uint8", "uint16", "uint32"):
         top = int(np.iinfo(dtype).max)
-        if n_labels <= top:
+        if n_labels <= top - 1:
             return dtype, top
     raise InputError(f"{n_labels} clusters is too many.")
 
 
 @dataclass
 class Clusterer:
+    """A fitted clustering: labels 0..n_labels-1; noise (label -1, e.g. HDBSCAN) -> ``noise``."""
+
     scaler: Standardizer
-    estimator: DistributedKMeans
+    predict: Callable[[np.ndarray], np.ndarray]
+    n_labels: int
+    estimator: Any
+    how: str
     n_outputs: int = 1
 
     @property
-    def n_labels(self) -> int:
-        return self.estimator.n_clusters
+    def noise(self) -> int:
+        return label_dtype(self.n_labels)[1] - 1
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return self.estimator.predict(self.scaler.transform(x))[:, None]
+        labels = np.asarray(self.predict(self.scaler.transform(x)))
+        return np.where(labels < 0, self.noise, labels)[:, None]
 
 
 def _step(mosaic, window, index, scaler, centers):
     return partial_sums(scaler.transform(sampling.valid_pixels(mosaic, window)), centers)
 
 
-def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int = 8, standardize: bool = True,
-            sample_size: int = 100_000, seed: int = 0, max_iter: int = 300, tol: float = 1e-4,
-            init: np.ndarray | None = None, bands: Sequence[int] | None = None, block_size: int = 512,
-            model: str | None = None, overwrite: bool = False, address: str | None = None,
-            progress: bool = True) -> AnalysisResult:
-    """Cluster every pixel of ``input``; writes ``clusters.tif`` (colour table), model, metrics.
-
-    KMeans: k-means++ on a seeded uniform sample of ``sample_size`` valid pixels, then
-    Lloyd iterations over *all* valid pixels, each E-step summed over blocks in Ray tasks.
-    """
-    if method not in CLUSTER_METHODS:
-        raise InputError(f"unknown --method {method!r} for cluster; valid: {', '.join(CLUSTER_METHODS)}.")
-    if n_clusters < 1:
-        raise InputError(f"--n-clusters must be >= 1, got {n_clusters}.")
-
-    def fit(mosaic, pixels: Pixels):
-        scaler = Standardizer(standardize).fit_moments(pixels.n, pixels.total, pixels.gram)
-        drawn = scaler.transform(sample(mosaic, pixels, sample_size, seed))
-        km = DistributedKMeans(n_clusters, max_iter, tol, seed, init)
-
+def fit_clusterer(estimator, mosaic, pixels: Pixels, standardize: bool, sample_size: int, seed: int) -> Clusterer:
+    scaler = Standardizer(standardize).fit_moments(pixels.n, pixels.total, pixels.gram)
+    drawn = scaler.transform(sample(mosaic, pixels, sample_size, seed))
+    if isinstance(estimator, DistributedKMeans):
         def step(centers):
             parts = run_windows(_step, mosaic, pixels.windows, scaler, centers)
             return (sum(p[0] for p in parts), sum(p[1] for p in parts), float(sum(p[2] for p in parts)))
 
         # scikit-learn's tolerance: tol x the mean band variance of the data being clustered
         variance = float(np.mean(pixels.band_variance / scaler.scale_ ** 2))
-        return Clusterer(scaler, km.fit_steps(drawn, step, variance))
+        km = estimator.fit_steps(drawn, step, variance)
+        return Clusterer(scaler, km.predict, km.cluster_centers_.shape[0], km,
+                         "exact Lloyd iterations over all valid pixels")
+    function, how = estimators.fitted_function(estimator, drawn, "predict")
+    labels = np.asarray(function(drawn))
+    n_labels = max(int(labels.max()) + 1, len(getattr(estimator, "cluster_centers_", ())), 1)
+    return Clusterer(scaler, function, n_labels, estimator,
+                     f"fitted on {len(drawn)} sampled pixels, applied by {how}")
 
-    def metrics(model, mosaic, pixels):
+
+def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | None = None,
+            params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
+            seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512,
+            model: str | None = None, overwrite: bool = False, address: str | None = None,
+            progress: bool = True) -> AnalysisResult:
+    """Cluster every pixel of ``input``; writes ``clusters.tif`` (colour table), model, metrics.
+
+    KMeans (default, 8 clusters): k-means++ on a seeded uniform sample of ``sample_size``
+    valid pixels, then Lloyd iterations over *all* valid pixels, each E-step summed over
+    blocks in Ray tasks (``params``: ``max_iter``, ``tol``, ``init``). Any other
+    ``sklearn.cluster`` class is fitted on the sample and applied to every block with
+    ``predict``, or, lacking it (HDBSCAN, DBSCAN, ...), with the nearest sampled pixel's label.
+    """
+    cls = EXACT.get(method) or estimators.resolve("cluster", method)
+    estimator = None
+    if not model:
+        estimator = estimators.build(cls, params, n_clusters=n_clusters)
+        if isinstance(estimator, DistributedKMeans) and "random_state" not in estimators.parse_params(params):
+            estimator.random_state = seed
+        if getattr(estimator, "n_clusters", 1) is not None and getattr(estimator, "n_clusters", 1) < 1:
+            raise InputError(f"--n-clusters must be >= 1, got {estimator.n_clusters}.")
+
+    def fit(mosaic, pixels: Pixels):
+        return fit_clusterer(estimator, mosaic, pixels, standardize, sample_size, seed)
+
+    def metrics(model, mosaic, pixels, tally):
         from sklearn.metrics import silhouette_score
-        km = model.estimator
-        out = {"method": method, "n_clusters": km.n_clusters, "n_iter": getattr(km, "n_iter_", None),
-               "inertia": getattr(km, "inertia_", None),
-               "cluster_sizes": [int(c) for c in getattr(km, "counts_", [])], "n_pixels": pixels.n}
-        probe = model.scaler.transform(sample(mosaic, pixels, min(5000, pixels.n), seed + 1))
-        labels = km.predict(probe)
-        if 1 < len(np.unique(labels)) < len(probe):
-            out["silhouette_sample"] = float(silhouette_score(probe, labels))
+        sizes = np.zeros(model.n_labels, dtype=np.int64) if tally is None else tally
+        out = {"method": type(model.estimator).__name__, "fit": model.how, "n_clusters": model.n_labels,
+               "n_iter": getattr(model.estimator, "n_iter_", None),
+               "inertia": getattr(model.estimator, "inertia_", None),
+               "cluster_sizes": [int(c) for c in sizes[:model.n_labels]],
+               "noise_value": model.noise, "noise_pixels": int(sizes[model.noise]) if len(sizes) > model.noise else 0,
+               "n_pixels": pixels.n}
+        probe = sample(mosaic, pixels, min(5000, pixels.n), seed + 1)
+        labels = model.apply(probe)[:, 0]
+        keep = labels != model.noise
+        if 1 < len(np.unique(labels[keep])) < keep.sum():
+            out["silhouette_sample"] = float(silhouette_score(model.scaler.transform(probe[keep]), labels[keep]))
         return out
 
-    n_labels = init.shape[0] if init is not None else n_clusters
-    dtype, nodata = label_dtype(n_labels)
-    config = {"method": method, "n_clusters": n_clusters, "standardize": standardize, "sample": sample_size,
-              "seed": seed, "max_iter": max_iter, "tol": tol,
-              "init": None if init is None else np.asarray(init).tolist()}
-    return run("cluster", input, output, config, fit, model, dtype, nodata, lambda m: ["cluster"],
+    config = {"method": method, "params": estimators.jsonable(params), "n_clusters": n_clusters,
+              "standardize": standardize, "sample": sample_size, "seed": seed}
+    return run("cluster", input, output, config, fit, model, lambda m: label_dtype(m.n_labels), lambda m: ["cluster"],
                metrics, bands, block_size, overwrite, address, progress,
                colormap=lambda m: palette(m.n_labels))

@@ -66,7 +66,11 @@ class DistributedPCA:
         return self
 
     def transform(self, x: np.ndarray) -> np.ndarray:
-        return self.scaler_.transform(np.asarray(x, dtype=np.float64)) @ self.components_.T
+        return self.project(self.scaler_.transform(np.asarray(x, dtype=np.float64)))
+
+    def project(self, z: np.ndarray) -> np.ndarray:
+        """Components of already standardised pixels."""
+        return z @ self.components_.T
 
     def metrics(self) -> dict:
         return {"explained_variance": self.explained_variance_.tolist(),

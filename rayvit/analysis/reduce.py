@@ -1,53 +1,79 @@
-"""``reduce``: multi-band raster -> n components (exact distributed PCA)."""
+"""``reduce``: multi-band raster -> n components (exact distributed PCA, or any estimator)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
 from ..errors import InputError
-from .apply import AnalysisResult, Pixels, run
-from .pca import DistributedPCA
+from . import estimators
+from .apply import AnalysisResult, Pixels, run, sample
+from .pca import DistributedPCA, Standardizer
 
-REDUCE_METHODS = ("PCA",)
+EXACT = {"PCA": DistributedPCA}
 
 
 @dataclass
 class Reducer:
     """A fitted reduction: what ``model.joblib`` holds and what every block applies."""
 
-    estimator: DistributedPCA
-
-    @property
-    def n_outputs(self) -> int:
-        return self.estimator.n_components
+    scaler: Standardizer
+    transform: Callable[[np.ndarray], np.ndarray]
+    n_outputs: int
+    estimator: Any
+    how: str
 
     def apply(self, x: np.ndarray) -> np.ndarray:
-        return self.estimator.transform(x)
+        return np.asarray(self.transform(self.scaler.transform(x)), dtype=np.float64).reshape(len(x), -1)
 
 
-def reduce(input: str, output: str, method: str = "PCA", n_components: int = 3, standardize: bool = True,
-           bands: Sequence[int] | None = None, block_size: int = 512, model: str | None = None,
+def fit_reducer(estimator, mosaic, pixels: Pixels, standardize: bool, sample_size: int, seed: int) -> Reducer:
+    scaler = Standardizer(standardize).fit_moments(pixels.n, pixels.total, pixels.gram)
+    if isinstance(estimator, DistributedPCA):
+        estimator.standardize = standardize
+        pca = estimator.fit_moments(pixels.n, pixels.total, pixels.gram)
+        return Reducer(pca.scaler_, pca.project, pca.n_components, pca, "exact, all valid pixels")
+    z = scaler.transform(sample(mosaic, pixels, sample_size, seed))
+    function, how = estimators.fitted_function(estimator, z, "transform")
+    n_outputs = np.asarray(function(z[:1])).reshape(1, -1).shape[1]
+    return Reducer(scaler, function, n_outputs, estimator, f"fitted on {len(z)} sampled pixels, applied by {how}")
+
+
+def reduce(input: str, output: str, method: str = "PCA", n_components: int | None = None,
+           params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
+           seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512, model: str | None = None,
            overwrite: bool = False, address: str | None = None, progress: bool = True) -> AnalysisResult:
-    """Reduce every pixel of ``input`` to ``n_components`` bands; writes ``reduced.tif`` etc.
+    """Reduce every pixel of ``input`` to ``n_components`` bands (default 3); writes ``reduced.tif`` etc.
 
     PCA is exact: every valid pixel enters the covariance (moments summed in Ray tasks).
+    Any other ``sklearn.decomposition`` / ``sklearn.manifold`` class or ``UMAP`` is fitted on
+    a seeded uniform sample of ``sample_size`` valid pixels and applied to every block.
     """
-    if method not in REDUCE_METHODS:
-        raise InputError(f"unknown --method {method!r} for reduce; valid: {', '.join(REDUCE_METHODS)}.")
+    cls = EXACT.get(method) or estimators.resolve("reduce", method)
+    estimator = None if model else estimators.build(cls, params, defaults={"n_components": 3},
+                                                    n_components=n_components)
 
     def fit(mosaic, pixels: Pixels):
-        if not 1 <= n_components <= mosaic.count:
-            raise InputError(f"--n-components {n_components} must be between 1 and the band count of "
+        wanted = getattr(estimator, "n_components", None)
+        if isinstance(wanted, int) and not 1 <= wanted <= mosaic.count:
+            raise InputError(f"--n-components {wanted} must be between 1 and the band count of "
                              f"{input!r} ({mosaic.count}).")
-        return Reducer(DistributedPCA(n_components, standardize).fit_moments(pixels.n, pixels.total, pixels.gram))
+        return fit_reducer(estimator, mosaic, pixels, standardize, sample_size, seed)
 
-    def metrics(model, mosaic, pixels):
-        return {"method": method, **model.estimator.metrics()}
+    def metrics(model, mosaic, pixels, tally):
+        out = {"method": type(model.estimator).__name__, "fit": model.how, "n_pixels": pixels.n}
+        if hasattr(model.estimator, "metrics"):
+            return {**out, **model.estimator.metrics()}
+        ratio = getattr(model.estimator, "explained_variance_ratio_", None)
+        if ratio is not None:
+            out["explained_variance_ratio"] = np.asarray(ratio).tolist()
+            out["cumulative_explained_variance_ratio"] = np.cumsum(ratio).tolist()
+        return out
 
-    config = {"method": method, "n_components": n_components, "standardize": standardize}
-    return run("reduce", input, output, config, fit, model, "float32", np.nan,
+    config = {"method": method, "params": estimators.jsonable(params), "n_components": n_components,
+              "standardize": standardize, "sample": sample_size, "seed": seed}
+    return run("reduce", input, output, config, fit, model, lambda m: ("float32", np.nan),
                lambda m: [f"component_{i + 1}" for i in range(m.n_outputs)], metrics, bands,
                block_size, overwrite, address, progress)
