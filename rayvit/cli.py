@@ -131,15 +131,30 @@ def run_encode(args) -> int:
     return 0
 
 
-def _analysis_common(p: argparse.ArgumentParser) -> None:
+def _analysis_common(p: argparse.ArgumentParser, block_flag: str = "--block-size", vectors: str = "",
+                     standardize: bool = True) -> None:
     p.add_argument("input", help="any multi-band raster or VRT (e.g. out/features.tif or features.vrt)")
+    if vectors:
+        p.add_argument("vectors", nargs="?" if vectors == "optional" else None,
+                       help="points/polygons: GeoPackage, Shapefile, GeoJSON, GeoParquet, zipped shapefile"
+                            " (reprojected to the raster's CRS)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     p.add_argument("--bands", type=_ints, help="1-based bands to use (default: all)")
-    p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
-                   help="scale each band to unit variance first (default: yes; statistics from all "
-                        "valid pixels, saved with the model)")
-    p.add_argument("--model", help="re-apply a model.joblib written by an earlier run (same band count)")
-    p.add_argument("--block-size", type=int, default=512, help="pixels per processing block (default 512)")
+    if standardize:
+        p.add_argument("--standardize", action=argparse.BooleanOptionalAction, default=True,
+                       help="scale each band to unit variance first (default: yes; statistics from all "
+                            "valid pixels, saved with the model)")
+    if vectors:
+        g = p.add_argument_group("vectors")
+        g.add_argument("--polygons", choices=("all", "sample"), default="all",
+                       help="all: every pixel whose centre a polygon contains (default); sample: an "
+                            "area-proportional random sample of --samples pixels, >= 1 per polygon (IAMAP)")
+        g.add_argument("--samples", type=int, default=1000, help="with --polygons sample: pixels in all")
+        g.add_argument("--vector-crs", help="CRS of the vector file when it has none, or overrides a wrong one")
+    if vectors != "required":
+        p.add_argument("--model", help="re-apply a model.joblib written by an earlier run (same band count)")
+    p.add_argument(block_flag, dest="block_size", type=int, default=512,
+                   help="pixels per processing block (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)
@@ -208,16 +223,76 @@ def run_cluster(args) -> int:
     return _run_analysis(cluster, args)
 
 
+def add_similarity(sub) -> None:
+    p = sub.add_parser("similarity", help="raster + reference points/polygons -> cosine similarity map",
+                       description="Cosine similarity of every pixel with the mean vector of the pixels "
+                                   "the reference geometries select (IAMAP), or with --by COLUMN one band "
+                                   "per class, named after it. Computed block by block in Ray tasks. Writes "
+                                   "similarity.tif (float32 in [-1, 1], nodata NaN), samples.gpkg (the "
+                                   "reference pixels with their values), metrics.json, quicklook.png.",
+                       epilog="example: rayvit similarity out/features.vrt refs.gpkg -o sim/ --by Type")
+    _analysis_common(p, vectors="required", standardize=False)
+    p.add_argument("--by", help="one band per value of this column (default: one band, all references)")
+    p.add_argument("--reduce", choices=("mean", "max"), default="mean",
+                   help="mean: cosine with the mean reference vector (default, IAMAP); max: the largest "
+                        "cosine with any single reference")
+    p.add_argument("--seed", type=int, default=0, help="seed of --polygons sample")
+    p.set_defaults(func=run_similarity)
+
+
+def run_similarity(args) -> int:
+    from .analysis.similarity import similarity
+    return _run_analysis(similarity, args)
+
+
+def add_classify(sub) -> None:
+    p = sub.add_parser("classify", help="raster + labelled points/polygons -> class or value map",
+                       description="Train any scikit-learn classifier or regressor on the pixels labelled "
+                                   "geometries select, cross-validate it, refit it on all labelled pixels "
+                                   "and map every pixel block by block in Ray tasks. Writes prediction.tif "
+                                   "(class codes in the smallest unsigned type with a colour table and "
+                                   "category names, nodata = its maximum; regression: float32), optional "
+                                   "probability.tif, metrics.json (per fold and pooled), model.joblib, "
+                                   "samples.gpkg (pixels used, labels, folds, values) and quicklook.png.",
+                       epilog="example: rayvit classify out/features.vrt train.gpkg -o cls/ --label Type "
+                              "--cv spatial --block-size 2000")
+    _analysis_common(p, block_flag="--window-size", vectors="optional", standardize=False)
+    p.add_argument("--label", help="column holding the class (text or numbers) or the regression target")
+    g = p.add_argument_group("estimator")
+    g.add_argument("--method", default="RandomForestClassifier",
+                   help="any scikit-learn classifier or regressor by class name (default: "
+                        "RandomForestClassifier; e.g. HistGradientBoostingClassifier, RandomForestRegressor)")
+    g.add_argument("--params", help="estimator parameters as a JSON object, checked against its signature")
+    g.add_argument("--seed", type=int, default=0, help="seed of folds, --polygons sample and the estimator")
+    g.add_argument("--proba", action="store_true", help="also write probability.tif, one band per class")
+    g = p.add_argument_group("validation")
+    g.add_argument("--cv", choices=("kfold", "group", "spatial", "none"), default="kfold",
+                   help="kfold: (stratified) k-fold over pixels (default); group: by --group-column; "
+                        "spatial: by --block-size square blocks, so neighbouring pixels never sit in both "
+                        "training and test; none")
+    g.add_argument("--folds", dest="folds_n", type=int, default=5, help="number of folds (default 5)")
+    g.add_argument("--group-column", help="with --cv group: the column whose values form the groups")
+    g.add_argument("--block-size", dest="cv_block_size", type=float,
+                   help="with --cv spatial: block side in CRS units (default: 32 pixels)")
+    g.add_argument("--test", help="a separate labelled vector file to evaluate on (instead of --cv)")
+    p.set_defaults(func=run_classify)
+
+
+def run_classify(args) -> int:
+    from .analysis.classify import classify
+    return _run_analysis(classify, args)
+
+
 def add_methods(sub) -> None:
     p = sub.add_parser("methods", help="list the estimators reduce/cluster accept for --method",
                        description="List the estimator names each analysis stage accepts for --method.")
-    p.add_argument("stage", nargs="?", choices=("reduce", "cluster"), help="only this stage")
+    p.add_argument("stage", nargs="?", choices=("reduce", "cluster", "classify"), help="only this stage")
     p.set_defaults(func=run_methods)
 
 
 def run_methods(args) -> int:
     from .analysis import cluster, estimators, reduce
-    exact = {"reduce": reduce.EXACT, "cluster": cluster.EXACT}
+    exact = {"reduce": reduce.EXACT, "cluster": cluster.EXACT, "classify": {}}
     for stage in [args.stage] if args.stage else list(exact):
         names = sorted(set(estimators.available(stage)) | set(exact[stage]))
         print(f"{stage}: " + ", ".join(f"{n} (exact, all pixels)" if n in exact[stage] else n for n in names))
@@ -303,6 +378,8 @@ def parser() -> argparse.ArgumentParser:
     add_encode(sub)
     add_reduce(sub)
     add_cluster(sub)
+    add_similarity(sub)
+    add_classify(sub)
     add_methods(sub)
     add_quickstart(sub)
     add_bench(sub)

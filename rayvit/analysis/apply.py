@@ -111,44 +111,18 @@ def sample(mosaic: Mosaic, pixels: Pixels, n: int, seed: int) -> np.ndarray:
     return np.concatenate([p for p in parts if len(p)], axis=0)
 
 
-def _apply(mosaic, window, index, model, dtype, nodata):
-    data, valid = mosaic.read(*window)
-    x = data[:, valid].T.astype(np.float64)
-    values = model.apply(x) if len(x) else np.zeros((0, model.n_outputs))
-    out = np.full((model.n_outputs, window[2], window[3]), nodata, dtype=dtype)
-    out[:, valid] = values.T.astype(dtype)
-    return out, valid
+@dataclass
+class Product:
+    """One raster a stage writes: ``<name>.tif``, from the model's method ``method``."""
 
-
-def apply(mosaic: Mosaic, model, writer: FeatureWriter, block_size: int,
-          dtype: str, nodata: float, progress: bool) -> tuple[list[Block], np.ndarray | None]:
-    """Apply a fitted model to every block in Ray tasks; the driver writes each block.
-
-    Returns the blocks written and, for integer outputs, the count of each value over all
-    valid pixels (cluster sizes).
-    """
-    written: list[Block] = []
-    tally = [np.zeros(0, dtype=np.int64)] if np.issubdtype(np.dtype(dtype), np.integer) else None
-    start = time.monotonic()
-    windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, block_size)
-
-    def write(i, result):
-        out, valid = result
-        r, c, rows, cols = windows[i]
-        block = Block(r // block_size, c // block_size, r, c, rows, cols)
-        writer.write_block(block, out, valid)
-        if tally is not None:
-            counts = np.bincount(out[0][valid].astype(np.int64))
-            size = max(len(counts), len(tally[0]))
-            tally[0] = np.pad(tally[0], (0, size - len(tally[0]))) + np.pad(counts, (0, size - len(counts)))
-        if valid.any():
-            written.append(block)
-        if progress:
-            print(f"apply: {len(written)}/{len(windows)} blocks, "
-                  f"{time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
-
-    run_windows(_apply, mosaic, windows, model, dtype, nodata, on_result=write)
-    return sorted(written, key=lambda b: (b.by, b.bx)), (tally[0] if tally is not None else None)
+    name: str
+    count: int
+    dtype: str
+    nodata: float
+    descriptions: list
+    method: str = "apply"
+    colormap: dict | None = None
+    categories: list | None = None
 
 
 @dataclass
@@ -180,10 +154,10 @@ def load_model(path: str, bands: int, stage: str) -> dict:
         bundle = joblib.load(path)
     except Exception as exc:
         raise InputError(f"--model {path!r} could not be read ({type(exc).__name__}); give a "
-                         "model.joblib written by rayvit reduce/cluster.") from exc
+                         f"model.joblib written by rayvit {stage}.") from exc
     if not isinstance(bundle, dict) or bundle.get("rayvit_model") != 1:
         raise InputError(f"--model {path!r} is not a rayvit model (no rayvit_model marker); give a "
-                         "model.joblib written by rayvit reduce/cluster.")
+                         f"model.joblib written by rayvit {stage}.")
     if bundle["stage"] != stage:
         raise InputError(f"--model {path!r} was written by rayvit {bundle['stage']}, not {stage}; give a "
                          f"model.joblib from an earlier `rayvit {stage}` run.")
@@ -193,44 +167,125 @@ def load_model(path: str, bands: int, stage: str) -> dict:
     return bundle
 
 
-def run(stage: str, input_path: str, output: str, config: dict, fit: Callable[[Mosaic, Pixels], object],
-        model_path: str | None, output_type: Callable[[object], tuple[str, float]],
-        descriptions: Callable[[object], list],
-        metrics: Callable[[object, Mosaic, Pixels, np.ndarray | None], dict], bands=None, block_size: int = 512,
-        overwrite: bool = False, address: str | None = None, progress: bool = True,
-        colormap: Callable[[object], dict | None] = lambda m: None) -> AnalysisResult:
-    """The whole stage: open, statistics, fit (or load), apply, write raster + model + metrics."""
+def save_json(path: str, value) -> None:
+    with open(path + ".tmp", "w") as fh:
+        json.dump(value, fh, indent=1, default=str)
+    os.replace(path + ".tmp", path)
+
+
+def _apply_product(mosaic, window, index, model, product: Product):
+    data, valid = mosaic.read(*window)
+    x = data[:, valid].T.astype(np.float64)
+    values = getattr(model, product.method)(x) if len(x) else np.zeros((0, product.count))
+    out = np.full((product.count, window[2], window[3]), product.nodata, dtype=product.dtype)
+    out[:, valid] = np.asarray(values).T.astype(product.dtype)
+    return out, valid
+
+
+def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product, block_size: int,
+                 progress: bool) -> tuple[list[Block], np.ndarray | None, int]:
+    """Apply ``product.method`` of a fitted model to every block in Ray tasks; the driver
+    writes each block. Returns the blocks with data, for integer products the count of each
+    value over all valid pixels (cluster sizes), and the number of valid pixels."""
+    written: list[Block] = []
+    start = time.monotonic()
+    windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, block_size)
+    tally = np.zeros(0, dtype=np.int64)
+    n_valid = done = 0
+
+    def write(i, result):
+        nonlocal tally, n_valid, done
+        out, valid = result
+        r, c, rows, cols = windows[i]
+        block = Block(r // block_size, c // block_size, r, c, rows, cols)
+        writer.write_block(block, out, valid)
+        n_valid += int(valid.sum())
+        if np.issubdtype(out.dtype, np.integer):
+            counts = np.bincount(out[0][valid].astype(np.int64))
+            size = max(len(counts), len(tally))
+            tally = np.pad(tally, (0, size - len(tally))) + np.pad(counts, (0, size - len(counts)))
+        if valid.any():
+            written.append(block)
+        done += 1
+        if progress:
+            print(f"{product.name}: {done}/{len(windows)} blocks, "
+                  f"{time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
+
+    run_windows(_apply_product, mosaic, windows, model, product, on_result=write)
+    is_int = np.issubdtype(np.dtype(product.dtype), np.integer)
+    return sorted(written, key=lambda b: (b.by, b.bx)), (tally if is_int else None), n_valid
+
+
+def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
+        model_path: str | None, products: Callable[[object], list[Product]],
+        metrics: Callable[..., dict], bands=None, block_size: int = 512, overwrite: bool = False,
+        address: str | None = None, progress: bool = True, statistics_pass: bool = True,
+        extra_files: Callable[[object, Mosaic, str], None] | None = None) -> AnalysisResult:
+    """The whole stage: open, statistics, fit (or load), apply, write rasters + model + metrics.
+
+    ``fit(mosaic, pixels)`` (``pixels`` is None without ``statistics_pass``) returns the
+    model; ``products(model)`` the rasters to write; ``metrics(model, mosaic, pixels, tally)``
+    the metrics (``tally``: value counts of the first integer product). Everything but the
+    products' sidecars is written before the products are committed, sidecars last.
+    """
     from ..report import quicklook
 
     t0 = time.monotonic()
+    if block_size < 1:
+        raise InputError(f"--block-size must be >= 1 pixel, got {block_size}.")
     mosaic = open_input(input_path, bands)
     bundle = load_model(model_path, mosaic.count, stage) if model_path else None
-    product = {"reduce": "reduced", "cluster": "clusters"}[stage]
     config = dict(config, stage=stage, input=input_path, bands=list(mosaic.bands),
                   model_file=model_path, block_size=block_size)
     init_ray(address)
-    pixels = statistics(mosaic)
+    pixels = statistics(mosaic) if statistics_pass else None
     model = bundle["model"] if bundle else fit(mosaic, pixels)
-    dtype, nodata = output_type(model)
-    writer = FeatureWriter(output, mosaic.grid, model.n_outputs, descriptions(model), dtype,
-                           product=product, nodata=nodata, colormap=colormap(model))
     run_id = fingerprint(config)
-    state = writer.check(run_id, overwrite)
-    writer.start(run_id, config, overwrite=state in ("overwrite",))
-    blocks, tally = apply(mosaic, model, writer, block_size, dtype, nodata, progress)
+    planned = products(model)
+    writers = [FeatureWriter(output, mosaic.grid, p.count, p.descriptions, p.dtype, product=p.name,
+                             nodata=p.nodata, colormap=p.colormap) for p in planned]
+    state = writers[0].check(run_id, overwrite)
+    writers[0].start(run_id, config, overwrite=state == "overwrite")
+    written, tally, n_valid = [], None, 0
+    for writer, product in zip(writers, planned):
+        writer.start(run_id, config, overwrite=False)
+        blocks, counts, n = write_blocks(mosaic, model, writer, product, block_size, progress)
+        written.append(blocks)
+        if tally is None:
+            tally, n_valid = counts, n
     stats = metrics(model, mosaic, pixels, tally)
-    model_file = writer.path("model.joblib")
+    model_file = writers[0].path("model.joblib")
     if not bundle:
         joblib.dump({"rayvit_model": 1, "stage": stage, "model": model, "n_bands": mosaic.count,
                      "bands": list(mosaic.bands), "config": config, "rayvit_version": __version__},
                     model_file + ".tmp")
         os.replace(model_file + ".tmp", model_file)
-    with open(writer.path("metrics.json.tmp"), "w") as fh:
-        json.dump(stats, fh, indent=1)
-    os.replace(writer.path("metrics.json.tmp"), writer.path("metrics.json"))
-    final = writer.commit(blocks, single_file=True, sidecar={"rayvit_version": __version__, "run_id": run_id,
-                                                            **config, "metrics": stats})
-    quicklook(final, writer.path("quicklook.png"), categorical=stage == "cluster",
-              colormap=colormap(model))
-    return AnalysisResult(final, output, model_file if not bundle else model_path, stats,
-                          time.monotonic() - t0, pixels.n)
+    save_json(writers[0].path("metrics.json"), stats)
+    if extra_files:
+        extra_files(model, mosaic, writers[0].outdir)
+    finals = []
+    for writer, product, blocks in zip(writers, planned, written):
+        sidecar = {"rayvit_version": __version__, "run_id": run_id, **config, "metrics": stats}
+        if product.categories:
+            sidecar["categories"] = product.categories
+        finals.append(writer.commit(blocks, single_file=True, sidecar=sidecar))
+        if product.categories:
+            write_category_names(finals[-1], product.categories)
+    first = planned[0]
+    quicklook(finals[0], writers[0].path("quicklook.png"), categorical=first.colormap is not None,
+              colormap=first.colormap)
+    return AnalysisResult(finals[0], output, model_file if not bundle else model_path, stats,
+                          time.monotonic() - t0, pixels.n if pixels else n_valid,
+                          extra={"outputs": finals})
+
+
+def write_category_names(path: str, names: list) -> None:
+    """GDAL category names of band 1 (shown by QGIS and gdalinfo), in the PAM sidecar."""
+    from xml.sax.saxutils import escape
+
+    cats = "".join(f"<Category>{escape(str(n))}</Category>" for n in names)
+    xml = (f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}</CategoryNames>'
+           "</PAMRasterBand></PAMDataset>\n")
+    with open(path + ".aux.xml.tmp", "w") as fh:
+        fh.write(xml)
+    os.replace(path + ".aux.xml.tmp", path + ".aux.xml")

@@ -10,7 +10,7 @@ import numpy as np
 from ..errors import InputError
 from ..report import palette
 from . import estimators, sampling
-from .apply import AnalysisResult, Pixels, run, run_windows, sample
+from .apply import AnalysisResult, Pixels, Product, run, run_windows, sample
 from .kmeans import DistributedKMeans, partial_sums
 from .pca import Standardizer
 
@@ -114,6 +114,8 @@ def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | N
 
     config = {"method": method, "params": estimators.jsonable(params), "n_clusters": n_clusters,
               "standardize": standardize, "sample": sample_size, "seed": seed}
-    return run("cluster", input, output, config, fit, model, lambda m: label_dtype(m.n_labels), lambda m: ["cluster"],
-               metrics, bands, block_size, overwrite, address, progress,
-               colormap=lambda m: palette(m.n_labels))
+    def products(m):
+        return [Product("clusters", 1, *label_dtype(m.n_labels), ["cluster"], colormap=palette(m.n_labels))]
+
+    return run("cluster", input, output, config, fit, model, products, metrics, bands, block_size,
+               overwrite, address, progress)

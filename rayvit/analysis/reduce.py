@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from . import estimators
-from .apply import AnalysisResult, Pixels, run, sample
+from .apply import AnalysisResult, Pixels, Product, run, sample
 from .pca import DistributedPCA, Standardizer
 
 EXACT = {"PCA": DistributedPCA}
@@ -74,6 +74,9 @@ def reduce(input: str, output: str, method: str = "PCA", n_components: int | Non
 
     config = {"method": method, "params": estimators.jsonable(params), "n_components": n_components,
               "standardize": standardize, "sample": sample_size, "seed": seed}
-    return run("reduce", input, output, config, fit, model, lambda m: ("float32", np.nan),
-               lambda m: [f"component_{i + 1}" for i in range(m.n_outputs)], metrics, bands,
-               block_size, overwrite, address, progress)
+    def products(m):
+        return [Product("reduced", m.n_outputs, "float32", np.nan,
+                        [f"component_{i + 1}" for i in range(m.n_outputs)])]
+
+    return run("reduce", input, output, config, fit, model, products, metrics, bands, block_size,
+               overwrite, address, progress)

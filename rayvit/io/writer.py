@@ -78,7 +78,8 @@ class FeatureWriter:
             raise OutputError(f"output {self.outdir!r}: writing to object storage is not supported "
                               "yet; write to a local directory and upload it.")
         self.outdir = storage.local_path(self.outdir)
-        self.block_dir = os.path.join(self.outdir, BLOCK_DIR)
+        # analysis stages may write several products into one directory: one block folder each
+        self.block_dir = os.path.join(self.outdir, BLOCK_DIR, *([] if self.product == "features" else [self.product]))
 
     # ------------------------------------------------------------------ run identity
     def path(self, name: str) -> str:
@@ -171,7 +172,7 @@ class FeatureWriter:
     def vrt_xml(self, blocks: Iterable[Block], relative_to: str) -> str:
         g = self.grid
         a = g.affine
-        dtype = {"uint8": "Byte", "uint16": "UInt16"}.get(self.dtype, "Float32")
+        dtype = {"uint8": "Byte", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
         nodata = "nan" if np.isnan(self.nodata) else repr(self.nodata)
         srcs = [(b, os.path.relpath(os.path.join(self.block_dir, self.block_file(b)), relative_to))
                 for b in blocks]
@@ -226,6 +227,11 @@ class FeatureWriter:
             self._assemble(blocks_with_data, tmp)
             os.replace(tmp, final)
             shutil.rmtree(self.block_dir)
+            if self.product != "features":
+                try:
+                    os.rmdir(os.path.join(self.outdir, BLOCK_DIR))
+                except OSError:  # another product's blocks are still there
+                    pass
         else:
             _atomic_write_text(vrt, self.vrt_xml(blocks_with_data, self.outdir))
             final = vrt
