@@ -226,3 +226,24 @@ def test_real_iamap_similarity_and_classification(iamap, tmp_path):
     with pytest.raises(InputError, match="ml.gpkg' declares EPSG:4326 .* impossible in it: the CRS looks wrong"):
         classify(src, str(iamap / "ml.gpkg"), tmp_path / "bad", label="Type", **Q)
     assert not (tmp_path / "bad").exists()
+
+
+def test_vector_formats_and_a_separate_test_file(scene, training, tmp_path):
+    path, _, _ = scene
+    gdf = gpd.read_file(training[0])
+    gdf.to_file(tmp_path / "t.geojson", driver="GeoJSON")
+    gdf.to_parquet(tmp_path / "t.parquet")
+    (tmp_path / "shp").mkdir()
+    gdf.to_file(tmp_path / "shp" / "t.shp")
+    import shutil
+    shutil.make_archive(str(tmp_path / "t"), "zip", tmp_path / "shp")
+    knn = dict(label="Type", method="KNeighborsClassifier", params={"n_neighbors": 3}, cv="none", **Q)
+    maps = [read(classify(path, str(tmp_path / f), tmp_path / f"o_{i}", **knn).output)[0]
+            for i, f in enumerate(["t.geojson", "t.parquet", "t.zip"])]
+    for m in maps[1:]:
+        np.testing.assert_array_equal(maps[0], m)
+    gdf.iloc[:60].to_file(tmp_path / "train.gpkg")
+    gdf.iloc[60:].to_file(tmp_path / "test.gpkg")
+    r = classify(path, str(tmp_path / "train.gpkg"), tmp_path / "tt", test=str(tmp_path / "test.gpkg"),
+                 **dict(knn, cv="kfold"))
+    assert r.metrics["test"]["n"] == 30 and r.metrics["test"]["accuracy"] > 0.9 and "cv" not in r.metrics

@@ -40,7 +40,9 @@ def read_vectors(path: str, crs: str, vector_crs: str | None = None):
     if not os.path.exists(path) and "://" not in path:
         raise InputError(f"vector file {path!r} does not exist.")
     try:
-        gdf = gpd.read_file(path)
+        # GeoParquet through pyarrow: this GDAL build's Parquet driver needs libduckdb
+        is_parquet = path.lower().endswith((".parquet", ".geoparquet"))
+        gdf = gpd.read_parquet(path) if is_parquet else gpd.read_file(path)
     except Exception as exc:  # pyogrio raises several types for unreadable files
         raise InputError(f"vector file {path!r} could not be read ({type(exc).__name__}: {exc}); give a "
                          "GeoPackage, Shapefile, GeoJSON, GeoParquet or zipped shapefile.") from None
