@@ -39,10 +39,14 @@ def _extent(text: str):
     return v
 
 
-def add_ray_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("Ray")
+def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
+    g = p.add_argument_group("Ray and storage")
     g.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray "
                                      "embedded in this process)")
+    if s3:
+        g.add_argument("--s3-endpoint", help="S3 endpoint URL for s3:// inputs and outputs, e.g. MinIO, "
+                                             "Ceph, SeaweedFS (default: $AWS_ENDPOINT_URL); credentials "
+                                             "come from the standard AWS places")
 
 
 def add_encode(sub) -> None:
@@ -111,7 +115,6 @@ def add_encode(sub) -> None:
     g.add_argument("--threads", type=int, help="torch threads per CPU actor (default: cpus/actors)")
     g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
-    g.add_argument("--s3-endpoint", help="S3 endpoint URL (default: $AWS_ENDPOINT_URL)")
     add_ray_options(p)
     p.set_defaults(func=run_encode)
 
@@ -308,7 +311,7 @@ def add_quickstart(sub) -> None:
     p.add_argument("-o", "--output", default="quickstart-out", help="output directory (default: quickstart-out)")
     p.add_argument("--pretrained", action="store_true", help="fetch pretrained weights from the hub")
     p.add_argument("--weights", help="local weights file for the default model")
-    add_ray_options(p)
+    add_ray_options(p, s3=False)
     p.set_defaults(func=run_quickstart)
 
 
@@ -354,7 +357,7 @@ def add_bench(sub) -> None:
     p.add_argument("--sklearn-pixels", type=int, default=500_000, help="analysis: in-memory subset for sklearn")
     p.add_argument("--scale-area", type=int, default=4, help="second run's area multiple (0: skip)")
     p.add_argument("--workdir", help="where to generate rasters (default: a temp dir, removed)")
-    add_ray_options(p)
+    add_ray_options(p, s3=False)
     p.set_defaults(func=run_bench)
 
 
@@ -388,6 +391,9 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    if getattr(args, "s3_endpoint", None):     # every stage (and Ray workers started here) sees it
+        import os
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
     try:
         return args.func(args)
     except RayvitError as exc:

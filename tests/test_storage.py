@@ -47,3 +47,53 @@ def test_s3_errors_name_the_url(s3, tmp_path):
     assert wrong.returncode == 2 and "s3://rasters/one.tif' was denied; check the credentials" in wrong.stderr
     assert s3["secret"] not in wrong.stderr + missing.stderr
     assert not (tmp_path / "m").exists() and not (tmp_path / "w").exists()
+
+
+def test_encode_reduce_cluster_classify_with_inputs_and_outputs_in_the_bucket(s3, tmp_path):
+    """The whole chain on object storage; each product appears with its sidecar, last."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    data = seeded_image((3, 96, 128), seed=7)
+    s3["fs"].put(write_raster(tmp_path / "scene.tif", data), "rasters/scene.tif")
+    gpd.GeoDataFrame({"Type": ["a", "b"] * 4}, crs="EPSG:32633", geometry=[
+        Point(500000 + 20 + 40 * i, 4000000 - 20 - 30 * (i % 3)) for i in range(8)]).to_file(tmp_path / "pts.gpkg")
+    s3["fs"].put(str(tmp_path / "pts.gpkg"), "rasters/pts.gpkg")
+    s3["fs"].mkdir("results")
+    env = dict(s3_env(s3), RAYVIT_STAGING=str(tmp_path / "staging"))
+    enc = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
+    steps = [("encode", "s3://rasters/scene.tif", "-o", "s3://results/feat", *enc),
+             ("reduce", "s3://results/feat/features.tif", "-o", "s3://results/red", "--quiet"),
+             ("cluster", "s3://results/red/reduced.tif", "-o", "s3://results/clu", "--n-clusters", "3", "--quiet"),
+             ("classify", "s3://results/red/reduced.tif", "s3://rasters/pts.gpkg", "-o", "s3://results/cls",
+              "--label", "Type", "--cv", "none", "--quiet")]
+    for step in steps:
+        r = run_cli(*step, env=env)
+        assert r.returncode == 0, r.stderr
+        assert s3["secret"] not in r.stdout + r.stderr
+    listing = {p.split("/", 2)[1]: sorted(q.rsplit("/", 1)[1] for q in s3["fs"].find(p))
+               for p in ("results/feat", "results/red", "results/clu", "results/cls")}
+    assert listing["feat"] == ["features.json", "features.tif", "run.json"]
+    assert {"clusters.tif", "clusters.json", "model.joblib", "metrics.json", "quicklook.png"} <= set(listing["clu"])
+    assert {"prediction.tif", "prediction.json", "samples.gpkg"} <= set(listing["cls"])
+    assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").iterdir())
+    # the chain equals the same chain on local disk
+    local = ["encode", write_raster(tmp_path / "l.tif", data), "-o", tmp_path / "lf", *enc]
+    assert run_cli(*local).returncode == 0
+    assert run_cli("reduce", tmp_path / "lf" / "features.tif", "-o", tmp_path / "lr", "--quiet").returncode == 0
+    s3["fs"].get("results/red/reduced.tif", str(tmp_path / "from_s3.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "from_s3.tif")[0], read(tmp_path / "lr" / "reduced.tif")[0])
+    # re-applying a model stored in the bucket
+    again = run_cli("cluster", "s3://results/red/reduced.tif", "-o", tmp_path / "again", "--model",
+                    "s3://results/clu/model.joblib", "--quiet", env=env)
+    assert again.returncode == 0, again.stderr
+
+
+def test_output_bucket_errors(s3, tmp_path):
+    path = write_raster(tmp_path / "r.tif", np.random.default_rng(0).normal(size=(3, 20, 20)).astype("float32"))
+    env = dict(s3_env(s3), RAYVIT_STAGING=str(tmp_path / "staging"))
+    missing = run_cli("reduce", path, "-o", "s3://no-such-bucket/out", env=env)
+    assert missing.returncode == 2 and "bucket 'no-such-bucket' does not exist" in missing.stderr
+    wrong = run_cli("reduce", path, "-o", "s3://results/out", env=dict(env, AWS_SECRET_ACCESS_KEY="wrong"))
+    assert wrong.returncode == 2 and "access was denied; check the credentials" in wrong.stderr
+    assert "wrong" not in wrong.stderr.replace("--", "") and s3["secret"] not in wrong.stderr

@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import InputError
 from ..grid import Block
 from ..io.mosaic import Mosaic, open_mosaic
+from ..io.storage import fs_for, is_local
 from ..io.writer import FeatureWriter
 from ..runtime import init_ray
 from . import sampling
@@ -31,6 +32,8 @@ WINDOWS_PER_TASK = 4
 # Statistics and samples use a fixed window grid, independent of the output --block-size,
 # so a seeded sample (and everything fitted from it) is the same whatever the block size.
 STATS_WINDOW = 256
+# larger products are written as COG blocks + a VRT instead of one COG
+SINGLE_FILE_MAX = 2 * 2**30
 
 
 @ray.remote
@@ -151,7 +154,11 @@ def fingerprint(config: dict) -> str:
 def load_model(path: str, bands: int, stage: str) -> dict:
     """A rayvit model bundle from ``model.joblib``; errors name the file and the mismatch."""
     try:
-        bundle = joblib.load(path)
+        if is_local(path):
+            bundle = joblib.load(path)
+        else:
+            with fs_for(path).open(path, "rb") as fh:
+                bundle = joblib.load(fh)
     except Exception as exc:
         raise InputError(f"--model {path!r} could not be read ({type(exc).__name__}); give a "
                          f"model.joblib written by rayvit {stage}.") from exc
@@ -268,15 +275,18 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
         sidecar = {"rayvit_version": __version__, "run_id": run_id, **config, "metrics": stats}
         if product.categories:
             sidecar["categories"] = product.categories
-        finals.append(writer.commit(blocks, single_file=True, sidecar=sidecar))
+        size = mosaic.grid.width * mosaic.grid.height * product.count * np.dtype(product.dtype).itemsize
+        finals.append(writer.commit(blocks, single_file=size <= SINGLE_FILE_MAX, sidecar=sidecar))
         if product.categories:
             write_category_names(finals[-1], product.categories)
     first = planned[0]
     quicklook(finals[0], writers[0].path("quicklook.png"), categorical=first.colormap is not None,
               colormap=first.colormap)
-    return AnalysisResult(finals[0], output, model_file if not bundle else model_path, stats,
-                          time.monotonic() - t0, pixels.n if pixels else n_valid,
-                          extra={"outputs": finals})
+    writers[0].publish(sidecars=[f"{p.name}.json" for p in planned])
+    finals = [writers[0].url(os.path.relpath(f, writers[0].outdir)) for f in finals]
+    model_file = writers[0].url("model.joblib") if not bundle else model_path
+    return AnalysisResult(finals[0], str(output), model_file, stats, time.monotonic() - t0,
+                          pixels.n if pixels else n_valid, extra={"outputs": finals})
 
 
 def write_category_names(path: str, names: list) -> None:

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..errors import InputError
+from ..io import storage
 from ..io.mosaic import Mosaic
 
 WINDOW = 256
@@ -37,7 +38,9 @@ def read_vectors(path: str, crs: str, vector_crs: str | None = None):
     import geopandas as gpd
     from pyproj import CRS
 
-    if not os.path.exists(path) and "://" not in path:
+    if not storage.is_local(path):
+        return read_vectors(_download(path), crs, vector_crs)
+    if not os.path.exists(path):
         raise InputError(f"vector file {path!r} does not exist.")
     try:
         # GeoParquet through pyarrow: this GDAL build's Parquet driver needs libduckdb
@@ -64,6 +67,24 @@ def read_vectors(path: str, crs: str, vector_crs: str | None = None):
         raise InputError(f"vector file {path!r}: its coordinates cannot be projected from "
                          f"{declared.to_string()} to the raster's CRS; the CRS looks wrong (--vector-crs).")
     return out
+
+
+def _download(url: str) -> str:
+    """A local copy of a remote vector file and its sidecars (``name.*``: .shp/.dbf/.prj...)."""
+    import tempfile
+
+    fs = storage.fs_for(url)
+    stem = url.rsplit(".", 1)[0] if "." in url.rsplit("/", 1)[-1] else url
+    try:
+        parts = [p for p in fs.glob(stem + ".*")]
+    except PermissionError:
+        raise InputError(f"vector file {url!r}: access was denied; check the credentials.") from None
+    if not parts:
+        raise InputError(f"vector file {url!r} does not exist.")
+    tmp = tempfile.mkdtemp(prefix="rayvit-vectors-")
+    for part in parts:
+        fs.get_file(part, os.path.join(tmp, part.rsplit("/", 1)[-1]))
+    return os.path.join(tmp, url.rsplit("/", 1)[-1])
 
 
 def _polygon_pixels(geom, transform, height, width):

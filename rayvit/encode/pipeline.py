@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -358,7 +359,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     if state == "complete":
         print(f"encode: {output} already holds this run (run id {fingerprint}); nothing to do.",
               file=sys.stderr)
-        return EncodeResult(writer.path("features.json"), output, plan.tiling.n_tiles, 0, 0, 0,
+        return EncodeResult(writer.url("features.json"), output, plan.tiling.n_tiles, 0, 0, 0,
                             time.monotonic() - t0, km2, plan)
     writer.start(fingerprint, plan.config(), overwrite=state == "overwrite")
     finished_data = writer.finished_blocks() if state == "resume" else {}
@@ -427,5 +428,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
         "tiles": t.n_tiles,
     }
     final = writer.commit(with_data, plan.single_file, sidecar)
+    writer.publish()
+    final = writer.url(os.path.basename(final))
     return EncodeResult(final, output, t.n_tiles, todo, acc.written, resumed,
                         time.monotonic() - t0, km2, plan, first_batch)

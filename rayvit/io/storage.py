@@ -87,3 +87,10 @@ def join(base: str, *parts: str) -> str:
     if is_local(base):
         return os.path.join(local_path(base), *parts)
     return "/".join([str(base).rstrip("/"), *parts])
+
+
+def fs_for(url: str, s3_endpoint: str | None = None) -> fsspec.AbstractFileSystem:
+    """The filesystem for ``url`` with its storage options (S3 endpoint), listings not cached."""
+    fs = filesystem(url, storage_options(url, s3_endpoint))
+    fs.invalidate_cache()
+    return fs

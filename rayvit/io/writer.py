@@ -74,10 +74,10 @@ class FeatureWriter:
     colormap: dict | None = None
 
     def __post_init__(self) -> None:
-        if not storage.is_local(self.outdir):
-            raise OutputError(f"output {self.outdir!r}: writing to object storage is not supported "
-                              "yet; write to a local directory and upload it.")
-        self.outdir = storage.local_path(self.outdir)
+        # Object-store outputs are staged in a local directory (blocks, resume state) and
+        # published by ``publish``: data first, product sidecars last.
+        self.remote = None if storage.is_local(self.outdir) else str(self.outdir).rstrip("/")
+        self.outdir = staging_dir(self.remote) if self.remote else storage.local_path(self.outdir)
         # analysis stages may write several products into one directory: one block folder each
         self.block_dir = os.path.join(self.outdir, BLOCK_DIR, *([] if self.product == "features" else [self.product]))
 
@@ -94,8 +94,25 @@ class FeatureWriter:
         except (OSError, ValueError):
             return {}
 
+    def url(self, name: str) -> str:
+        """Where ``name`` ends up: in the output directory, or its object-store URL."""
+        return f"{self.remote}/{name}" if self.remote else self.path(name)
+
     def check(self, fingerprint: str, overwrite: bool) -> str:
         """``'new'``, ``'resume'`` or ``'complete'``; refuse a directory of another run."""
+        if self.remote:
+            remote_run = remote_state(self.remote, RUN_FILE)
+            if remote_run is not None:
+                if overwrite:
+                    return "overwrite"
+                if remote_run.get("fingerprint") != fingerprint:
+                    raise OutputError(f"output {self.remote!r} holds a different run (other inputs or "
+                                      "options); use --overwrite to replace it, or choose another -o.")
+                if remote_state(self.remote, f"{self.product}.json") is not None:
+                    return "complete"
+            local = self.existing_run()
+            if local is not None and local.get("fingerprint") != fingerprint:
+                shutil.rmtree(self.outdir)          # staging of another run: ours to discard
         run = self.existing_run()
         ours = [n for n in OUR_FILES if os.path.exists(self.path(n))]
         if run is None and not ours:
@@ -109,6 +126,10 @@ class FeatureWriter:
             "inputs or options); use --overwrite to replace it, or choose another -o.")
 
     def start(self, fingerprint: str, config: dict, overwrite: bool) -> None:
+        if overwrite and self.remote:
+            fs = storage.fs_for(self.remote)
+            if fs.exists(self.remote):
+                fs.rm(self.remote, recursive=True)
         if overwrite:
             for name in OUR_FILES:
                 p = self.path(name)
@@ -238,3 +259,59 @@ class FeatureWriter:
         sidecar = dict(sidecar, output=os.path.basename(final))
         _atomic_write_text(self.path(f"{self.product}.json"), json.dumps(sidecar, indent=1))
         return final
+
+    def publish(self, sidecars: Sequence[str] = ()) -> None:
+        """Upload a staged object-store output: blocks, then other files, then VRTs, then the
+        product sidecars (``<product>.json`` and ``sidecars``) last, so that a reader who sees
+        a sidecar sees a complete product. Then the staging directory is removed."""
+        if not self.remote:
+            return
+        last = {f"{self.product}.json", *sidecars}
+        files = []
+        for root, _, names in os.walk(self.outdir):
+            for name in names:
+                rel = os.path.relpath(os.path.join(root, name), self.outdir)
+                if ".tmp" not in name and not name.endswith(".staging.tif"):
+                    files.append(rel)
+
+        def rank(rel):
+            return (rel in last, rel.endswith(".vrt"), not rel.startswith(BLOCK_DIR + os.sep), rel)
+
+        fs = storage.fs_for(self.remote)
+        for rel in sorted(files, key=rank):
+            try:
+                fs.put_file(os.path.join(self.outdir, rel), f"{self.remote}/{rel.replace(os.sep, '/')}")
+            except (PermissionError, FileNotFoundError, OSError) as exc:
+                raise OutputError(f"uploading {rel} to {self.remote!r} failed ({type(exc).__name__}); "
+                                  "the output there is incomplete (no sidecar): fix access and re-run "
+                                  "the same command.") from None
+        shutil.rmtree(self.outdir, ignore_errors=True)
+
+
+def staging_dir(remote: str) -> str:
+    """The local staging directory of an object-store output (stable, so runs resume)."""
+    import hashlib
+    root = os.environ.get("RAYVIT_STAGING") or os.path.join(os.path.expanduser("~"), ".cache", "rayvit", "staging")
+    return os.path.join(root, hashlib.sha256(remote.encode()).hexdigest()[:16])
+
+
+def remote_state(remote: str, name: str) -> dict | None:
+    """JSON file ``name`` of an object-store output, None when absent; clear errors for a
+    missing bucket or refused credentials."""
+    fs = storage.fs_for(remote)
+    bucket = remote.split("://", 1)[1].split("/", 1)[0]
+    try:
+        try:
+            fs.ls(f"{storage.scheme(remote)}://{bucket}", detail=False)
+        except FileNotFoundError:
+            raise OutputError(f"output {remote!r}: bucket {bucket!r} does not exist; create it or "
+                              "choose another -o.") from None
+        with fs.open(f"{remote}/{name}") as fh:
+            return json.loads(fh.read())
+    except FileNotFoundError:
+        return None
+    except PermissionError:
+        raise OutputError(f"output {remote!r}: access was denied; check the credentials "
+                          "(AWS_ACCESS_KEY_ID / AWS_PROFILE ...) and the endpoint.") from None
+    except ValueError:
+        return {}
