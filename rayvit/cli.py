@@ -286,6 +286,26 @@ def run_classify(args) -> int:
     return _run_analysis(classify, args)
 
 
+def add_run(sub) -> None:
+    p = sub.add_parser("run", help="run a multi-step job spec (YAML): encode -> reduce/cluster -> ...",
+                       description="Run the steps of a job spec in order, each reading earlier steps' "
+                                   "outputs by reference (${ID.output}, ${ID.model}, ${ID.dir}). The whole "
+                                   "spec is validated first; errors name the step and field. Submit to a "
+                                   "cluster with: ray job submit --working-dir . -- rayvit run jobs/X.yaml",
+                       epilog="examples: jobs/quickstart.yaml, jobs/s3-mosaic.yaml, jobs/unsupervised-map.yaml")
+    p.add_argument("spec", help="job spec YAML file")
+    p.add_argument("--dry-run", action="store_true", help="validate and print the steps; run nothing")
+    p.add_argument("--quiet", action="store_true", help="no progress lines")
+    add_ray_options(p)
+    p.set_defaults(func=run_job)
+
+
+def run_job(args) -> int:
+    from .job import run
+    run(args.spec, dry_run=args.dry_run, address=args.address, progress=not args.quiet)
+    return 0
+
+
 def add_methods(sub) -> None:
     p = sub.add_parser("methods", help="list the estimators reduce/cluster accept for --method",
                        description="List the estimator names each analysis stage accepts for --method.")
@@ -383,6 +403,7 @@ def parser() -> argparse.ArgumentParser:
     add_cluster(sub)
     add_similarity(sub)
     add_classify(sub)
+    add_run(sub)
     add_methods(sub)
     add_quickstart(sub)
     add_bench(sub)

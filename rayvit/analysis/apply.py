@@ -36,9 +36,13 @@ STATS_WINDOW = 256
 SINGLE_FILE_MAX = 2 * 2**30
 
 
+# Ray node id -> windows its tasks computed, since the stage began (provenance and tests)
+NODES_SEEN: dict[str, int] = {}
+
+
 @ray.remote
-def _windows_task(fn: Callable, mosaic: Mosaic, windows: list, args: tuple) -> list:
-    return [fn(mosaic, w, i, *args) for i, w in windows]
+def _windows_task(fn: Callable, mosaic: Mosaic, windows: list, args: tuple) -> tuple[str, list]:
+    return ray.get_runtime_context().get_node_id(), [fn(mosaic, w, i, *args) for i, w in windows]
 
 
 def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_result=None) -> list:
@@ -57,7 +61,9 @@ def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_resul
             done, _ = ray.wait(list(pending), num_returns=1)
             for ref in done:
                 ids = pending.pop(ref)
-                for i, value in zip(ids, ray.get(ref)):
+                node, values = ray.get(ref)
+                NODES_SEEN[node] = NODES_SEEN.get(node, 0) + len(ids)
+                for i, value in zip(ids, values):
                     if on_result:
                         on_result(i, value)
                     else:
@@ -139,8 +145,9 @@ class AnalysisResult:
     extra: dict = field(default_factory=dict)
 
     def summary(self) -> str:
-        return (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s -> {self.output} "
-                f"(model {self.model_path})")
+        nodes = len(self.extra.get("windows_per_node", {}))
+        return (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s on {nodes} Ray node(s) -> "
+                f"{self.output} (model {self.model_path})")
 
 
 def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> Mosaic:
@@ -245,6 +252,7 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
     config = dict(config, stage=stage, input=input_path, bands=list(mosaic.bands),
                   model_file=model_path, block_size=block_size)
     init_ray(address)
+    NODES_SEEN.clear()
     pixels = statistics(mosaic) if statistics_pass else None
     model = bundle["model"] if bundle else fit(mosaic, pixels)
     run_id = fingerprint(config)
@@ -286,7 +294,8 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
     finals = [writers[0].url(os.path.relpath(f, writers[0].outdir)) for f in finals]
     model_file = writers[0].url("model.joblib") if not bundle else model_path
     return AnalysisResult(finals[0], str(output), model_file, stats, time.monotonic() - t0,
-                          pixels.n if pixels else n_valid, extra={"outputs": finals})
+                          pixels.n if pixels else n_valid,
+                          extra={"outputs": finals, "windows_per_node": dict(NODES_SEEN)})
 
 
 def write_category_names(path: str, names: list) -> None:

@@ -102,9 +102,12 @@ class Encoder:
         self.info = model_info(self.model, self.spec)
         self.mean, self.std, self.precision = tuple(mean), tuple(std), precision
         self.model_batch = model_batch
+        import ray
+        self.node = ray.get_runtime_context().get_node_id()
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         feats, fvalid = encode_array(self.model, self.info, self.spec, batch["pixels"],
                                      batch["valid"], self.mean, self.std, self.device,
                                      self.precision, self.model_batch)
-        return {"iy": batch["iy"], "ix": batch["ix"], "features": feats, "fvalid": fvalid}
+        return {"iy": batch["iy"], "ix": batch["ix"], "features": feats, "fvalid": fvalid,
+                "node": np.full(len(batch["iy"]), self.node)}

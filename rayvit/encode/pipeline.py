@@ -269,6 +269,7 @@ class EncodeResult:
     km2: float
     plan: EncodePlan = field(repr=False)
     first_batch_s: float = 0.0  # planning + Ray Data and actor start-up, until the first tiles
+    tiles_per_node: dict = field(default_factory=dict)  # Ray node id -> tiles its actors encoded
 
     @property
     def tiles_per_s(self) -> float:
@@ -276,8 +277,9 @@ class EncodeResult:
 
     def summary(self) -> str:
         resumed = f", {self.blocks_resumed} blocks resumed" if self.blocks_resumed else ""
+        nodes = f" on {len(self.tiles_per_node)} Ray node(s)" if self.tiles_per_node else ""
         return (f"encoded {self.tiles_encoded}/{self.tiles} tiles, {self.km2:.2f} km2 in "
-                f"{self.elapsed_s:.1f} s ({self.tiles_per_s:.1f} tiles/s){resumed} -> {self.output}")
+                f"{self.elapsed_s:.1f} s ({self.tiles_per_s:.1f} tiles/s){nodes}{resumed} -> {self.output}")
 
 
 class _Progress:
@@ -381,6 +383,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     progress = _Progress(todo, o.progress)
     first_batch = 0.0
     acc = _BlockAccumulator(plan, finished, writer.write_block)
+    nodes: dict[str, int] = {}
     if todo:
         ds = ray.data.read_datasource(source, num_cpus=READ_CPUS,
                                       override_num_blocks=source.n_tasks).map_batches(
@@ -400,6 +403,8 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
                     acc.add(int(batch["iy"][i]), int(batch["ix"][i]), batch["features"][i],
                             batch["fvalid"][i])
                 progress.update(len(batch["iy"]), acc.written)
+                for node in batch["node"]:
+                    nodes[str(node)] = nodes.get(str(node), 0) + 1
         except Exception as exc:
             raise unwrap_worker_error(exc) from exc
     if acc.pending:
@@ -431,4 +436,4 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     writer.publish()
     final = writer.url(os.path.basename(final))
     return EncodeResult(final, output, t.n_tiles, todo, acc.written, resumed,
-                        time.monotonic() - t0, km2, plan, first_batch)
+                        time.monotonic() - t0, km2, plan, first_batch, nodes)

@@ -1,0 +1,82 @@
+"""A real multi-process Ray cluster on this machine: `ray start` head (+ worker nodes), every
+port chosen free, bound to 127.0.0.1, stopped (process groups killed) at the end."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+from s3server import free_ports
+
+BIN = Path(sys.executable).parent
+
+
+def _node_args(ports):
+    names = ("--node-manager-port", "--object-manager-port", "--dashboard-agent-listen-port",
+             "--dashboard-agent-grpc-port", "--metrics-export-port", "--runtime-env-agent-port")
+    args = [f"{n}={p}" for n, p in zip(names, ports)]
+    return args + [f"--min-worker-port={ports[6]}", f"--max-worker-port={ports[6] + 40}"]
+
+
+@contextmanager
+def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeout: float = 90):
+    """Yields ``{"address", "dashboard", "env"}``; ``env`` runs `ray`/`rayvit` against it."""
+    env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_AUTH_MODE="disabled",
+               RAY_USAGE_STATS_ENABLED="0")
+    env.pop("RAY_ADDRESS", None)
+    gcs, dash = free_ports(2)
+    procs = []
+    log = open(workdir / "ray_cluster.log", "w")
+
+    def start(args):
+        procs.append(subprocess.Popen([str(BIN / "ray"), "start", "--block", "--disable-usage-stats",
+                                       "--node-ip-address=127.0.0.1", *args],
+                                      stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
+
+    try:
+        head = ["--head", f"--port={gcs}", f"--num-cpus={node_cpus[0]}", "--dashboard-host=127.0.0.1",
+                f"--include-dashboard={'true' if dashboard else 'false'}", f"--dashboard-port={dash}"]
+        start(head + _node_args(_free_block()))
+        address = f"127.0.0.1:{gcs}"
+        _wait_nodes(address, 1, env, timeout)
+        for cpus in node_cpus[1:]:
+            start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block()))
+        _wait_nodes(address, len(node_cpus), env, timeout)
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env}
+    finally:
+        for p in reversed(procs):
+            try:
+                os.killpg(p.pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        for p in procs:
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+        log.close()
+
+
+def _free_block():
+    ports = free_ports(6)
+    # a run of 41 free ports for workers
+    for _ in range(50):
+        base = free_ports(1)[0]
+        if base + 40 < 65000:
+            return ports + [base]
+    return ports + [base]
+
+
+def _wait_nodes(address, n, env, timeout):
+    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(sum(1 for x in ray.nodes() if x['Alive']))")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, env=env)
+        if r.returncode == 0 and r.stdout.strip().isdigit() and int(r.stdout.strip()) >= n:
+            return
+        time.sleep(2)
+    raise RuntimeError(f"Ray cluster at {address} did not reach {n} nodes in {timeout} s")
