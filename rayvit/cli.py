@@ -41,8 +41,9 @@ def _extent(text: str):
 
 def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
     g = p.add_argument_group("Ray and storage")
-    g.add_argument("--address", help="Ray cluster address (default: $RAY_ADDRESS, else start Ray "
-                                     "embedded in this process)")
+    g.add_argument("--address", help="Ray cluster address, or auto for the `ray start` cluster on this "
+                                     "machine (default: $RAY_ADDRESS, else start Ray embedded in this "
+                                     "process)")
     if s3:
         g.add_argument("--s3-endpoint", help="S3 endpoint URL for s3:// inputs and outputs, e.g. MinIO, "
                                              "Ceph, SeaweedFS (default: $AWS_ENDPOINT_URL); credentials "
@@ -111,8 +112,8 @@ def add_encode(sub) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     g.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
     g = p.add_argument_group("performance")
-    g.add_argument("--actors", type=int, help="encoder actors (default: one per GPU; on CPU cpus/8, min 1)")
-    g.add_argument("--threads", type=int, help="torch threads per CPU actor (default: cpus/actors)")
+    g.add_argument("--actors", type=int, help="encoder actors (default: one per GPU; on CPU total CPUs / --threads)")
+    g.add_argument("--threads", type=int, help="torch threads per CPU actor (default: largest node CPUs / 4, between 1 and 4)")
     g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)

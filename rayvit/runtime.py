@@ -11,12 +11,14 @@ import ray
 def init_ray(address: str | None = None) -> None:
     """Start (or join) Ray once per process; quiet, with Ray Data's own progress bars off.
 
-    ``address`` (or ``RAY_ADDRESS``) joins an existing cluster; otherwise Ray starts
-    embedded in this process, using this machine's CPUs and GPUs.
+    ``address`` (or ``RAY_ADDRESS``; ``auto``: the cluster `ray start` started on this
+    machine) joins an existing cluster; otherwise Ray starts embedded in this process, using
+    this machine's CPUs and GPUs, even if a `ray start` cluster runs here (``ray.init()``
+    alone would silently join that one).
     """
     if not ray.is_initialized():
-        address = address or os.environ.get("RAY_ADDRESS") or None
-        kwargs = {} if address else {"include_dashboard": False}
+        address = address or os.environ.get("RAY_ADDRESS") or "local"
+        kwargs = {"include_dashboard": False} if address == "local" else {}
         ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = False

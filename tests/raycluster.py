@@ -45,7 +45,17 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
         for cpus in node_cpus[1:]:
             start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block()))
         _wait_nodes(address, len(node_cpus), env, timeout)
-        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env}
+        def kill_node(i):
+            """SIGKILL node ``i`` (0: head) and all its processes (raylet, workers)."""
+            children = _descendants(procs[i].pid)
+            os.killpg(procs[i].pid, signal.SIGKILL)
+            for child in children:
+                try:
+                    child.kill()
+                except Exception:
+                    pass
+
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env, "kill_node": kill_node}
     finally:
         for p in reversed(procs):
             try:
@@ -58,6 +68,14 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
             except subprocess.TimeoutExpired:
                 os.killpg(p.pid, signal.SIGKILL)
         log.close()
+
+
+def _descendants(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).children(recursive=True)
+    except psutil.Error:
+        return []
 
 
 def _free_block():
