@@ -67,18 +67,25 @@ class PeakMemory:
         self._thread.join()
 
 
-def bare_forward(model_name: str, size: int, bands: int, batch_size: int, threads: int,
-                 seconds: float = 20.0) -> float:
-    """Tiles/s of the bare model call the encoder makes, on random tensors."""
+def bare_forward(model_name: str, size: int | tuple, bands: int, batch_size: int, threads: int,
+                 seconds: float = 20.0, spec=None) -> float:
+    """Tiles/s of the bare model call the encoder makes, on random tensors (``spec``: the
+    model of a plan, random weights, instead of ``model_name``/``size``/``bands``)."""
+    import dataclasses
+
     import torch
 
     from .encode.model import ModelSpec, build_model, model_info
 
     torch.set_num_threads(threads)
-    spec = ModelSpec(model_name, bands, (size, size), pretrained=False)
+    if spec is None:
+        spec = ModelSpec(model_name, bands, (size, size), pretrained=False)
+    else:
+        spec = dataclasses.replace(spec, pretrained=False, weights=None)
     model = build_model(spec)
     info = model_info(model, spec)
-    x = torch.randn(batch_size, bands, size, size)
+    shape = tuple(info.model_input) if spec.resize == "model" else tuple(spec.tile_size)
+    x = torch.randn(batch_size, spec.in_chans, *shape)
     with torch.inference_mode():
         for _ in range(2):
             model.forward_intermediates(x, indices=[info.layer], norm=True, output_fmt="NCHW",

@@ -86,6 +86,9 @@ def add_encode(sub) -> None:
     g.add_argument("--extent", type=_extent, help="minx,miny,maxx,maxy to encode (default: all inputs)")
     g.add_argument("--extent-crs", help="CRS of --extent (default: the target CRS)")
     g.add_argument("--crs", help="target CRS (default: the first input's); others are warped onto it")
+    g.add_argument("--skip-bad-inputs", action="store_true",
+                   help="leave out input files that cannot be opened (missing, unreachable, corrupt) instead "
+                        "of failing; they are listed in features.json and their area stays nodata")
     g.add_argument("--res", type=float, help="target pixel size in CRS units (default: the first input's)")
     g.add_argument("--normalize", choices=NORMALIZE_MODES, default="stats",
                    help="stats: per-band mean/std from a seeded sample of windows (default); "
@@ -129,6 +132,7 @@ def run_encode(args) -> int:
     result = encode(args.inputs, args.output, EncodeOptions(**opts))
     if args.dry_run:
         print(result.plan.describe())
+        print(result.estimate)
         print("dry run: nothing written.")
     else:
         print(result.summary())
@@ -160,6 +164,8 @@ def _analysis_common(p: argparse.ArgumentParser, block_flag: str = "--block-size
     p.add_argument(block_flag, dest="block_size", type=int, default=512,
                    help="pixels per processing block (default 512)")
     p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
+    p.add_argument("--dry-run", action="store_true", help="check the input, print the work and the outputs; "
+                                                          "writes nothing")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)
 
@@ -197,7 +203,11 @@ def _run_analysis(fn, args) -> int:
     import inspect
     names = inspect.signature(fn).parameters
     result = fn(progress=not args.quiet, **{k: v for k, v in vars(args).items() if k in names})
-    print(result.summary())
+    if getattr(args, "dry_run", False):
+        print(result.extra["plan"])
+        print("dry run: nothing written.")
+    else:
+        print(result.summary())
     return 0
 
 

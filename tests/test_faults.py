@@ -77,3 +77,30 @@ def test_killing_a_worker_node_mid_run_loses_nothing(clean, tmp_path):
                 os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr[-3000:]
     assert (out / "features.tif").read_bytes() == want
+
+
+def test_a_corrupt_file_in_a_mosaic_fails_by_name_or_is_skipped(tmp_path):
+    import json
+
+    import numpy as np
+
+    from conftest import read
+    from test_mosaic import cut_into_four
+    data = seeded_image((3, 90, 130), seed=4)
+    parts = cut_into_four(tmp_path, data)
+    args = ["--model", "rayvit_patchmean_p4", "--no-pretrained", "--size", "16", "--quiet"]
+    full = run_cli("encode", *parts, "-o", tmp_path / "full", *args)
+    assert full.returncode == 0, full.stderr
+    Path(parts[3]).write_bytes(b"II*\x00" + bytes(range(256)) * 4)          # part_11: corrupt
+    failed = run_cli("encode", *parts, "-o", tmp_path / "fail", *args)
+    assert failed.returncode == 2 and "part_11.tif" in failed.stderr and "--skip-bad-inputs" in failed.stderr
+    assert not (tmp_path / "fail").exists()
+    skipped = run_cli("encode", *parts, "-o", tmp_path / "skip", *args, "--skip-bad-inputs")
+    assert skipped.returncode == 0, skipped.stderr
+    assert "part_11.tif" in skipped.stderr
+    sidecar = json.loads((tmp_path / "skip" / "features.json").read_text())
+    assert [s["input"] for s in sidecar["skipped_inputs"]] == [parts[3]]
+    a, b = read(tmp_path / "full" / "features.tif")[0], read(tmp_path / "skip" / "features.tif")[0]
+    assert a.shape == b.shape
+    np.testing.assert_array_equal(b[:, :9], a[:, :9])          # rows of the good files: unchanged
+    assert np.isnan(b[:, 10:, 16:]).all() and not np.isnan(a[:, 10:, 16:]).any()   # its area: nodata

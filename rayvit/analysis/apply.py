@@ -234,7 +234,8 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
         model_path: str | None, products: Callable[[object], list[Product]],
         metrics: Callable[..., dict], bands=None, block_size: int = 512, overwrite: bool = False,
         address: str | None = None, progress: bool = True, statistics_pass: bool = True,
-        extra_files: Callable[[object, Mosaic, str], None] | None = None) -> AnalysisResult:
+        extra_files: Callable[[object, Mosaic, str], None] | None = None,
+        dry_run: bool = False) -> AnalysisResult:
     """The whole stage: open, statistics, fit (or load), apply, write rasters + model + metrics.
 
     ``fit(mosaic, pixels)`` (``pixels`` is None without ``statistics_pass``) returns the
@@ -251,6 +252,18 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
     bundle = load_model(model_path, mosaic.count, stage) if model_path else None
     config = dict(config, stage=stage, input=input_path, bands=list(mosaic.bands),
                   model_file=model_path, block_size=block_size)
+    if dry_run:
+        g = mosaic.grid
+        n_blocks = len(sampling.grid_windows(g.height, g.width, block_size))
+        plan = (f"input:  {input_path}: {g.width}x{g.height} px = {g.width * g.height} pixels x "
+                f"{mosaic.count} bands ({mosaic.dtype}), {g.width * g.height * mosaic.count * 8} bytes "
+                f"as float64\nwork:   {n_blocks} blocks of {block_size} px in Ray tasks; "
+                f"{'a statistics pass, ' if statistics_pass and not bundle else ''}"
+                f"{'the saved model ' + repr(model_path) if bundle else 'a fit'}, then one pass per product\n"
+                f"output: {output}: one band per output of the model, {g.width}x{g.height} px "
+                f"(float32: {g.width * g.height * 4} bytes per band uncompressed)")
+        return AnalysisResult(None, str(output), model_path, {}, time.monotonic() - t0, 0,
+                              extra={"plan": plan})
     init_ray(address)
     NODES_SEEN.clear()
     pixels = statistics(mosaic) if statistics_pass else None

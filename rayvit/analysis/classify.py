@@ -13,7 +13,7 @@ from ..report import palette
 from . import estimators
 from .apply import AnalysisResult, Product, run
 from .cluster import label_dtype
-from .vectors import samples_from, write_samples
+from .vectors import check_exists, samples_from, write_samples
 
 CV_MODES = ("kfold", "group", "spatial", "none")
 
@@ -92,7 +92,7 @@ def classify(input: str, vectors: str, output: str, label: str | None = None,
              test: str | None = None, proba: bool = False, polygons: str = "all", samples: int = 1000,
              seed: int = 0, vector_crs: str | None = None, bands: Sequence[int] | None = None,
              block_size: int = 512, model: str | None = None, overwrite: bool = False,
-             address: str | None = None, progress: bool = True) -> AnalysisResult:
+             address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
     """Train ``method`` on the pixels ``vectors`` select (``label`` column), cross-validate,
     refit on all of them and map every pixel of ``input``.
 
@@ -111,6 +111,9 @@ def classify(input: str, vectors: str, output: str, label: str | None = None,
     if not model:
         if not vectors or not label:
             raise InputError("give the training vectors and --label COLUMN (or --model to apply a saved model).")
+        check_exists(vectors)
+        if test:
+            check_exists(test)
         est = estimators.build(estimators.resolve("classify", method), params)
         if "random_state" in est.get_params() and "random_state" not in estimators.parse_params(params):
             est.set_params(random_state=seed)
@@ -234,7 +237,7 @@ def classify(input: str, vectors: str, output: str, label: str | None = None,
               "test": test, "proba": proba, "polygons": polygons, "samples": samples, "seed": seed,
               "vector_crs": vector_crs}
     return run("classify", input, output, config, fit, model, products, metrics, bands, block_size,
-               overwrite, address, progress, statistics_pass=False, extra_files=extra)
+               overwrite, address, progress, statistics_pass=False, extra_files=extra, dry_run=dry_run)
 
 
 def _clone(estimator):

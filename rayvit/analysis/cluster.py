@@ -118,4 +118,4 @@ def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | N
         return [Product("clusters", 1, *label_dtype(m.n_labels), ["cluster"], colormap=palette(m.n_labels))]
 
     return run("cluster", input, output, config, fit, model, products, metrics, bands, block_size,
-               overwrite, address, progress)
+               overwrite, address, progress, dry_run=dry_run)

@@ -9,7 +9,7 @@ import numpy as np
 
 from ..errors import InputError
 from .apply import AnalysisResult, Product, run
-from .vectors import samples_from, write_samples
+from .vectors import check_exists, samples_from, write_samples
 
 REDUCTIONS = ("mean", "max")
 
@@ -48,7 +48,7 @@ class Similarity:
 def similarity(input: str, vectors: str, output: str, by: str | None = None, reduce: str = "mean",
                polygons: str = "all", samples: int = 1000, seed: int = 0, vector_crs: str | None = None,
                bands: Sequence[int] | None = None, block_size: int = 512, overwrite: bool = False,
-               address: str | None = None, progress: bool = True) -> AnalysisResult:
+               address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
     """Cosine similarity of every pixel of ``input`` with the pixels ``vectors`` select.
 
     One band (the mean reference vector, IAMAP), or with ``by`` one band per value of that
@@ -58,6 +58,7 @@ def similarity(input: str, vectors: str, output: str, by: str | None = None, red
     """
     if reduce not in REDUCTIONS:
         raise InputError(f"--reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}.")
+    check_exists(vectors)
     used = {}
 
     def fit(mosaic, pixels):
@@ -87,4 +88,4 @@ def similarity(input: str, vectors: str, output: str, by: str | None = None, red
     config = {"vectors": vectors, "by": by, "reduce": reduce, "polygons": polygons, "samples": samples,
               "seed": seed, "vector_crs": vector_crs}
     return run("similarity", input, output, config, fit, None, products, metrics, bands, block_size,
-               overwrite, address, progress, statistics_pass=False, extra_files=extra)
+               overwrite, address, progress, statistics_pass=False, extra_files=extra, dry_run=dry_run)

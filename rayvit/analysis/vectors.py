@@ -69,6 +69,12 @@ def read_vectors(path: str, crs: str, vector_crs: str | None = None):
     return out
 
 
+def check_exists(path: str) -> None:
+    """Fail early (before any work, also in dry runs) when a vector file is missing."""
+    if not storage.exists(path, storage.storage_options(path)):
+        raise InputError(f"vector file {path!r} does not exist; check the path.")
+
+
 def _download(url: str) -> str:
     """A local copy of a remote vector file and its sidecars (``name.*``: .shp/.dbf/.prj...)."""
     import tempfile

@@ -55,6 +55,7 @@ class EncodeOptions:
     res: float | None = None
     extent: Sequence[float] | None = None
     extent_crs: str | None = None
+    skip_bad_inputs: bool = False
     dtype: str = "float32"
     compress: str = "zstd"
     blocks: bool = False
@@ -125,6 +126,7 @@ class EncodePlan:
         o = self.options
         return {
             "inputs": [asdict(s) for s in self.mosaic.sources],
+            "skipped_inputs": [d["input"] for d in self.mosaic.skipped],
             "bands": list(self.mosaic.bands),
             "grid": asdict(self.mosaic.grid),
             "model": self.spec.to_dict(),
@@ -199,6 +201,22 @@ def pool_shape(cpus: float, gpus: float, node_cpus: float, on_gpu: bool,
     return actors or max(1, int(cpus) // threads), threads
 
 
+def estimate(plan: "EncodePlan", o: EncodeOptions, seconds: float = 3.0) -> str:
+    """Encoder time from a short measured warm-up of the plan's model here (random weights,
+    one actor's threads), scaled to the tiles and the default actor pool of this machine."""
+    from ..bench import bare_forward
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if plan.device.startswith("cuda"):
+        return "estimate: skipped for GPU plans (measure with a short run)"
+    actors, threads = pool_shape(cpus, 0, cpus, False, o.actors, o.threads)
+    rate = bare_forward("", 0, 0, plan.batch_size, threads, seconds=seconds, spec=plan.spec)
+    total = plan.tiling.n_tiles / (rate * actors)
+    return (f"estimate:  {rate:.1f} tiles/s per actor measured here ({threads} thread(s), batch "
+            f"{plan.batch_size}); {actors} actor(s) on this machine's {cpus} CPUs -> ~{total:.0f} s of "
+            "encoding, plus ~20 s start-up (more nodes/actors: proportionally less)")
+
+
 def unwrap_worker_error(exc: BaseException) -> BaseException:
     """The rayvit error a Ray worker raised (Ray wraps it), else ``exc`` itself."""
     seen = exc
@@ -241,7 +259,8 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
 
     o = options
     o.check()
-    mosaic = open_mosaic(inputs, o.bands, o.crs, o.res, o.extent, o.extent_crs, o.s3_endpoint)
+    mosaic = open_mosaic(inputs, o.bands, o.crs, o.res, o.extent, o.extent_crs, o.s3_endpoint,
+                         skip_bad_inputs=o.skip_bad_inputs)
     size = _pair(o.size)
     stride = _pair(o.stride if o.stride is not None else size)
     spec = ModelSpec(o.model, mosaic.count, size, o.pretrained, o.weights, o.layer, o.resize)
@@ -270,6 +289,7 @@ class EncodeResult:
     plan: EncodePlan = field(repr=False)
     first_batch_s: float = 0.0  # planning + Ray Data and actor start-up, until the first tiles
     tiles_per_node: dict = field(default_factory=dict)  # Ray node id -> tiles its actors encoded
+    estimate: str = ""  # dry run: encoder time from a measured warm-up
 
     @property
     def tiles_per_s(self) -> float:
@@ -351,7 +371,9 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     o = options
     km2 = plan.mosaic.grid.area_km2()
     if o.dry_run:
-        return EncodeResult(None, output, plan.tiling.n_tiles, 0, 0, 0, 0.0, km2, plan)
+        result = EncodeResult(None, output, plan.tiling.n_tiles, 0, 0, 0, 0.0, km2, plan)
+        result.estimate = estimate(plan, o)
+        return result
 
     d = plan.info.num_features
     writer = FeatureWriter(output, plan.feature_grid, d, [f"feature_{i + 1:04d}" for i in range(d)],
@@ -417,6 +439,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     sidecar = {
         "rayvit_version": __version__, "run_id": fingerprint,
         "inputs": [s.url for s in plan.mosaic.sources],
+        "skipped_inputs": list(plan.mosaic.skipped),
         "model": plan.spec.name, "pretrained": plan.spec.pretrained, "weights": plan.spec.weights,
         "weights_sha256": plan.info.weights_sha256, "layer": plan.info.layer,
         "n_layers": plan.info.n_layers, "num_features": d,

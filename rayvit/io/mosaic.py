@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -240,6 +241,7 @@ class Mosaic:
     bands: tuple[int, ...]
     dtype: str
     options: tuple = ()
+    skipped: tuple = ()      # {"input", "error"} of inputs left out (--skip-bad-inputs)
 
     @property
     def count(self) -> int:
@@ -314,8 +316,14 @@ class Mosaic:
 
 def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: str | None = None,
                 res: float | None = None, extent: Sequence[float] | None = None,
-                extent_crs: str | None = None, s3_endpoint: str | None = None) -> Mosaic:
-    """Expand globs, read every file's metadata, check bands and build the target grid."""
+                extent_crs: str | None = None, s3_endpoint: str | None = None,
+                skip_bad_inputs: bool = False) -> Mosaic:
+    """Expand globs, read every file's metadata, check bands and build the target grid.
+
+    A file that cannot be opened (missing, unreachable, corrupt) is an error naming it, or
+    with ``skip_bad_inputs`` is left out and listed in ``Mosaic.skipped`` (its area is then
+    nodata, or outside the grid). Not every file may be bad.
+    """
     if not inputs:
         raise InputError("no input raster given.")
     urls: list[str] = []
@@ -325,7 +333,19 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: 
         if not found:
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
         urls.extend(found)
-    sources = tuple(describe(u, options) for u in urls)
+    described, skipped = [], []
+    for u in urls:
+        try:
+            described.append(describe(u, options))
+        except RasterOpenError as exc:
+            if not skip_bad_inputs:
+                raise RasterOpenError(f"{exc} (or pass --skip-bad-inputs to leave it out)") from None
+            skipped.append({"input": u, "error": str(exc)})
+            print(f"warning: skipping bad input: {exc}", file=sys.stderr)
+    if not described:
+        raise RasterOpenError(f"none of the {len(urls)} input rasters could be opened; first: "
+                              f"{skipped[0]['error']}")
+    sources = tuple(described)
     min_count = min(s.count for s in sources)
     if bands is None:
         bands = tuple(range(1, min_count + 1))
@@ -338,4 +358,4 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: 
     grid = target_grid(sources, crs, res, extent, extent_crs)
     dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
     return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
-                  storage._freeze(options) if options else ())
+                  storage._freeze(options) if options else (), tuple(skipped))
