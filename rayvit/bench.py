@@ -212,9 +212,9 @@ def bench_analysis(pixels: int = 10_000_000, bands: int = 384, scales=(0.25, 1.0
                 make_feature_raster(raster, n, bands)
                 print(f"bench: generated {raster} ({n} px x {bands} bands float16, "
                       f"{os.path.getsize(raster) / 2**30:.1f} GiB) in {time.perf_counter() - t0:.0f} s", flush=True)
-            for name, run in (("PCA", lambda: reduce(raster, os.path.join(workdir, "pca"), n_components=3,
+            for name, run in (("PCA", lambda raster=raster: reduce(raster, os.path.join(workdir, "pca"), n_components=3,
                                                      overwrite=True, progress=False, address=address)),
-                              ("KMeans", lambda: cluster(raster, os.path.join(workdir, "km"), n_clusters=k,
+                              ("KMeans", lambda raster=raster: cluster(raster, os.path.join(workdir, "km"), n_clusters=k,
                                                          params=kparams, overwrite=True, progress=False,
                                                          address=address))):
                 r, elapsed, mem = _timed(run)

@@ -115,8 +115,10 @@ def add_encode(sub) -> None:
     g.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     g.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
     g = p.add_argument_group("performance")
-    g.add_argument("--actors", type=int, help="encoder actors (default: one per GPU; on CPU total CPUs / --threads)")
-    g.add_argument("--threads", type=int, help="torch threads per CPU actor (default: largest node CPUs / 4, between 1 and 4)")
+    g.add_argument("--actors", type=int,
+                   help="encoder actors (default: one per GPU; on CPU total CPUs / --threads)")
+    g.add_argument("--threads", type=int,
+                   help="torch threads per CPU actor (default: largest node CPUs / 4, between 1 and 4)")
     g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")
     g.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)

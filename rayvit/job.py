@@ -99,8 +99,9 @@ def validate(spec: Any, path: str = "job") -> dict:
         kinds = [k for k in step if k in stages()]
         extra = set(step) - set(stages()) - {"id"}
         if len(kinds) != 1 or extra:
+            unknown_keys = f"; unknown: {', '.join(sorted(extra))}" if extra else ""
             raise InputError(f"{where}: needs exactly one stage among {', '.join(stages())} "
-                             f"(found {', '.join(kinds) or 'none'}{'; unknown: ' + ', '.join(sorted(extra)) if extra else ''}).")
+                             f"(found {', '.join(kinds) or 'none'}{unknown_keys}).")
         if sid in seen:
             raise InputError(f"{where}: id {sid!r} is used twice; ids must be unique.")
         stage = kinds[0]

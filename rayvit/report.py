@@ -16,8 +16,8 @@ def palette(n: int) -> dict[int, tuple[int, int, int, int]]:
     colours = {}
     for i in range(n):
         h = (i * 0.618033988749895) % 1.0
-        l, s = (0.45, 0.75) if i % 2 == 0 else (0.6, 0.6)
-        r, g, b = colorsys.hls_to_rgb(h, l, s)
+        light, sat = (0.45, 0.75) if i % 2 == 0 else (0.6, 0.6)
+        r, g, b = colorsys.hls_to_rgb(h, light, sat)
         colours[i] = (int(r * 255), int(g * 255), int(b * 255), 255)
     return colours
 

@@ -5,12 +5,12 @@ import json
 import numpy as np
 import pytest
 import rasterio
+from conftest import read, run_cli, write_raster
 from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 from sklearn.metrics import adjusted_rand_score
 from sklearn.preprocessing import StandardScaler
 
-from conftest import read, run_cli, write_raster
 from rayvit import cluster, reduce
 from rayvit.errors import InputError
 

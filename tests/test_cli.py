@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,11 +12,13 @@ from pathlib import Path
 import numpy as np
 import pytest
 import timm
+from conftest import ROOT, read, run_cli, seeded_image, write_raster
 from safetensors.torch import save_file
 
-from conftest import read, run_cli, seeded_image, write_raster
-
 TINY = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--quiet"]
+
+
+JOB = ROOT / "jobs" / "unsupervised-map.yaml"
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +41,13 @@ def test_dry_run_prints_the_plan_and_writes_nothing(raster, tmp_path):
     assert r.returncode == 0, r.stderr
     assert "tiles:    15 (3x5) of 32x32 px, stride 16x16, merge center" in r.stdout
     assert "output:   6x4 px x 192 bands float32, 18432 bytes" in r.stdout
+    assert re.search(r"estimate: +[0-9.]+ tiles/s per actor measured here .* -> ~[0-9]+ s of encoding", r.stdout)
     assert not (tmp_path / "o").exists()
+    for cmd in (["reduce", raster], ["cluster", raster], ["similarity", raster, raster], ["run", JOB]):
+        d = run_cli(*cmd, *(["-o", tmp_path / cmd[0]] if cmd[0] != "run" else []), "--dry-run")
+        assert d.returncode == 0 and "dry run: nothing written." in d.stdout, d.stderr
+        assert not (tmp_path / cmd[0]).exists()
+    assert "96x64 px = 6144 pixels x 3 bands" in run_cli("reduce", raster, "-o", tmp_path / "r", "--dry-run").stdout
 
 
 def test_encode_then_refuse_another_run_unless_overwrite(raster, tmp_path):

@@ -6,12 +6,12 @@ import math
 import numpy as np
 import pytest
 import rasterio
-from rasterio.transform import from_origin
-
 from conftest import read, seeded_image, write_raster
+from rasterio.transform import from_origin
+from test_mosaic import cut_into_four
+
 from rayvit import encode
 from rayvit.encode.merge import MERGERS
-from test_mosaic import cut_into_four
 
 pytestmark = pytest.mark.usefixtures("ray_local")
 FAST = dict(pretrained=False, progress=False, normalize="none")

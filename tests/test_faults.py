@@ -11,7 +11,6 @@ from pathlib import Path
 
 import psutil
 import pytest
-
 from conftest import run_cli, seeded_image, write_raster
 from raycluster import ray_cluster
 
@@ -83,7 +82,6 @@ def test_a_corrupt_file_in_a_mosaic_fails_by_name_or_is_skipped(tmp_path):
     import json
 
     import numpy as np
-
     from conftest import read
     from test_mosaic import cut_into_four
     data = seeded_image((3, 90, 130), seed=4)

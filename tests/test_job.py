@@ -7,9 +7,9 @@ import subprocess
 import numpy as np
 import pytest
 import yaml
-
 from conftest import ROOT, read, seeded_image, write_raster
 from raycluster import BIN, ray_cluster
+
 from rayvit.errors import InputError
 from rayvit.job import validate
 

@@ -2,9 +2,9 @@
 
 import numpy as np
 import pytest
+from conftest import UTM, seeded_image, write_raster
 from rasterio.transform import from_origin
 
-from conftest import UTM, seeded_image, write_raster
 from rayvit.errors import InputError, RasterOpenError
 from rayvit.io.mosaic import open_mosaic
 

@@ -4,7 +4,6 @@ import os
 
 import numpy as np
 import pytest
-
 from conftest import read, run_cli, seeded_image, write_raster
 from s3server import weed_mini
 

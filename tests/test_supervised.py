@@ -7,10 +7,10 @@ import joblib
 import numpy as np
 import pytest
 import rasterio
+from conftest import UTM, read, run_cli, write_raster
 from shapely.geometry import Point, box
 from sklearn.ensemble import RandomForestClassifier
 
-from conftest import UTM, read, run_cli, write_raster
 from rayvit.analysis.classify import classify
 from rayvit.analysis.similarity import similarity
 from rayvit.errors import InputError

@@ -40,7 +40,7 @@ SINGLE_FILE_MAX = 2 * 2**30
 NODES_SEEN: dict[str, int] = {}
 
 
-@ray.remote
+@ray.remote(scheduling_strategy="SPREAD")
 def _windows_task(fn: Callable, mosaic: Mosaic, windows: list, args: tuple) -> tuple[str, list]:
     return ray.get_runtime_context().get_node_id(), [fn(mosaic, w, i, *args) for i, w in windows]
 

@@ -75,7 +75,7 @@ def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | N
             params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
             seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512,
             model: str | None = None, overwrite: bool = False, address: str | None = None,
-            progress: bool = True) -> AnalysisResult:
+            progress: bool = True, dry_run: bool = False) -> AnalysisResult:
     """Cluster every pixel of ``input``; writes ``clusters.tif`` (colour table), model, metrics.
 
     KMeans (default, 8 clusters): k-means++ on a seeded uniform sample of ``sample_size``

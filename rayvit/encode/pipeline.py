@@ -417,6 +417,8 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
             compute=ray.data.ActorPoolStrategy(size=actors),
             num_gpus=1 if on_gpu else 0,
             num_cpus=actor_cpus(cpus, actors, on_gpu),
+            # spread encoder actors over the nodes (the default packs them onto few)
+            scheduling_strategy="SPREAD",
         )
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
