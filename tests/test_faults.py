@@ -86,7 +86,7 @@ def test_a_corrupt_file_in_a_mosaic_fails_by_name_or_is_skipped(tmp_path):
     from test_mosaic import cut_into_four
     data = seeded_image((3, 90, 130), seed=4)
     parts = cut_into_four(tmp_path, data)
-    args = ["--model", "rayvit_patchmean_p4", "--no-pretrained", "--size", "16", "--quiet"]
+    args = ["--model", "rayvit_patchmean_p4", "--no-pretrained", "--size", "16", "--normalize", "none", "--quiet"]
     full = run_cli("encode", *parts, "-o", tmp_path / "full", *args)
     assert full.returncode == 0, full.stderr
     Path(parts[3]).write_bytes(b"II*\x00" + bytes(range(256)) * 4)          # part_11: corrupt
