@@ -378,7 +378,10 @@ def add_bench(sub) -> None:
                                    "--bands at 1/4 and full size and times PCA (3 components) and KMeans "
                                    "(--k, --kmeans-iter Lloyd steps) on each, and scikit-learn on an "
                                    "in-memory subset, with peak memory.")
-    p.add_argument("what", nargs="?", choices=("encode", "analysis"), default="encode")
+    p.add_argument("what", nargs="?", choices=("encode", "analysis", "storage", "nodes"), default="encode",
+                   help="encode (default); analysis; storage: encode from --s3-url vs local disk; nodes: "
+                        "encode on the cluster at --address vs embedded single node")
+    p.add_argument("--s3-url", help="storage: where to upload the raster (s3://bucket/prefix)")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
     p.add_argument("--size", type=int, default=224)
@@ -390,14 +393,17 @@ def add_bench(sub) -> None:
     p.add_argument("--sklearn-pixels", type=int, default=500_000, help="analysis: in-memory subset for sklearn")
     p.add_argument("--scale-area", type=int, default=4, help="second run's area multiple (0: skip)")
     p.add_argument("--workdir", help="where to generate rasters (default: a temp dir, removed)")
-    add_ray_options(p, s3=False)
+    add_ray_options(p)
     p.set_defaults(func=run_bench)
 
 
 def run_bench(args) -> int:
     from .bench import bench_analysis, bench_encode
 
-    if args.what == "analysis":
+    if args.what in ("storage", "nodes"):
+        from .bench import bench_compare
+        bench_compare(args.what, args.tiles, args.size, args.model, args.s3_url, args.address, args.workdir)
+    elif args.what == "analysis":
         bench_analysis(args.pixels, args.bands or 384, (0.25, 1.0), args.k, args.kmeans_iter, args.sklearn_pixels,
                        args.workdir, args.address)
     else:
