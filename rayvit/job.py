@@ -151,7 +151,8 @@ def run(path: str, dry_run: bool = False, address: str | None = None, progress: 
         for step in steps:
             stage = next(k for k in step if k in stages())
             print(f"step {step['id']}: {stage} " + ", ".join(f"{k}={v!r}" for k, v in (step[stage] or {}).items()))
-        print(f"dry run: {len(steps)} steps valid; nothing run, nothing written.")
+        print(f"{len(steps)} steps valid; nothing run.")
+        print("dry run: nothing written.")
         return {}
     done: dict[str, dict] = {}
     for n, step in enumerate(steps, 1):

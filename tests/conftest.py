@@ -46,7 +46,7 @@ def ray_local():
 
     from rayvit.runtime import init_ray
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR")
+        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     init_ray()
     yield ray
     ray.shutdown()
