@@ -407,6 +407,10 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     acc = _BlockAccumulator(plan, finished, writer.write_block)
     nodes: dict[str, int] = {}
     if todo:
+        if sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
+            # on a multi-node cluster, start every actor before the work flows: otherwise the
+            # first actor up (on one node) may take all of a short run
+            ray.data.DataContext.get_current().wait_for_min_actors_s = 600
         ds = ray.data.read_datasource(source, num_cpus=READ_CPUS,
                                       override_num_blocks=source.n_tasks).map_batches(
             Encoder,
