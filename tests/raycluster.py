@@ -22,7 +22,7 @@ def _node_args(ports):
 
 
 @contextmanager
-def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeout: float = 90):
+def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeout: float = 180):
     """Yields ``{"address", "dashboard", "env"}``; ``env`` runs `ray`/`rayvit` against it."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_AUTH_MODE="disabled",
                RAY_USAGE_STATS_ENABLED="0")
@@ -39,11 +39,11 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
     try:
         head = ["--head", f"--port={gcs}", f"--num-cpus={node_cpus[0]}", "--dashboard-host=127.0.0.1",
                 f"--include-dashboard={'true' if dashboard else 'false'}", f"--dashboard-port={dash}"]
-        start(head + _node_args(_free_block()))
+        start(head + _node_args(_free_block((gcs, dash))))
         address = f"127.0.0.1:{gcs}"
         _wait_nodes(address, 1, env, timeout)
         for cpus in node_cpus[1:]:
-            start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block()))
+            start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block((gcs, dash))))
         _wait_nodes(address, len(node_cpus), env, timeout)
         def kill_node(i):
             """SIGKILL node ``i`` (0: head) and all its processes (raylet, workers)."""
@@ -78,14 +78,30 @@ def _descendants(pid):
         return []
 
 
-def _free_block():
+def _free_block(exclude=()):
+    """Six free ports for a node's components, and the start of a run of 41 free ports for
+    its workers that holds none of them (Ray refuses overlapping port assignments)."""
+    import socket
+
     ports = free_ports(6)
-    # a run of 41 free ports for workers
-    for _ in range(50):
+    for _ in range(200):
         base = free_ports(1)[0]
-        if base + 40 < 65000:
+        run = range(base, base + 41)
+        if base + 40 >= 65000 or any(p in run for p in (*ports, *exclude)):
+            continue
+        socks = []
+        try:
+            for p in run:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
             return ports + [base]
-    return ports + [base]
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no run of 41 free ports found for Ray workers")
 
 
 def _wait_nodes(address, n, env, timeout):
