@@ -17,6 +17,7 @@ idle processes do not slow it down.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import shutil
@@ -26,6 +27,19 @@ import time
 
 import numpy as np
 import psutil
+
+
+@contextlib.contextmanager
+def _workdir(workdir: str | None):
+    """``workdir`` (created), or a temporary directory removed afterwards."""
+    own = workdir is None
+    path = workdir or tempfile.mkdtemp(prefix="rayvit-bench-")
+    os.makedirs(path, exist_ok=True)
+    try:
+        yield path
+    finally:
+        if own:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class PeakMemory:
@@ -105,10 +119,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
     from .runtime import cluster_resources, init_ray
     from .sample import make_sample_raster
 
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="rayvit-bench-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with _workdir(workdir) as workdir:
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         print(f"bench: model {model}, {size}x{size} px tiles, {bands} bands, batch {batch_size}", flush=True)
         bare = bare_forward(model, size, bands, batch_size, threads)
@@ -148,9 +159,6 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
                   f"{b['peak_driver_rss_mb'] / a['peak_driver_rss_mb']:.2f}, all processes "
                   f"{b['peak_tree_uss_mb'] / a['peak_tree_uss_mb']:.2f}", flush=True)
         return results
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 
@@ -197,11 +205,8 @@ def bench_analysis(pixels: int = 10_000_000, bands: int = 384, scales=(0.25, 1.0
     from .analysis.reduce import reduce
     from .runtime import init_ray
 
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="rayvit-bench-")
-    os.makedirs(workdir, exist_ok=True)
     kparams = {"max_iter": kmeans_iter, "tol": 0.0}
-    try:
+    with _workdir(workdir) as workdir:
         init_ray(address)
         results = {"rayvit": [], "sklearn": {}}
         for scale in scales:
@@ -251,9 +256,6 @@ def bench_analysis(pixels: int = 10_000_000, bands: int = 384, scales=(0.25, 1.0
                   f"(driver x{b['peak_driver_rss_mb'] / a['peak_driver_rss_mb']:.2f}); vs sklearn per pixel: "
                   f"{b['s_per_mpx'] / results['sklearn'][name]['s_per_mpx']:.2f}x its time", flush=True)
         return results
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def _encode_rate(args: list[str], env: dict | None = None) -> float:
@@ -277,10 +279,7 @@ def bench_compare(what: str, tiles: int = 1024, size: int = 224, model: str = "v
     from .io import storage
     from .sample import make_sample_raster
 
-    own_dir = workdir is None
-    workdir = workdir or tempfile.mkdtemp(prefix="rayvit-bench-")
-    os.makedirs(workdir, exist_ok=True)
-    try:
+    with _workdir(workdir) as workdir:
         side = math.ceil(math.sqrt(tiles))
         raster = os.path.join(workdir, "bench_compare.tif")
         if not os.path.exists(raster):
@@ -302,6 +301,3 @@ def bench_compare(what: str, tiles: int = 1024, size: int = 224, model: str = "v
         print(f"bench: local {local:.2f} tiles/s, other {other:.2f} tiles/s; RATIO {label}: "
               f"{other / local:.3f}", flush=True)
         return other / local
-    finally:
-        if own_dir:
-            shutil.rmtree(workdir, ignore_errors=True)
