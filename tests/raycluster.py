@@ -36,6 +36,19 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
                                        "--node-ip-address=127.0.0.1", *args],
                                       stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True))
 
+    def kill_node(i):
+        """SIGKILL node ``i`` (0: head) and all its processes (raylet, workers)."""
+        children = _descendants(procs[i].pid)
+        try:
+            os.killpg(procs[i].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for child in children:
+            try:
+                child.kill()
+            except Exception:
+                pass
+
     try:
         head = ["--head", f"--port={gcs}", f"--num-cpus={node_cpus[0]}", "--dashboard-host=127.0.0.1",
                 f"--include-dashboard={'true' if dashboard else 'false'}", f"--dashboard-port={dash}"]
@@ -45,28 +58,13 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
         for cpus in node_cpus[1:]:
             start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block((gcs, dash))))
         _wait_nodes(address, len(node_cpus), env, timeout)
-        def kill_node(i):
-            """SIGKILL node ``i`` (0: head) and all its processes (raylet, workers)."""
-            children = _descendants(procs[i].pid)
-            os.killpg(procs[i].pid, signal.SIGKILL)
-            for child in children:
-                try:
-                    child.kill()
-                except Exception:
-                    pass
-
         yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env, "kill_node": kill_node}
     finally:
-        for p in reversed(procs):
-            try:
-                os.killpg(p.pid, signal.SIGTERM)
-            except ProcessLookupError:
-                pass
+        # nothing to keep: no graceful drain (it waits 30 s per node for a GCS that is going away)
+        for i in reversed(range(len(procs))):
+            kill_node(i)
         for p in procs:
-            try:
-                p.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(p.pid, signal.SIGKILL)
+            p.wait(timeout=30)
         log.close()
 
 

@@ -13,6 +13,7 @@ import json
 import os
 import sys
 import time
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -217,6 +218,17 @@ def estimate(plan: "EncodePlan", o: EncodeOptions, seconds: float = 3.0) -> str:
             "encoding, plus ~20 s start-up (more nodes/actors: proportionally less)")
 
 
+def _balance_over_nodes(ctx) -> None:
+    """Multi-node clusters: every encoder actor starts before work flows (else the first one
+    up may take all of a short run), and each batch goes to the least busy actor rather than
+    the one on the node that read it (Ray Data's locality kept a whole run on one node when
+    reads there outpaced its actor; tiles are small next to a forward pass)."""
+    ctx.wait_for_min_actors_s = 600
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ctx.execution_options.actor_locality_enabled = False
+
+
 def unwrap_worker_error(exc: BaseException) -> BaseException:
     """The rayvit error a Ray worker raised (Ray wraps it), else ``exc`` itself."""
     seen = exc
@@ -297,7 +309,10 @@ class EncodeResult:
 
     def summary(self) -> str:
         resumed = f", {self.blocks_resumed} blocks resumed" if self.blocks_resumed else ""
-        nodes = f" on {len(self.tiles_per_node)} Ray node(s)" if self.tiles_per_node else ""
+        split = sorted(self.tiles_per_node.values(), reverse=True)
+        nodes = f" on {len(split)} Ray node(s)" if split else ""
+        if len(split) > 1:
+            nodes += f" ({' + '.join(map(str, split))} tiles)"
         return (f"encoded {self.tiles_encoded}/{self.tiles} tiles, {self.km2:.2f} km2 in "
                 f"{self.elapsed_s:.1f} s ({self.tiles_per_s:.1f} tiles/s){nodes}{resumed} -> {self.output}")
 
@@ -407,23 +422,25 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     acc = _BlockAccumulator(plan, finished, writer.write_block)
     nodes: dict[str, int] = {}
     if todo:
-        if sum(1 for n in ray.nodes() if n.get("Alive")) > 1:
-            # on a multi-node cluster, start every actor before the work flows: otherwise the
-            # first actor up (on one node) may take all of a short run
-            ray.data.DataContext.get_current().wait_for_min_actors_s = 600
-        ds = ray.data.read_datasource(source, num_cpus=READ_CPUS,
-                                      override_num_blocks=source.n_tasks).map_batches(
-            Encoder,
-            fn_constructor_kwargs=dict(spec=plan.spec.to_dict(), mean=plan.mean, std=plan.std,
-                                       device=plan.device, precision=plan.precision,
-                                       threads=None if on_gpu else threads, model_batch=batch_size),
-            batch_size=batch_size,
-            compute=ray.data.ActorPoolStrategy(size=actors),
-            num_gpus=1 if on_gpu else 0,
-            num_cpus=actor_cpus(cpus, actors, on_gpu),
-            # spread encoder actors over the nodes (the default packs them onto few)
-            scheduling_strategy="SPREAD",
-        )
+        multi_node = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
+        if multi_node:
+            _balance_over_nodes(ray.data.DataContext.get_current())
+        with warnings.catch_warnings():
+            # Ray 2.60 deprecates ray_remote_args but has no named parameter for the strategy
+            warnings.simplefilter("ignore", DeprecationWarning)
+            ds = ray.data.read_datasource(source, num_cpus=READ_CPUS,
+                                          override_num_blocks=source.n_tasks).map_batches(
+                Encoder,
+                fn_constructor_kwargs=dict(spec=plan.spec.to_dict(), mean=plan.mean, std=plan.std,
+                                           device=plan.device, precision=plan.precision,
+                                           threads=None if on_gpu else threads, model_batch=batch_size),
+                batch_size=batch_size,
+                compute=ray.data.ActorPoolStrategy(size=actors),
+                num_gpus=1 if on_gpu else 0,
+                num_cpus=actor_cpus(cpus, actors, on_gpu),
+                # spread encoder actors over the nodes (the default packs them onto few)
+                scheduling_strategy="SPREAD",
+            )
         try:
             for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=2):
                 first_batch = first_batch or time.monotonic() - t0
