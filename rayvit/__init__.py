@@ -2,11 +2,26 @@
 
 __version__ = "0.1.0"
 
-# The pipeline imports torch/timm only where a model is built, so Ray read tasks (which
-# import this package to unpickle their functions) stay light.
-from .analysis.cluster import cluster  # noqa: E402
-from .analysis.reduce import reduce  # noqa: E402
-from .encode.pipeline import EncodeOptions, EncodeResult, encode  # noqa: E402
-from .errors import RayvitError  # noqa: E402
+# Public names resolve on first use (PEP 562): importing the package -- which every Ray
+# worker does to unpickle its function -- then costs nothing, and an encoder actor does
+# not import scikit-learn nor a read task torch.
+_EXPORTS = {
+    "encode": ".encode.pipeline", "EncodeOptions": ".encode.pipeline", "EncodeResult": ".encode.pipeline",
+    "reduce": ".analysis.reduce", "cluster": ".analysis.cluster", "RayvitError": ".errors",
+}
 
-__all__ = ["encode", "reduce", "cluster", "EncodeOptions", "EncodeResult", "RayvitError", "__version__"]
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str):
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'rayvit' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted([*globals(), *_EXPORTS])

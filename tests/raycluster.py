@@ -58,7 +58,8 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
         for cpus in node_cpus[1:]:
             start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block((gcs, dash))))
         _wait_nodes(address, len(node_cpus), env, timeout)
-        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env, "kill_node": kill_node}
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env, "kill_node": kill_node,
+               "wait_idle": lambda: _wait_idle(address, sum(node_cpus), env, timeout)}
     finally:
         # nothing to keep: no graceful drain (it waits 30 s per node for a GCS that is going away)
         for i in reversed(range(len(procs))):
@@ -100,6 +101,19 @@ def _free_block(exclude=()):
             for s in socks:
                 s.close()
     raise RuntimeError("no run of 41 free ports found for Ray workers")
+
+
+def _wait_idle(address, cpus, env, timeout):
+    """Until every CPU is free again (a finished job's actors take a moment to go away)."""
+    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
+            "print(ray.available_resources().get('CPU', 0))")
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, env=env)
+        if r.returncode == 0 and float(r.stdout.strip().splitlines()[-1]) >= cpus:
+            return
+        time.sleep(1)
+    raise RuntimeError(f"Ray cluster at {address} still busy after {timeout} s")
 
 
 def _wait_nodes(address, n, env, timeout):

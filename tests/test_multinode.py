@@ -19,6 +19,7 @@ def test_two_nodes_give_the_single_node_output(tmp_path):
         multi = run_cli("encode", src, "-o", tmp_path / "two", *enc, "--address", cluster["address"],
                         env=cluster["env"])
         assert multi.returncode == 0, multi.stderr
+        cluster["wait_idle"]()  # else the encode's actors may still hold one node's CPU
         pca = run_cli("reduce", tmp_path / "two" / "features.tif", "-o", tmp_path / "two_pca", "--block-size", "4",
                       "--quiet", "--address", cluster["address"], env=cluster["env"])
         assert pca.returncode == 0, pca.stderr

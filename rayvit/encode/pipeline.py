@@ -8,8 +8,11 @@ that touches it has arrived, then dropped: memory follows the block size, not th
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import hashlib
 import json
+import math
 import os
 import sys
 import time
@@ -119,6 +122,11 @@ class EncodePlan:
         return h * w * self.info.num_features * (2 if self.options.dtype == "float16" else 4)
 
     @property
+    def tile_feature_bytes(self) -> int:
+        """Bytes of one tile's features as the encoder returns them (float32)."""
+        return self.info.num_features * math.prod(self.tiling.tile_feature_shape) * 4
+
+    @property
     def single_file(self) -> bool:
         return not self.options.blocks and self.out_bytes <= SINGLE_FILE_LIMIT
 
@@ -218,15 +226,39 @@ def estimate(plan: "EncodePlan", o: EncodeOptions, seconds: float = 3.0) -> str:
             "encoding, plus ~20 s start-up (more nodes/actors: proportionally less)")
 
 
-def _balance_over_nodes(ctx) -> None:
-    """Multi-node clusters: every encoder actor starts before work flows (else the first one
-    up may take all of a short run), and each batch goes to the least busy actor rather than
-    the one on the node that read it (Ray Data's locality kept a whole run on one node when
-    reads there outpaced its actor; tiles are small next to a forward pass)."""
-    ctx.wait_for_min_actors_s = 600
+READ_AHEAD_MIN = 512 * 2**20  # object-store bytes the encode dataset may hold, at least
+
+
+@contextlib.contextmanager
+def _dataset_settings(multi_node: bool, batch_bytes: int, actors: int):
+    """Ray Data settings for the encode dataset, which copies the global context when it is
+    created; restored afterwards, so later datasets in this process get the defaults.
+
+    - Read-ahead is capped at a few batches per actor: by default Ray Data lets reads fill a
+      share of the object store, so memory grew with raster area (measured x1.42 for 4x area).
+    - Multi-node clusters: every encoder actor starts before work flows (else the first one up
+      may take all of a short run), and each batch goes to the least busy actor rather than
+      to the one on the node that read it (locality kept a whole CI run on one node when reads
+      there outpaced its actor; a batch of tiles is small next to its forward pass).
+    """
+    import ray
+
+    ctx = ray.data.DataContext.get_current()
+    saved = ctx.wait_for_min_actors_s, ctx.execution_options
+    options = copy.deepcopy(ctx.execution_options)
+    options.resource_limits = ray.data.ExecutionResources.for_limits(
+        object_store_memory=max(READ_AHEAD_MIN, 8 * actors * batch_bytes))
     with warnings.catch_warnings():
+        # deprecated in Ray 2.60 without a replacement; Ray 2.64 (unsupported here) drops it
         warnings.simplefilter("ignore", DeprecationWarning)
-        ctx.execution_options.actor_locality_enabled = False
+        if multi_node:
+            options.actor_locality_enabled = False
+            ctx.wait_for_min_actors_s = 600
+        ctx.execution_options = options
+        try:
+            yield
+        finally:
+            ctx.wait_for_min_actors_s, ctx.execution_options = saved
 
 
 def unwrap_worker_error(exc: BaseException) -> BaseException:
@@ -423,11 +455,9 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     nodes: dict[str, int] = {}
     if todo:
         multi_node = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
-        if multi_node:
-            _balance_over_nodes(ray.data.DataContext.get_current())
-        with warnings.catch_warnings():
+        batch_bytes = batch_size * (source.tile_bytes() + plan.tile_feature_bytes)
+        with _dataset_settings(multi_node, batch_bytes, actors):
             # Ray 2.60 deprecates ray_remote_args but has no named parameter for the strategy
-            warnings.simplefilter("ignore", DeprecationWarning)
             ds = ray.data.read_datasource(source, num_cpus=READ_CPUS,
                                           override_num_blocks=source.n_tasks).map_batches(
                 Encoder,
@@ -435,7 +465,9 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
                                            device=plan.device, precision=plan.precision,
                                            threads=None if on_gpu else threads, model_batch=batch_size),
                 batch_size=batch_size,
-                compute=ray.data.ActorPoolStrategy(size=actors),
+                # two batches queued per actor: enough to hide dispatch, few enough that no
+                # actor holds a backlog while another idles at the end (1: measured 12 % slower)
+                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
                 num_gpus=1 if on_gpu else 0,
                 num_cpus=actor_cpus(cpus, actors, on_gpu),
                 # spread encoder actors over the nodes (the default packs them onto few)

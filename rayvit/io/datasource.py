@@ -22,8 +22,6 @@ from ray.data.datasource import Datasource, ReadTask
 from ..grid import Block, Tiling
 from .mosaic import Mosaic
 
-BLOCKS_PER_TASK = 4  # Ray blocks (encoder batches) per read task
-
 
 def read_tiles(mosaic: Mosaic, tiling: Tiling, tiles: list[tuple[int, int]],
                rows_per_block: int) -> Iterable:
@@ -56,7 +54,10 @@ class TileDatasource(Datasource):
         self._tasks = [chunk for block in tiling.blocks() for chunk in self._chunks(self.tiles_for(block))]
 
     def _chunks(self, tiles: list) -> list[list]:
-        step = self.rows_per_block * BLOCKS_PER_TASK
+        # one encoder batch per read task: small units keep the actors evenly loaded to the
+        # end and the first features arriving early (measured: 4 batches per task left one of
+        # two actors idle for ~2 s at the end of a 1024-tile run)
+        step = self.rows_per_block
         return [tiles[i:i + step] for i in range(0, len(tiles), step)]
 
     @property
