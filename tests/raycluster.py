@@ -103,26 +103,23 @@ def _free_block(exclude=()):
     raise RuntimeError("no run of 41 free ports found for Ray workers")
 
 
-def _wait_idle(address, cpus, env, timeout):
-    """Until every CPU is free again (a finished job's actors take a moment to go away)."""
-    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(ray.available_resources().get('CPU', 0))")
+def _wait_until(address, expr, at_least, env, timeout, what):
+    """Poll ``expr`` (a Python expression over ``ray``) on the cluster until it is >= ``at_least``."""
+    code = f"import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print({expr})"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, env=env)
-        if r.returncode == 0 and float(r.stdout.strip().splitlines()[-1]) >= cpus:
+        lines = r.stdout.strip().splitlines()
+        if r.returncode == 0 and lines and float(lines[-1]) >= at_least:
             return
         time.sleep(1)
-    raise RuntimeError(f"Ray cluster at {address} still busy after {timeout} s")
+    raise RuntimeError(f"Ray cluster at {address}: {what} not reached in {timeout} s")
+
+
+def _wait_idle(address, cpus, env, timeout):
+    """Until every CPU is free again (a finished job's actors take a moment to go away)."""
+    _wait_until(address, "ray.available_resources().get('CPU', 0)", cpus, env, timeout, f"{cpus} free CPUs")
 
 
 def _wait_nodes(address, n, env, timeout):
-    code = ("import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); "
-            "print(sum(1 for x in ray.nodes() if x['Alive']))")
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, env=env)
-        if r.returncode == 0 and r.stdout.strip().isdigit() and int(r.stdout.strip()) >= n:
-            return
-        time.sleep(2)
-    raise RuntimeError(f"Ray cluster at {address} did not reach {n} nodes in {timeout} s")
+    _wait_until(address, "sum(1 for x in ray.nodes() if x['Alive'])", n, env, timeout, f"{n} nodes")
