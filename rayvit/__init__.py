@@ -12,6 +12,14 @@ _EXPORTS = {
 
 __all__ = [*_EXPORTS, "__version__"]
 
+# The function ``rayvit.encode`` shares its name with the subpackage ``rayvit.encode``.
+# Python binds a subpackage as an attribute of its parent when it is first imported, which
+# would hide the function from then on; loading the (empty) subpackage now and dropping
+# that binding leaves the name to ``__getattr__``.
+from . import encode  # noqa: E402
+
+del encode
+
 
 def __getattr__(name: str):
     if name not in _EXPORTS:

@@ -145,3 +145,15 @@ def test_quickstart_command_encodes_the_generated_sample(tmp_path):
     assert "generated sample raster" in r.stdout and "synthetic" in r.stdout
     data, profile, _, _ = read(tmp_path / "q" / "features" / "features.tif")
     assert data.shape[0] == 384 and np.isfinite(data).any()
+
+
+def test_python_api_names_survive_subpackage_imports():
+    """``rayvit.encode`` stays the function after ``rayvit.encode.*`` modules are imported
+    (a subpackage import would otherwise rebind the name), and importing the package
+    loads neither torch nor scikit-learn."""
+    code = ("import sys, rayvit; assert 'torch' not in sys.modules and 'sklearn' not in sys.modules; "
+            "import rayvit.encode.pipeline, rayvit.encode.merge; "
+            "from rayvit.encode.pipeline import encode; assert rayvit.encode is encode, rayvit.encode; "
+            "print('ok')")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr

