@@ -9,9 +9,11 @@ Measures, on the same machine in one process:
    model load, reads, inference, merge, COG writes, final commit;
 3. the same encode on ``scale_area`` times the area;
 
-and prints tiles/s of each, their ratio, and the peak resident memory of this process
-and the summed unique memory (USS) of all processes (raylet, workers), sampled every
-0.2 s during each encode. The bare model is measured before Ray starts, so that Ray's
+and prints tiles/s of each, their ratio, the CPU time each kind of process used during
+the encode (against what the bare model needs for the same tiles), and the peak resident
+memory of this process and the summed unique memory (USS) of all processes (raylet,
+workers), sampled every 0.2 s during a second, untimed run of each encode (sampling USS
+costs a quarter of a core). The bare model is measured before Ray starts, so that Ray's
 idle processes do not slow it down.
 """
 
@@ -42,43 +44,83 @@ def _workdir(workdir: str | None):
             shutil.rmtree(path, ignore_errors=True)
 
 
-class PeakMemory:
-    """Peak RSS of this process, and peak summed USS of it and all its child processes.
+class ProcessMonitor:
+    """Samples this process and all its child processes (Ray's raylet, workers, actors).
 
-    USS (memory unique to a process) rather than RSS for the tree: Ray's object store is
-    shared memory that every reader maps, and RSS would count it once per process.
+    Always: CPU time per process, grouped by role (:meth:`cpu_by_role`), which costs ~2 ms
+    a sweep. With ``memory``: the peak RSS of this process and the peak summed USS of the
+    tree. USS (memory unique to a process) rather than RSS: Ray's object store is shared
+    memory that every reader maps, and RSS would count it once per process. Reading USS
+    walks each process's page tables: ~50 ms a sweep of 10 Ray processes here, a quarter of
+    a core at 0.2 s, so timed runs leave it off.
     """
 
-    def __init__(self, interval: float = 0.2):
-        self.interval, self.driver, self.tree = interval, 0, 0
+    ROLES = ("encoder actors", "read tasks", "driver", "Ray services")
+
+    def __init__(self, interval: float = 0.2, memory: bool = True):
+        self.interval, self.memory, self.driver, self.tree = interval, memory, 0, 0
+        self._cpu: dict[int, float] = {}
+        self._base: dict[int, float] = {}
+        self._level: dict[int, int] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def _rank(name: str) -> int:
+        """A worker process's role from its title; it can only move up this order: a
+        fresh worker (0, no title yet), task worker (1: reads), Ray Data's own actors (2),
+        an encoder actor (3)."""
+        if "MapWorker" in name:
+            return 3
+        if name.startswith(("ray::IDLE", "ray::Read")):
+            return 1
+        return 2 if name.startswith("ray::") else 0
+
+    def _role_of(self, pid: int) -> str:
+        return {-1: "driver", 1: "read tasks", 3: "encoder actors"}.get(self._level[pid], "Ray services")
+
+    def _sweep(self, me: psutil.Process) -> None:
+        total = own = 0
+        for proc in [me, *me.children(recursive=True)]:
+            try:
+                with proc.oneshot():
+                    t = proc.cpu_times()
+                    self._cpu[proc.pid] = t.user + t.system
+                    level = -1 if proc.pid == me.pid else self._rank(" ".join(proc.cmdline()[:1]))
+                    self._level[proc.pid] = max(level, self._level.get(proc.pid, level))
+                    if self.memory:
+                        if proc.pid == me.pid:
+                            own = proc.memory_info().rss
+                        total += proc.memory_full_info().uss
+            except psutil.Error:
+                pass
+        self.driver, self.tree = max(self.driver, own), max(self.tree, total)
 
     def _run(self):
         me = psutil.Process()
         while not self._stop.is_set():
-            total = 0
-            try:
-                own = me.memory_info().rss
-                total = own
-                total = me.memory_full_info().uss
-                for child in me.children(recursive=True):
-                    try:
-                        total += child.memory_full_info().uss
-                    except psutil.Error:
-                        pass
-            except psutil.Error:
-                own = 0
-            self.driver, self.tree = max(self.driver, own), max(self.tree, total)
+            self._sweep(me)
             time.sleep(self.interval)
 
+    def cpu_by_role(self) -> dict[str, float]:
+        """CPU seconds spent while monitoring, per role (processes that ended count up to
+        their last sample)."""
+        out = dict.fromkeys(self.ROLES, 0.0)
+        for pid, cpu in self._cpu.items():
+            out[self._role_of(pid)] += cpu - self._base.get(pid, 0.0)
+        return out
+
     def __enter__(self):
+        self._sweep(psutil.Process())
+        self._base = dict(self._cpu)
+        self.driver = self.tree = 0
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self._sweep(psutil.Process())
 
 
 def bare_forward(model_name: str, size: int | tuple, bands: int, batch_size: int, threads: int,
@@ -135,24 +177,38 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
             if not os.path.exists(raster):
                 make_sample_raster(raster, side * size, side * size, bands=bands, seed=factor)
             out = os.path.join(workdir, f"out_{factor}x")
-            shutil.rmtree(out, ignore_errors=True)
-            with PeakMemory() as mem:
+
+            def run(raster=raster, out=out):
+                shutil.rmtree(out, ignore_errors=True)
+                return encode(raster, out, model=model, pretrained=False, size=size, batch_size=batch_size,
+                              blocks=True, progress=False, address=address)
+
+            # timed run: CPU per role only (cheap); memory from a second, untimed run
+            with ProcessMonitor(interval=0.5, memory=False) as cpu:
                 t0 = time.perf_counter()
-                r = encode(raster, out, model=model, pretrained=False, size=size, batch_size=batch_size,
-                           blocks=True, progress=False, address=address)
+                r = run()
                 elapsed = time.perf_counter() - t0
+            with ProcessMonitor() as mem:
+                run()
             steady = (r.tiles_encoded - batch_size) / max(elapsed - r.first_batch_s, 1e-9)
-            run = {"area": factor, "tiles": r.tiles_encoded, "elapsed_s": elapsed,
+            roles = cpu.cpu_by_role()
+            row = {"area": factor, "tiles": r.tiles_encoded, "elapsed_s": elapsed,
                    "tiles_per_s": r.tiles_encoded / elapsed, "ratio": r.tiles_encoded / elapsed / bare,
                    "startup_s": r.first_batch_s, "steady_tiles_per_s": steady, "steady_ratio": steady / bare,
+                   "cpu_s": roles, "bare_cpu_s": r.tiles_encoded / bare * threads,
                    "peak_driver_rss_mb": mem.driver / 2**20, "peak_tree_uss_mb": mem.tree / 2**20}
-            results["runs"].append(run)
-            print(f"bench: {factor}x area: {run['tiles']} tiles in {elapsed:.1f} s = "
-                  f"{run['tiles_per_s']:.2f} tiles/s end to end; RATIO to bare forward "
-                  f"{run['ratio']:.3f} (start-up to first batch {r.first_batch_s:.1f} s; after it "
-                  f"{steady:.2f} tiles/s, ratio {run['steady_ratio']:.3f}); peak RSS driver "
-                  f"{run['peak_driver_rss_mb']:.0f} MB, driver + Ray processes (USS) "
-                  f"{run['peak_tree_uss_mb']:.0f} MB", flush=True)
+            results["runs"].append(row)
+            print(f"bench: {factor}x area: {row['tiles']} tiles in {elapsed:.1f} s = "
+                  f"{row['tiles_per_s']:.2f} tiles/s end to end; RATIO to bare forward "
+                  f"{row['ratio']:.3f} (start-up to first batch {r.first_batch_s:.1f} s; after it "
+                  f"{steady:.2f} tiles/s, ratio {row['steady_ratio']:.3f})", flush=True)
+            print(f"bench: {factor}x area: CPU-seconds used {sum(roles.values()):.1f} of "
+                  f"{cpus * elapsed:.1f} ({int(cpus)} CPUs x {elapsed:.1f} s): "
+                  + ", ".join(f"{k} {v:.1f}" for k, v in roles.items())
+                  + f"; the bare model needs {row['bare_cpu_s']:.1f} for these tiles "
+                  f"({threads} threads x {row['tiles']} / {bare:.2f} tiles/s)", flush=True)
+            print(f"bench: {factor}x area: peak RSS driver {row['peak_driver_rss_mb']:.0f} MB, driver + Ray "
+                  f"processes (USS) {row['peak_tree_uss_mb']:.0f} MB (a second, untimed run)", flush=True)
         if len(results["runs"]) == 2:
             a, b = results["runs"]
             print(f"bench: peak memory {b['area']}x / 1x area: driver "
@@ -184,7 +240,7 @@ def make_feature_raster(path: str, pixels: int, bands: int, clusters: int = 16, 
 
 
 def _timed(fn):
-    with PeakMemory() as mem:
+    with ProcessMonitor() as mem:
         t0 = time.perf_counter()
         value = fn()
         elapsed = time.perf_counter() - t0

@@ -180,3 +180,23 @@ def test_real_iamap_raster(iamap, tmp_path):
     any_valid = feature_has_valid.reshape(24, 16, 61, 16).any(axis=(1, 3))
     np.testing.assert_array_equal(~np.isnan(out[0]), any_valid)
     assert r.tiles == 2 * 5
+
+
+def test_bench_process_monitor_attributes_cpu_and_memory(scene, tmp_path):
+    """`rayvit bench`'s monitor: the encoder actors' CPU is counted as theirs, the total is
+    bounded by the machine, and peak memory is sampled."""
+    import os
+    import time
+
+    from rayvit.bench import ProcessMonitor
+    path, _, _ = scene
+    with ProcessMonitor() as mon:
+        t0 = time.perf_counter()
+        encode(path, tmp_path / "o", model="vit_tiny_patch16_224", size=16, actors=1, **FAST)
+        elapsed = time.perf_counter() - t0
+    cpu = mon.cpu_by_role()
+    assert set(cpu) == set(ProcessMonitor.ROLES)
+    # the actor imported torch and built a ViT: at least a few tenths of a CPU-second
+    assert cpu["encoder actors"] > 0.3 and cpu["driver"] > 0
+    assert sum(cpu.values()) <= os.cpu_count() * elapsed + 1.0
+    assert mon.driver > 0 and mon.tree > 0
