@@ -59,6 +59,7 @@ class ProcessMonitor:
 
     def __init__(self, interval: float = 0.2, memory: bool = True):
         self.interval, self.memory, self.driver, self.tree = interval, memory, 0, 0
+        self.tree_by_role: dict[str, tuple[int, int]] = {}  # at the peak: (processes, USS)
         self._cpu: dict[int, float] = {}
         self._base: dict[int, float] = {}
         self._level: dict[int, int] = {}
@@ -80,7 +81,8 @@ class ProcessMonitor:
         return {-1: "driver", 1: "read tasks", 3: "encoder actors"}.get(self._level[pid], "Ray services")
 
     def _sweep(self, me: psutil.Process) -> None:
-        total = own = 0
+        own = 0
+        uss: dict[str, list[int]] = {}
         for proc in [me, *me.children(recursive=True)]:
             try:
                 with proc.oneshot():
@@ -91,9 +93,12 @@ class ProcessMonitor:
                     if self.memory:
                         if proc.pid == me.pid:
                             own = proc.memory_info().rss
-                        total += proc.memory_full_info().uss
+                        uss.setdefault(self._role_of(proc.pid), []).append(proc.memory_full_info().uss)
             except psutil.Error:
                 pass
+        total = sum(map(sum, uss.values()))
+        if total > self.tree:
+            self.tree_by_role = {role: (len(v), sum(v)) for role, v in uss.items()}
         self.driver, self.tree = max(self.driver, own), max(self.tree, total)
 
     def _run(self):
@@ -114,6 +119,7 @@ class ProcessMonitor:
         self._sweep(psutil.Process())
         self._base = dict(self._cpu)
         self.driver = self.tree = 0
+        self.tree_by_role = {}
         self._thread.start()
         return self
 
@@ -208,7 +214,9 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
                   + f"; the bare model needs {row['bare_cpu_s']:.1f} for these tiles "
                   f"({threads} threads x {row['tiles']} / {bare:.2f} tiles/s)", flush=True)
             print(f"bench: {factor}x area: peak RSS driver {row['peak_driver_rss_mb']:.0f} MB, driver + Ray "
-                  f"processes (USS) {row['peak_tree_uss_mb']:.0f} MB (a second, untimed run)", flush=True)
+                  f"processes (USS) {row['peak_tree_uss_mb']:.0f} MB (a second, untimed run; at the peak: "
+                  + ", ".join(f"{k} {n} x {u / n / 2**20:.0f} MB" for k, (n, u) in mem.tree_by_role.items())
+                  + ")", flush=True)
         if len(results["runs"]) == 2:
             a, b = results["runs"]
             print(f"bench: peak memory {b['area']}x / 1x area: driver "
