@@ -130,13 +130,15 @@ class ProcessMonitor:
 
 
 def bare_forward(model_name: str, size: int | tuple, bands: int, batch_size: int, threads: int,
-                 seconds: float = 20.0, spec=None) -> float:
-    """Tiles/s of the bare model call the encoder makes, on random tensors (``spec``: the
-    model of a plan, random weights, instead of ``model_name``/``size``/``bands``)."""
+                 seconds: float = 20.0, spec=None, device: str = "cpu", precision: str = "fp32") -> float:
+    """Tiles/s of the bare model call the encoder makes, on random tensors already on
+    ``device`` (``spec``: the model of a plan, random weights, instead of
+    ``model_name``/``size``/``bands``)."""
     import dataclasses
 
     import torch
 
+    from .encode.encoder import autocast
     from .encode.model import ModelSpec, build_model, model_info
 
     torch.set_num_threads(threads)
@@ -144,35 +146,50 @@ def bare_forward(model_name: str, size: int | tuple, bands: int, batch_size: int
         spec = ModelSpec(model_name, bands, (size, size), pretrained=False)
     else:
         spec = dataclasses.replace(spec, pretrained=False, weights=None)
-    model = build_model(spec)
+    model = build_model(spec).to(device)
     info = model_info(model, spec)
     shape = tuple(info.model_input) if spec.resize == "model" else tuple(spec.tile_size)
-    x = torch.randn(batch_size, spec.in_chans, *shape)
-    with torch.inference_mode():
-        for _ in range(2):
-            model.forward_intermediates(x, indices=[info.layer], norm=True, output_fmt="NCHW",
-                                        intermediates_only=True)
+    x = torch.randn(batch_size, spec.in_chans, *shape, device=device)
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
+
+    def forward():
+        return model.forward_intermediates(x, indices=[info.layer], norm=True, output_fmt="NCHW",
+                                           intermediates_only=True)
+
+    with torch.inference_mode(), autocast(device, precision):
+        for _ in range(3):
+            forward()
+        sync()
         n, t0 = 0, time.perf_counter()
         while time.perf_counter() - t0 < seconds:
-            model.forward_intermediates(x, indices=[info.layer], norm=True, output_fmt="NCHW",
-                                        intermediates_only=True)
+            forward()
             n += batch_size
+        sync()
     return n / (time.perf_counter() - t0)
 
 
 def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: int = 224, bands: int = 3,
-                 batch_size: int = 16, scale_area: int = 4, workdir: str | None = None,
+                 batch_size: int | None = None, scale_area: int = 4, workdir: str | None = None,
                  address: str | None = None) -> dict:
     from .encode.pipeline import encode
     from .runtime import cluster_resources, init_ray
     from .sample import make_sample_raster
 
     with _workdir(workdir) as workdir:
+        import torch
+
+        from .encode.encoder import resolve_device
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-        print(f"bench: model {model}, {size}x{size} px tiles, {bands} bands, batch {batch_size}", flush=True)
-        bare = bare_forward(model, size, bands, batch_size, threads)
-        print(f"bench: bare forward_intermediates on random tensors, one process, {threads} torch "
-              f"threads: {bare:.2f} tiles/s", flush=True)
+        device = resolve_device("auto")        # what encode's defaults pick on this machine
+        gpu = device.startswith("cuda")
+        precision = "bf16" if gpu else "fp32"
+        batch_size = batch_size or (64 if gpu else 16)
+        print(f"bench: model {model}, {size}x{size} px tiles, {bands} bands, batch {batch_size}, "
+              f"{device} {precision}" + (f" ({torch.cuda.get_device_name()})" if gpu else ""), flush=True)
+        bare = bare_forward(model, size, bands, batch_size, threads, device=device, precision=precision)
+        print("bench: bare forward_intermediates on random tensors, one process, "
+              + (f"{device} {precision}" if gpu else f"{threads} torch threads") + f": {bare:.2f} tiles/s",
+              flush=True)
         init_ray(address)
         cpus, _, _ = cluster_resources()
         print(f"bench: encode on Ray with {int(cpus)} CPUs, default actor pool", flush=True)
@@ -201,7 +218,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
             row = {"area": factor, "tiles": r.tiles_encoded, "elapsed_s": elapsed,
                    "tiles_per_s": r.tiles_encoded / elapsed, "ratio": r.tiles_encoded / elapsed / bare,
                    "startup_s": r.first_batch_s, "steady_tiles_per_s": steady, "steady_ratio": steady / bare,
-                   "cpu_s": roles, "bare_cpu_s": r.tiles_encoded / bare * threads,
+                   "cpu_s": roles, "bare_cpu_s": None if gpu else r.tiles_encoded / bare * threads,
                    "peak_driver_rss_mb": mem.driver / 2**20, "peak_tree_uss_mb": mem.tree / 2**20}
             results["runs"].append(row)
             print(f"bench: {factor}x area: {row['tiles']} tiles in {elapsed:.1f} s = "
@@ -211,8 +228,8 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
             print(f"bench: {factor}x area: CPU-seconds used {sum(roles.values()):.1f} of "
                   f"{cpus * elapsed:.1f} ({int(cpus)} CPUs x {elapsed:.1f} s): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in roles.items())
-                  + f"; the bare model needs {row['bare_cpu_s']:.1f} for these tiles "
-                  f"({threads} threads x {row['tiles']} / {bare:.2f} tiles/s)", flush=True)
+                  + ("" if gpu else f"; the bare model needs {row['bare_cpu_s']:.1f} for these tiles "
+                     f"({threads} threads x {row['tiles']} / {bare:.2f} tiles/s)"), flush=True)
             print(f"bench: {factor}x area: peak RSS driver {row['peak_driver_rss_mb']:.0f} MB, driver + Ray "
                   f"processes (USS) {row['peak_tree_uss_mb']:.0f} MB (a second, untimed run; at the peak: "
                   + ", ".join(f"{k} {n} x {u / n / 2**20:.0f} MB" for k, (n, u) in mem.tree_by_role.items())

@@ -386,7 +386,7 @@ def add_bench(sub) -> None:
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--bands", type=int, help="raster bands (default: encode 3, analysis 384)")
-    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--batch-size", type=int, help="encode: tiles per model call (default: encode's, 64 GPU, 16 CPU)")
     p.add_argument("--pixels", type=int, default=10_000_000, help="analysis: pixels at full size")
     p.add_argument("--k", type=int, default=16, help="analysis: KMeans clusters")
     p.add_argument("--kmeans-iter", type=int, default=10, help="analysis: Lloyd iterations (fixed, tol 0)")

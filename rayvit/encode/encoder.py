@@ -28,6 +28,14 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def autocast(device: str, precision: str):
+    """The autocast context of ``precision`` on ``device`` (none for fp32)."""
+    dtype = TORCH_DTYPES[precision]
+    if dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.split(":")[0], dtype=dtype)
+
+
 def feature_valid(valid: np.ndarray, footprint: tuple[int, int]) -> np.ndarray:
     """(B, H, W) input validity -> (B, H/fy, W/fx): a feature pixel is valid if any input is."""
     b, h, w = valid.shape
@@ -66,12 +74,9 @@ def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixel
     x = x * torch.from_numpy(valid[todo]).to(device).unsqueeze(1)
     if spec.resize == "model":
         x = F.interpolate(x, size=info.model_input, mode="bilinear", align_corners=False)
-    dtype = TORCH_DTYPES[precision]
-    autocast = (torch.autocast(device_type=device.split(":")[0], dtype=dtype)
-                if dtype != torch.float32 else contextlib.nullcontext())
     step = model_batch or len(x)
     chunks = []
-    with torch.inference_mode(), autocast:
+    with torch.inference_mode(), autocast(device, precision):
         for start in range(0, len(x), step):
             chunk = x[start:start + step]
             n = len(chunk)
