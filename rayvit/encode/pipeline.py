@@ -178,7 +178,6 @@ class EncodePlan:
 
 
 READ_CPUS = 0.25      # read tasks are I/O-bound: a quarter CPU each
-GPU_IN_FLIGHT = 16    # batches queued per GPU actor
 READ_RESERVE = 0.5    # CPUs the actor pool leaves to read tasks, or the pipeline starves
 
 
@@ -231,11 +230,11 @@ READ_AHEAD_MIN = 512 * 2**20  # object-store bytes the encode dataset may hold, 
 
 
 @contextlib.contextmanager
-def _dataset_settings(multi_node: bool, batch_bytes: int, actors: int, in_flight: int):
+def _dataset_settings(multi_node: bool, batch_bytes: int, actors: int):
     """Ray Data settings for the encode dataset, which copies the global context when it is
     created; restored afterwards, so later datasets in this process get the defaults.
 
-    - Read-ahead is capped at 4x the batches queued per actor: by default Ray Data lets reads fill a
+    - Read-ahead is capped at a few batches per actor: by default Ray Data lets reads fill a
       share of the object store, so memory grew with raster area (measured x1.42 for 4x area).
     - Multi-node clusters: every encoder actor starts before work flows (else the first one up
       may take all of a short run), and each batch goes to the least busy actor rather than
@@ -248,7 +247,7 @@ def _dataset_settings(multi_node: bool, batch_bytes: int, actors: int, in_flight
     saved = ctx.wait_for_min_actors_s, ctx.execution_options
     options = copy.deepcopy(ctx.execution_options)
     options.resource_limits = ray.data.ExecutionResources.for_limits(
-        object_store_memory=max(READ_AHEAD_MIN, 4 * in_flight * actors * batch_bytes))
+        object_store_memory=max(READ_AHEAD_MIN, 8 * actors * batch_bytes))
     with warnings.catch_warnings():
         # deprecated in Ray 2.60 without a replacement; Ray 2.64 (unsupported here) drops it
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -457,8 +456,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     if todo:
         multi_node = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
         batch_bytes = batch_size * (source.tile_bytes() + plan.tile_feature_bytes)
-        in_flight = GPU_IN_FLIGHT if on_gpu else 2
-        with _dataset_settings(multi_node, batch_bytes, actors, in_flight):
+        with _dataset_settings(multi_node, batch_bytes, actors):
             # Ray 2.60 deprecates ray_remote_args but has no named parameter for the strategy
             ds = ray.data.read_datasource(source, num_cpus=READ_CPUS,
                                           override_num_blocks=source.n_tasks).map_batches(
@@ -467,11 +465,9 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
                                            device=plan.device, precision=plan.precision,
                                            threads=None if on_gpu else threads, model_batch=batch_size),
                 batch_size=batch_size,
-                # CPU: two batches queued per actor, enough to hide dispatch, few enough that
-                # no actor holds a backlog while another idles at the end (1: no faster in a
-                # trace). A GPU actor is ~100x faster than the round trip of one batch through
-                # Ray (measured on an H100: 2 in flight capped vit_tiny at ~300 tiles/s).
-                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=in_flight),
+                # two batches queued per actor: enough to hide dispatch, few enough that no
+                # actor holds a backlog while another idles at the end (1: no faster in a trace)
+                compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
                 num_gpus=1 if on_gpu else 0,
                 num_cpus=actor_cpus(cpus, actors, on_gpu),
                 # spread encoder actors over the nodes (the default packs them onto few)
