@@ -56,6 +56,7 @@ class ProcessMonitor:
     """
 
     ROLES = ("encoder actors", "read tasks", "driver", "Ray services")
+    ENCODER = 3  # the rank of an encoder actor process (see _rank)
 
     def __init__(self, interval: float = 0.2, memory: bool = True):
         self.interval, self.memory, self.driver, self.tree = interval, memory, 0, 0
@@ -72,13 +73,13 @@ class ProcessMonitor:
         fresh worker (0, no title yet), task worker (1: reads), Ray Data's own actors (2),
         an encoder actor (3)."""
         if "MapWorker" in name:
-            return 3
+            return ProcessMonitor.ENCODER
         if name.startswith(("ray::IDLE", "ray::Read")):
             return 1
         return 2 if name.startswith("ray::") else 0
 
     def _role_of(self, pid: int) -> str:
-        return {-1: "driver", 1: "read tasks", 3: "encoder actors"}.get(self._level[pid], "Ray services")
+        return {-1: "driver", 1: "read tasks", self.ENCODER: "encoder actors"}.get(self._level[pid], "Ray services")
 
     def _sweep(self, me: psutil.Process) -> None:
         own = 0
@@ -129,6 +130,21 @@ class ProcessMonitor:
         self._sweep(psutil.Process())
 
 
+def _wait_encoders_gone(timeout: float = 60.0) -> None:
+    """Until no encoder actor process of a finished encode is left among our children."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        names = []
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                names.append(" ".join(proc.cmdline()[:1]))
+            except psutil.Error:
+                pass
+        if not any(ProcessMonitor._rank(n) == ProcessMonitor.ENCODER for n in names):
+            return
+        time.sleep(0.5)
+
+
 def bare_forward(model_name: str, size: int | tuple, bands: int, batch_size: int, threads: int,
                  seconds: float = 20.0, spec=None, device: str = "cpu", precision: str = "fp32") -> float:
     """Tiles/s of the bare model call the encoder makes, on random tensors already on
@@ -171,7 +187,7 @@ def bare_forward(model_name: str, size: int | tuple, bands: int, batch_size: int
 def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: int = 224, bands: int = 3,
                  batch_size: int | None = None, scale_area: int = 4, workdir: str | None = None,
                  address: str | None = None) -> dict:
-    from .encode.pipeline import encode
+    from .encode.pipeline import device_defaults, encode
     from .runtime import cluster_resources, init_ray
     from .sample import make_sample_raster
 
@@ -182,8 +198,8 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
         threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         device = resolve_device("auto")        # what encode's defaults pick on this machine
         gpu = device.startswith("cuda")
-        precision = "bf16" if gpu else "fp32"
-        batch_size = batch_size or (64 if gpu else 16)
+        default_batch, precision = device_defaults(device)
+        batch_size = batch_size or default_batch
         print(f"bench: model {model}, {size}x{size} px tiles, {bands} bands, batch {batch_size}, "
               f"{device} {precision}" + (f" ({torch.cuda.get_device_name()})" if gpu else ""), flush=True)
         bare = bare_forward(model, size, bands, batch_size, threads, device=device, precision=precision)
@@ -211,6 +227,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
                 t0 = time.perf_counter()
                 r = run()
                 elapsed = time.perf_counter() - t0
+            _wait_encoders_gone()  # else the memory run counts the timed run's exiting actors too
             with ProcessMonitor() as mem:
                 run()
             steady = (r.tiles_encoded - batch_size) / max(elapsed - r.first_batch_s, 1e-9)

@@ -38,6 +38,11 @@ DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 SINGLE_FILE_LIMIT = 2 << 30  # bytes: above this the product is blocks + VRT
 
 
+def device_defaults(device: str) -> tuple[int, str]:
+    """``(batch size, precision)`` when not given: 64 tiles in bf16 on a GPU, 16 in fp32 on CPU."""
+    return (64, "bf16") if device.startswith("cuda") else (16, "fp32")
+
+
 @dataclass
 class EncodeOptions:
     """Every option of ``rayvit encode`` (CLI flags map 1:1; see ``rayvit encode --help``)."""
@@ -114,7 +119,7 @@ class EncodePlan:
 
     @property
     def batch_size(self) -> int:
-        return self.options.batch_size or (64 if self.device.startswith("cuda") else 16)
+        return self.options.batch_size or device_defaults(self.device)[0]
 
     @property
     def out_bytes(self) -> int:
@@ -315,7 +320,7 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     tiling = Tiling.create(mosaic.grid.height, mosaic.grid.width, size, stride, footprint,
                            o.block_size, center=merge_method == "center")
     mean, std = normalisation(o, mosaic, info)
-    precision = o.precision or ("bf16" if device.startswith("cuda") else "fp32")
+    precision = o.precision or device_defaults(device)[1]
     return EncodePlan(o, mosaic, spec, info, tiling, mosaic.grid.scaled(*footprint), mean, std,
                       merge_method, device, precision)
 

@@ -8,9 +8,10 @@ blocks are all finished already (resume) are not read at all.
 Each task reads one Ray block of ``rows_per_block`` tiles (one encoder batch; the last of
 a block may be short): small units keep the actors evenly loaded to the end and the first
 features arriving early (measured: 4 batches per task left one of two actors idle for ~2 s
-at the end of a 1024-tile run). The dataset is read with ``override_num_blocks`` = the task count: otherwise
-Ray Data splits blocks to reach its own parallelism target, the encoder receives batches
-of 1-4 tiles, and each is padded to a full model batch (measured: +67 % model work).
+at the end of a 1024-tile run). The dataset is read with ``override_num_blocks`` = the
+task count: otherwise Ray Data splits blocks to reach its own parallelism target, the
+encoder receives batches of 1-4 tiles, and each is padded to a full model batch
+(measured: +67 % model work).
 """
 
 from __future__ import annotations
