@@ -52,7 +52,7 @@ def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
 
 def add_encode(sub) -> None:
     from .encode.merge import MERGERS
-    from .encode.pipeline import DEFAULT_MODEL, NORMALIZE_MODES
+    from .encode.plan import DEFAULT_MODEL, NORMALIZE_MODES
 
     p = sub.add_parser(
         "encode", help="raster(s) -> georeferenced ViT feature raster",
@@ -111,7 +111,10 @@ def add_encode(sub) -> None:
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
     g.add_argument("--blocks", action="store_true", help="always write COG blocks + features.vrt "
                                                          "(default: above 2 GiB only)")
-    g.add_argument("--block-size", type=int, default=256, help="output block size in feature pixels")
+    g.add_argument("--block-size", type=int,
+                   help="output block size in feature pixels: the unit of work (one read, one device "
+                        "call, one written COG). Default: the multiple of the stride nearest 256, so "
+                        "that without overlap no tile straddles two blocks")
     g.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     g.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
     g = p.add_argument_group("performance")
@@ -374,13 +377,16 @@ def add_bench(sub) -> None:
                        description="encode (default): generates a raster with at least --tiles tiles, then "
                                    "measures in one run: bare model forward tiles/s on random tensors, "
                                    "end-to-end `encode` tiles/s and their ratio, and peak memory at 1x and 4x "
-                                   "area. analysis: generates float16 feature rasters of --pixels x "
+                                   "area. pipeline: the pipeline's own CPU-ms per tile, by stage, around "
+                                   "null encoders. analysis: generates float16 feature rasters of --pixels x "
                                    "--bands at 1/4 and full size and times PCA (3 components) and KMeans "
                                    "(--k, --kmeans-iter Lloyd steps) on each, and scikit-learn on an "
                                    "in-memory subset, with peak memory.")
-    p.add_argument("what", nargs="?", choices=("encode", "analysis", "storage", "nodes"), default="encode",
-                   help="encode (default); analysis; storage: encode from --s3-url vs local disk; nodes: "
-                        "encode on the cluster at --address vs embedded single node")
+    p.add_argument("what", nargs="?", choices=("encode", "pipeline", "analysis", "storage", "nodes"),
+                   default="encode",
+                   help="encode (default); pipeline: CPU-ms per tile of each stage around a null encoder "
+                        "(D = 384, 768; float16, float32); analysis; storage: encode from --s3-url vs local "
+                        "disk; nodes: encode on the cluster at --address vs embedded single node")
     p.add_argument("--s3-url", help="storage: where to upload the raster (s3://bucket/prefix)")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
@@ -398,9 +404,11 @@ def add_bench(sub) -> None:
 
 
 def run_bench(args) -> int:
-    from .bench import bench_analysis, bench_encode
+    from .bench import bench_analysis, bench_encode, bench_pipeline
 
-    if args.what in ("storage", "nodes"):
+    if args.what == "pipeline":
+        bench_pipeline(work=args.workdir, address=args.address)
+    elif args.what in ("storage", "nodes"):
         from .bench import bench_compare
         bench_compare(args.what, args.tiles, args.size, args.model, args.s3_url, args.address, args.workdir)
     elif args.what == "analysis":

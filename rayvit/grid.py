@@ -128,13 +128,6 @@ class Axis:
         hit = np.nonzero((start < hi) & (stop > lo) & (stop > start))[0]
         return range(int(hit[0]), int(hit[-1]) + 1) if hit.size else range(0)
 
-    def home_tiles(self, block: int, block_size: int, center: bool) -> range:
-        """Tiles whose span starts inside block ``block``: the read unit of that block."""
-        start, stop = self.spans(center)
-        home = start // block_size
-        hit = np.nonzero((home == block) & (stop > start))[0]
-        return range(int(hit[0]), int(hit[-1]) + 1) if hit.size else range(0)
-
     def n_blocks(self, block_size: int) -> int:
         return math.ceil(self.feature_length / block_size)
 
@@ -177,6 +170,30 @@ class Block:
 
 
 @dataclass(frozen=True, slots=True)
+class BlockTask:
+    """The unit of work: one output block, the tiles that touch it (index ranges, in rank
+    order) and the input window those tiles cover, ``(row, col, rows, cols)`` in input
+    pixels (it may reach past the raster: edge tiles are padded, never shifted)."""
+
+    block: Block
+    tile_rows: range
+    tile_cols: range
+    window: tuple[int, int, int, int]
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.tile_rows) * len(self.tile_cols)
+
+
+def default_block_size(stride_features: tuple[int, int], target: int = 256) -> int:
+    """The largest multiple of both strides (in feature pixels) up to ``target``, or their
+    least common multiple when that is larger: block edges then fall on tile edges, so
+    without overlap no tile straddles two blocks (and none is encoded twice)."""
+    step = math.lcm(*stride_features)
+    return max(1, target // step) * step
+
+
+@dataclass(frozen=True, slots=True)
 class Tiling:
     """The whole plan geometry: two axes plus the output block size (in feature pixels)."""
 
@@ -193,12 +210,15 @@ class Tiling:
         size: tuple[int, int],
         stride: tuple[int, int],
         footprint: tuple[int, int],
-        block_size: int,
+        block_size: int | None,
         center: bool,
     ) -> "Tiling":
+        """``block_size`` None: :func:`default_block_size` for the strides."""
         for name, (s, t, f) in {"rows": (size[0], stride[0], footprint[0]),
                                 "columns": (size[1], stride[1], footprint[1])}.items():
             check_tiling(s, t, f, name)
+        if block_size is None:
+            block_size = default_block_size((stride[0] // footprint[0], stride[1] // footprint[1]))
         if block_size < 1:
             raise TilingError(f"block size must be >= 1 feature pixel, got {block_size}")
         return cls(Axis(height, size[0], stride[0], footprint[0]),
@@ -249,10 +269,39 @@ class Tiling:
         ry, rx = self.block_tiles(block)
         return len(ry) * len(rx)
 
-    def home_tiles(self, block: Block) -> tuple[range, range]:
-        """Tiles read with ``block``: each tile has exactly one home block."""
-        return (self.y.home_tiles(block.by, self.block_size, self.center),
-                self.x.home_tiles(block.bx, self.block_size, self.center))
+    def block_task(self, block: Block) -> BlockTask:
+        ry, rx = self.block_tiles(block)
+        if not ry or not rx:
+            return BlockTask(block, ry, rx, (0, 0, 0, 0))
+        row, col = self.y.offset(ry.start), self.x.offset(rx.start)
+        rows = self.y.offset(ry.stop - 1) + self.y.size - row
+        cols = self.x.offset(rx.stop - 1) + self.x.size - col
+        return BlockTask(block, ry, rx, (row, col, rows, cols))
+
+    def block_tasks(self, skip: frozenset = frozenset()) -> list[BlockTask]:
+        """One task per block that some tile touches, except the ``(by, bx)`` in ``skip``."""
+        return [task for task in map(self.block_task, self.blocks())
+                if task.n_tiles and (task.block.by, task.block.bx) not in skip]
+
+    @property
+    def contributing_tiles(self) -> int:
+        """Tiles whose span is not empty: the tiles that are encoded at least once."""
+        def count(axis: Axis) -> int:
+            start, stop = axis.spans(self.center)
+            return int((stop > start).sum())
+        return count(self.y) * count(self.x)
+
+    def redundancy(self) -> float:
+        """Extra encodings from tiles that straddle blocks: ``sum(block tiles) / tiles - 1``
+        (0 when block edges fall on tile edges)."""
+        per_axis = []
+        for axis in (self.y, self.x):
+            n_blocks = axis.n_blocks(self.block_size)
+            encoded = sum(len(axis.tiles_touching(b * self.block_size, (b + 1) * self.block_size,
+                                                  self.center)) for b in range(n_blocks))
+            start, stop = axis.spans(self.center)
+            per_axis.append(encoded / max(1, int((stop > start).sum())))
+        return per_axis[0] * per_axis[1] - 1.0
 
     def tile_blocks(self, iy: int, ix: int) -> list[tuple[int, int]]:
         """Blocks that tile ``(iy, ix)`` contributes to."""

@@ -8,8 +8,9 @@ from rasterio.transform import from_origin
 
 
 def make_sample_raster(path: str, height: int, width: int, bands: int = 4, seed: int = 0,
-                       crs: str = "EPSG:32633", res: float = 10.0) -> str:
-    """Write a tiled, compressed uint8 GeoTIFF of a synthetic landscape, written in strips.
+                       crs: str = "EPSG:32633", res: float = 10.0, dtype: str = "uint8") -> str:
+    """Write a tiled, compressed GeoTIFF (uint8, or uint16 scaled like reflectance x 10000)
+    of a synthetic landscape, written in strips.
 
     Smooth fields (a sum of a few random sinusoids) plus a per-band offset and noise, so
     features differ between places. Generated strip by strip: memory stays small.
@@ -20,15 +21,17 @@ def make_sample_raster(path: str, height: int, width: int, bands: int = 4, seed:
     profile = dict(driver="GTiff", width=width, height=height, count=bands, dtype="uint8", crs=crs,
                    transform=from_origin(500000.0, 4100000.0, res, res), tiled=True, blockxsize=256,
                    blockysize=256, compress="deflate", nodata=0)
+    profile["dtype"] = dtype
+    gain = 40 if dtype == "uint16" else 1
     strip = 512
     with rasterio.open(path, "w", **profile) as dst:
         for r0 in range(0, height, strip):
             rows = min(strip, height - r0)
             yy, xx = np.mgrid[r0:r0 + rows, 0:width].astype(np.float32)
-            out = np.empty((bands, rows, width), np.uint8)
+            out = np.empty((bands, rows, width), dtype)
             for b in range(bands):
                 field = sum(np.sin(waves[b, k, 0] * yy + waves[b, k, 1] * xx + phases[b, k]) for k in range(3))
                 noise = rng.normal(0, 8, size=(rows, width))
-                out[b] = np.clip(128 + 35 * field + noise, 1, 255).astype(np.uint8)
+                out[b] = np.clip((128 + 35 * field + noise) * gain, 1, 255 * gain).astype(dtype)
             dst.write(out, window=rasterio.windows.Window(0, r0, width, rows))
     return path

@@ -6,7 +6,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rayvit.errors import TilingError
-from rayvit.grid import Axis, Tiling, check_tiling
+from rayvit.grid import Axis, Tiling, check_tiling, default_block_size
 
 
 @st.composite
@@ -55,24 +55,46 @@ def test_full_spans_are_whole_tiles(ax):
 
 @settings(max_examples=150, deadline=None)
 @given(axes(), axes(), st.integers(1, 9), st.booleans())
-def test_blocks_expect_exactly_the_tiles_that_touch_them(ay, ax, block, center):
+def test_block_tasks_hold_exactly_the_tiles_that_touch_them(ay, ax, block, center):
     t = Tiling(ay, ax, block, center)
     touching = {}
-    homes = {}
     for iy in range(ay.n_tiles):
         for ix in range(ax.n_tiles):
             for key in t.tile_blocks(iy, ix):
-                touching[key] = touching.get(key, 0) + 1
-    for b in t.blocks():
-        assert t.expected_tiles(b) == touching.get((b.by, b.bx), 0)
-        rows, cols = t.home_tiles(b)
-        for iy in rows:
-            for ix in cols:
-                homes[(iy, ix)] = homes.get((iy, ix), 0) + 1
-    # every tile that contributes anything is read exactly once (by its home block)
-    contributing = {(iy, ix) for iy in range(ay.n_tiles) for ix in range(ax.n_tiles)
-                    if t.tile_blocks(iy, ix)}
-    assert set(homes) == contributing and set(homes.values()) <= {1}
+                touching.setdefault(key, set()).add((iy, ix))
+    encoded = 0
+    for task in t.block_tasks():
+        b = task.block
+        tiles = {(iy, ix) for iy in task.tile_rows for ix in task.tile_cols}
+        assert tiles == touching[(b.by, b.bx)] and t.expected_tiles(b) == len(tiles)
+        row, col, rows, cols = task.window     # the window holds every tile, and no more
+        assert row == t.tile(task.tile_rows[0], 0).row and col == t.tile(0, task.tile_cols[0]).col
+        assert row + rows == t.tile(task.tile_rows[-1], 0).row + ay.size
+        assert col + cols == t.tile(0, task.tile_cols[-1]).col + ax.size
+        encoded += len(tiles)
+    assert {(task.block.by, task.block.bx) for task in t.block_tasks()} == set(touching)
+    unique = {tile for tiles in touching.values() for tile in tiles}
+    assert t.contributing_tiles == len(unique)
+    assert t.redundancy() == pytest.approx(encoded / len(unique) - 1)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(1, 12), st.integers(1, 12), st.integers(1, 30))
+def test_default_blocks_of_a_stride_multiple_encode_no_tile_twice(sy, sx, n):
+    """Without overlap (stride = size), blocks of the default size hold whole tiles."""
+    f = 16
+    size = (sy * f, sx * f)
+    t = Tiling.create(n * 97, n * 61, size, size, (f, f), default_block_size((sy, sx), 64), center=False)
+    assert t.block_size % sy == 0 and t.block_size % sx == 0
+    assert t.redundancy() == 0
+    assert sum(task.n_tiles for task in t.block_tasks()) == t.n_tiles
+
+
+def test_block_tasks_skip_finished_blocks():
+    t = Tiling.create(200, 200, (32, 32), (32, 32), (16, 16), block_size=4, center=False)
+    assert [(k.block.by, k.block.bx) for k in t.block_tasks(frozenset({(0, 0), (1, 2)}))] == [
+        (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 3), (2, 0), (2, 1), (2, 2), (2, 3), (3, 0), (3, 1),
+        (3, 2), (3, 3)]
 
 
 def test_blocks_tile_the_feature_grid():

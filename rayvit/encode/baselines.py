@@ -10,13 +10,21 @@ resampled onto the grid of a ViT with patch size N.
 ``rayvit_patchpos_p{N}`` adds two features: each patch's row and column *inside its
 tile*. Overlapping tiles then disagree in a known way, which shows (and lets tests check
 exactly) which tile each output pixel came from under every ``--merge`` method.
+
+``rayvit_null_d{D}_p{P}`` returns ``D`` features per ``P x P`` patch at near-zero compute:
+each patch's first input value plus the feature index. It is deterministic and as wide as
+a real ViT, so ``rayvit bench pipeline`` measures what the pipeline costs around a model.
+Any ``D`` and ``P`` work (:func:`register_null`, called by the model factory for such names).
 """
 
 from __future__ import annotations
 
+import re
+
 import torch
 import torch.nn.functional as F
 from timm.models import register_model
+from timm.models._registry import is_model
 
 
 class PatchMean(torch.nn.Module):
@@ -55,3 +63,43 @@ def _factory(kind: str, patch: int):
 for _kind in ("patchmean", "patchpos"):
     for _p in (2, 4, 8, 14, 16):
         _factory(_kind, _p)
+
+
+class Null(torch.nn.Module):
+    def __init__(self, width: int, patch: int, in_chans: int = 3, **_: object):
+        super().__init__()
+        self.patch, self.num_features = patch, width
+        self.feature_info = [{"num_chs": width, "reduction": patch, "module": "null"}]
+        self.pretrained_cfg = {"input_size": (in_chans, 16 * patch, 16 * patch),
+                               "mean": (0.0,) * in_chans, "std": (1.0,) * in_chans}
+        self.register_buffer("index", torch.arange(width, dtype=torch.float32).view(1, width, 1, 1))
+
+    def forward(self, x):
+        return x[:, :1, ::self.patch, ::self.patch] + self.index
+
+    def forward_intermediates(self, x, indices=None, norm=False, output_fmt="NCHW",
+                              intermediates_only=True, **_):
+        return [self.forward(x)]
+
+
+NULL_NAME = re.compile(r"rayvit_null_d(\d+)_p(\d+)$")
+
+
+def register_null(name: str) -> bool:
+    """Register ``rayvit_null_d{D}_p{P}`` in timm if ``name`` is one; True if it is."""
+    m = NULL_NAME.match(name)
+    if not m:
+        return False
+    if not is_model(name):
+        width, patch = int(m.group(1)), int(m.group(2))
+
+        def create(pretrained: bool = False, in_chans: int = 3, **_):
+            return Null(width, patch, in_chans)
+        create.__name__ = name
+        create.__doc__ = f"{width} features per {patch}x{patch} patch at near-zero compute (pipeline benchmark)."
+        register_model(create)
+    return True
+
+
+for _d in (384, 768):
+    register_null(f"rayvit_null_d{_d}_p16")

@@ -1,21 +1,27 @@
-"""Merge overlapping tile features into one output block (pure functions on arrays).
+"""Merge overlapping tile features into one output block, incrementally, on numpy or torch.
 
-Each contribution is one tile's features cropped to the block. Contributions are always
-merged in tile rank order (row-major tile index), never arrival order, so the result is
-the same whatever the number of actors, batch size or block size:
+A merger is created for one block (``shape`` = (D, rows, cols)) and is fed the tiles that
+touch the block **in tile rank order** (row-major tile index), never arrival order, so the
+result is the same whatever the number of actors, nodes or the block order:
 
 * ``center`` - each tile keeps only its central stride x stride part. The planner crops
   tiles to those parts, which partition the grid, so here it is the same as ``first``;
 * ``first`` / ``last`` - the lowest / highest ranked tile with a valid value wins;
-* ``mean`` - the true mean of all valid contributions (IAMAP keeps a running pairwise
-  mean, which weights later tiles more);
+* ``mean`` - the true mean of all valid contributions, summed in float64 (IAMAP keeps a
+  running pairwise mean, which weights later tiles more);
 * ``min`` / ``max`` - element-wise over valid contributions.
 
-Pixels with no valid contribution are NaN and invalid.
+Pixels with no valid contribution are NaN and invalid. The same code runs on numpy arrays
+(tests, the reference path) and on torch tensors on the encoder's device (the pipeline):
+the arithmetic is the same IEEE operations in the same order, so both give the same bits.
+
+A plain callable ``f(shape, contributions) -> (data, valid)`` (numpy) is accepted too; it
+receives every contribution of the block at once.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Sequence
 
@@ -31,79 +37,136 @@ class Contribution:
     rank: int
     row: int
     col: int
-    features: np.ndarray  # (D, h, w) float32
-    valid: np.ndarray     # (h, w) bool
+    features: object  # (D, h, w) float32: numpy array or torch tensor
+    valid: object     # (h, w) bool
 
     def slices(self) -> tuple[slice, slice]:
         h, w = self.valid.shape
         return slice(self.row, self.row + h), slice(self.col, self.col + w)
 
 
-Merger = Callable[[tuple[int, int, int], Sequence[Contribution]], tuple[np.ndarray, np.ndarray]]
+def _xp(array):
+    """The array module of ``array``: numpy, or torch for tensors (imported only then)."""
+    if type(array).__module__.startswith("torch"):
+        import torch
+        return torch
+    return np
 
 
-def _first(shape, contributions):
-    out = np.full(shape, np.nan, dtype=np.float32)
-    valid = np.zeros(shape[1:], dtype=bool)
-    for c in contributions:
+def _full(like, shape, value, dtype: str):
+    xp = _xp(like)
+    if xp is np:
+        return np.full(shape, value, dtype=dtype)
+    return xp.full(shape, value, dtype=getattr(xp, dtype), device=like.device)
+
+
+class Merger:
+    """Incremental merge of one block: ``add`` contributions in rank order, then ``result``."""
+
+    def __init__(self, shape: tuple[int, int, int], like):
+        self.out = _full(like, shape, math.nan, "float32")
+        self.valid = _full(like, shape[1:], False, "bool")
+        self.last_rank = -1
+
+    def add(self, c: Contribution) -> None:
+        if c.rank <= self.last_rank:
+            raise ValueError(f"contributions must come in increasing rank order ({c.rank} after "
+                             f"{self.last_rank})")
+        self.last_rank = c.rank
         sy, sx = c.slices()
-        take = c.valid & ~valid[sy, sx]
-        out[:, sy, sx][:, take] = c.features[:, take]
-        valid[sy, sx] |= take
-    return out, valid
+        self._add(sy, sx, c.features, c.valid)
+
+    def _add(self, sy, sx, features, valid) -> None:
+        raise NotImplementedError
+
+    def result(self):
+        """``(data (D, rows, cols) float32, valid (rows, cols) bool)``."""
+        return self.out, self.valid
 
 
-def merge_first(shape, contributions):
-    return _first(shape, sorted(contributions, key=lambda c: c.rank))
+class First(Merger):
+    def _add(self, sy, sx, features, valid):
+        xp = _xp(features)
+        take = valid & ~self.valid[sy, sx]
+        self.out[:, sy, sx] = xp.where(take[None], features, self.out[:, sy, sx])
+        self.valid[sy, sx] |= take
 
 
-def merge_last(shape, contributions):
-    return _first(shape, sorted(contributions, key=lambda c: -c.rank))
+class Last(Merger):
+    def _add(self, sy, sx, features, valid):
+        xp = _xp(features)
+        self.out[:, sy, sx] = xp.where(valid[None], features, self.out[:, sy, sx])
+        self.valid[sy, sx] |= valid
 
 
-def merge_mean(shape, contributions):
-    total = np.zeros(shape, dtype=np.float64)
-    count = np.zeros(shape[1:], dtype=np.int32)
-    for c in sorted(contributions, key=lambda c: c.rank):
-        sy, sx = c.slices()
-        total[:, sy, sx] += np.where(c.valid, c.features, 0.0)
-        count[sy, sx] += c.valid
-    valid = count > 0
-    with np.errstate(invalid="ignore", divide="ignore"):
-        out = (total / count).astype(np.float32)
-    out[:, ~valid] = np.nan
-    return out, valid
+class Mean(Merger):
+    def __init__(self, shape, like):
+        super().__init__(shape, like)
+        self.total = _full(like, shape, 0.0, "float64")
+        self.count = _full(like, shape[1:], 0, "int32")
+
+    def _add(self, sy, sx, features, valid):
+        xp = _xp(features)
+        self.total[:, sy, sx] += xp.where(valid[None], features, 0.0)
+        self.count[sy, sx] += valid
+        self.valid[sy, sx] |= valid
+
+    def result(self):
+        xp = _xp(self.total)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out = self.total / self.count
+        out = out.astype(np.float32) if xp is np else out.float()
+        return xp.where(self.valid[None], out, math.nan), self.valid
 
 
-def _extreme(reduce):
-    def merge(shape, contributions):
-        out = np.full(shape, np.nan, dtype=np.float32)
-        valid = np.zeros(shape[1:], dtype=bool)
-        for c in sorted(contributions, key=lambda c: c.rank):
-            sy, sx = c.slices()
-            cur = out[:, sy, sx]
-            new = np.where(c.valid, c.features, np.nan)
+def _extreme(name: str) -> type:
+    class Extreme(Merger):
+        def _add(self, sy, sx, features, valid):
+            xp = _xp(features)
+            new = xp.where(valid[None], features, math.nan)
             # fmin/fmax ignore NaN, so a pixel's first valid value is taken as is
-            out[:, sy, sx] = reduce(cur, new)
-            valid[sy, sx] |= c.valid
-        return out, valid
-    return merge
+            self.out[:, sy, sx] = getattr(xp, name)(self.out[:, sy, sx], new)
+            self.valid[sy, sx] |= valid
+    Extreme.__name__ = Extreme.__qualname__ = name.capitalize()
+    return Extreme
 
 
-MERGERS: dict[str, Merger] = {
-    "center": merge_first,
-    "first": merge_first,
-    "last": merge_last,
-    "mean": merge_mean,
-    "min": _extreme(np.fmin),
-    "max": _extreme(np.fmax),
+MERGERS: dict[str, type] = {
+    "center": First,
+    "first": First,
+    "last": Last,
+    "mean": Mean,
+    "min": _extreme("fmin"),
+    "max": _extreme("fmax"),
 }
 
+MergeFunction = Callable[[tuple[int, int, int], Sequence[Contribution]], tuple[np.ndarray, np.ndarray]]
 
-def get_merger(method: str | Merger) -> Merger:
-    """A merge function by name (or a callable with the same signature)."""
+
+class CallableMerger(Merger):
+    """Adapts a user function ``f(shape, contributions)``: contributions are collected (as
+    numpy) and merged at once in ``result``."""
+
+    def __init__(self, function: MergeFunction, shape, like):
+        self.function, self.shape, self.like, self.items = function, shape, like, []
+
+    def add(self, c: Contribution) -> None:
+        to_np = (lambda a: a) if _xp(c.features) is np else (lambda a: a.cpu().numpy())
+        self.items.append(Contribution(c.rank, c.row, c.col, to_np(c.features), to_np(c.valid)))
+
+    def result(self):
+        out, valid = self.function(self.shape, sorted(self.items, key=lambda c: c.rank))
+        if _xp(self.like) is np:
+            return np.asarray(out, np.float32), np.asarray(valid, bool)
+        import torch
+        device = self.like.device
+        return torch.as_tensor(out, dtype=torch.float32, device=device), torch.as_tensor(valid, device=device)
+
+
+def get_merger(method: str | MergeFunction) -> Callable[[tuple[int, int, int], object], Merger]:
+    """A merger factory ``(shape, like) -> Merger`` by name, or for a callable."""
     if callable(method):
-        return method
+        return lambda shape, like: CallableMerger(method, shape, like)
     try:
         return MERGERS[method]
     except KeyError:
@@ -111,6 +174,12 @@ def get_merger(method: str | Merger) -> Merger:
 
 
 def merge(shape: tuple[int, int, int], contributions: Sequence[Contribution],
-          method: str | Merger = "center") -> tuple[np.ndarray, np.ndarray]:
-    """Merge ``contributions`` into a ``shape`` = (D, rows, cols) block: (float32 array, valid)."""
-    return get_merger(method)(shape, contributions)
+          method: str | MergeFunction = "center"):
+    """Merge ``contributions`` (any order) into a ``shape`` = (D, rows, cols) block:
+    ``(float32 data, bool valid)``, numpy or torch like the contributions."""
+    ordered = sorted(contributions, key=lambda c: c.rank)
+    like = ordered[0].features if ordered else np.zeros(0, np.float32)
+    merger = get_merger(method)(shape, like)
+    for c in ordered:
+        merger.add(c)
+    return merger.result()

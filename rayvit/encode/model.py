@@ -49,6 +49,7 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
         raise ModelError(
             f"weights file {spec.weights!r} is neither .safetensors nor a PyTorch .pth/.pt/.bin "
             "state dict; convert it to .safetensors.")
+    baselines.register_null(spec.name.split(".")[0])
     is_hub = spec.name.startswith(("hf-hub:", "hf_hub:"))
     if not is_hub and not timm.is_model(spec.name.split(".")[0]):
         close = timm.list_models(f"*{spec.name.split('.')[0].split('_')[0]}*")[:8]

@@ -358,4 +358,4 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: 
     grid = target_grid(sources, crs, res, extent, extent_crs)
     dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
     return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
-                  storage._freeze(options) if options else (), tuple(skipped))
+                  storage.freeze(options) if options else (), tuple(skipped))

@@ -45,25 +45,25 @@ def storage_options(url: str, s3_endpoint: str | None = None) -> dict:
 
 @lru_cache(maxsize=32)
 def _filesystem(proto: str, options_key: tuple) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem(proto, **_unfreeze(options_key))
+    return fsspec.filesystem(proto, **unfreeze(options_key))
 
 
-def _freeze(obj):
+def freeze(obj):
     if isinstance(obj, dict):
-        return tuple(sorted((k, _freeze(v)) for k, v in obj.items()))
+        return tuple(sorted((k, freeze(v)) for k, v in obj.items()))
     return obj
 
 
-def _unfreeze(obj):
+def unfreeze(obj):
     if isinstance(obj, tuple) and all(isinstance(i, tuple) and len(i) == 2 for i in obj):
-        return {k: _unfreeze(v) for k, v in obj}
+        return {k: unfreeze(v) for k, v in obj}
     return obj
 
 
 def filesystem(url: str, options: dict | None = None) -> fsspec.AbstractFileSystem:
     """The (cached, per process) fsspec filesystem serving ``url``."""
     proto = scheme(url) or "file"
-    return _filesystem(proto, _freeze(options or {}))
+    return _filesystem(proto, freeze(options or {}))
 
 
 def expand(pattern: str, options: dict | None = None) -> list[str]:

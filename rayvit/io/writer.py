@@ -1,10 +1,14 @@
-"""Write feature blocks as COGs, commit them atomically, and assemble the final product.
+"""A product in an output directory: run identity, manifest, commit and publish (the driver).
+
+Blocks are written by workers (:class:`rayvit.io.cog.BlockWriter`, the write stage), which
+return small records; the driver appends them to the manifest and, once every block is
+there, commits the product.
 
 Layout of an output directory::
 
     run.json                 what this directory is computing (fingerprint); written first
     blocks/block_RRRRR_CCCCC.tif   one COG per finished output block (atomic rename)
-    blocks/manifest.jsonl    one line per finished block: what resume reads
+    blocks/manifest.jsonl    one record per finished block (file, has data, sha256): what resume reads
     features.vrt | features.tif    the product, committed after every block
     features.json            provenance sidecar, committed last: its presence = complete
 
@@ -28,14 +32,14 @@ import rasterio.windows
 
 from ..errors import OutputError
 from ..grid import Block
-from ..io.mosaic import Grid
+from ..io.mosaic import Grid, open_raster
 from . import storage
+from .cog import BlockWriter, block_file, cog_profile
 
 DTYPES = ("float32", "float16")
 RUN_FILE = "run.json"
 BLOCK_DIR = "blocks"
 MANIFEST = "manifest.jsonl"
-ZSTD_LEVEL = 3
 OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.json")
 
 
@@ -46,22 +50,6 @@ def _atomic_write_text(path: str, text: str) -> None:
         fh.flush()
         os.fsync(fh.fileno())
     os.replace(tmp, path)
-
-
-def cog_profile(dtype: str, compress: str, nodata: float = np.nan) -> dict:
-    """Creation options of every COG rayvit writes (float16 = Float32 stored with NBITS=16)."""
-    is_float = dtype in ("float16", "float32")
-    profile = {"driver": "COG", "dtype": "float32" if is_float else dtype, "nodata": nodata,
-               "compress": compress, "blocksize": 256, "bigtiff": "if_safer"}
-    if compress in ("deflate", "zstd", "lzw"):
-        profile["predictor"] = 3 if is_float and compress != "lzw" else 2
-    if compress == "zstd":
-        # zstd's own default level; GDAL's (9) took 2x the driver's time on a 192-band
-        # 256x256 float32 block (0.80 vs 0.41 s) for files 0.5 % smaller
-        profile["level"] = ZSTD_LEVEL
-    if dtype == "float16":
-        profile["nbits"] = 16
-    return profile
 
 
 @dataclass
@@ -151,8 +139,25 @@ class FeatureWriter:
                 {"fingerprint": fingerprint, "config": config}, indent=1, sort_keys=True))
 
     # ------------------------------------------------------------------ blocks
+    @property
+    def block_dest(self) -> str:
+        """Where workers put the blocks: the local block directory, or the bucket directly
+        (a worker on another node cannot reach this machine's staging directory)."""
+        if not self.remote:
+            return self.block_dir
+        return storage.join(self.remote, os.path.relpath(self.block_dir, self.outdir).replace(os.sep, "/"))
+
+    def block_writer(self) -> BlockWriter:
+        """The picklable writer the write-stage tasks use."""
+        options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
+        return BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
+                           tuple(self.descriptions), self.dtype, self.compress, self.nodata,
+                           self.colormap, options)
+
     def finished_blocks(self) -> dict[tuple[int, int], bool]:
-        """Blocks the manifest lists (and whose file exists): ``{(by, bx): has_data}``."""
+        """Blocks the manifest lists (and whose file exists): ``{(by, bx): has_data}``. Blocks
+        in an object store are uploaded before their record is returned, so their records
+        are trusted as they are."""
         done: dict[tuple[int, int], bool] = {}
         try:
             with open(os.path.join(self.block_dir, MANIFEST)) as fh:
@@ -162,37 +167,43 @@ class FeatureWriter:
                     except ValueError:  # a line cut by an interruption
                         continue
                     key = (rec["by"], rec["bx"])
-                    if not rec["data"] or os.path.exists(os.path.join(self.block_dir, rec["file"])):
+                    if not rec["data"] or self.remote or os.path.exists(os.path.join(self.block_dir, rec["file"])):
                         done[key] = rec["data"]
         except FileNotFoundError:
             pass
         return done
 
-    def block_file(self, block: Block) -> str:
-        return f"{block.name}.tif"
-
-    def write_block(self, block: Block, data: np.ndarray, valid: np.ndarray) -> None:
-        """Write one merged block (COG, atomic) and record it in the manifest."""
-        has_data = bool(valid.any())
-        if has_data:
-            name = self.block_file(block)
-            final = os.path.join(self.block_dir, name)
-            tmp = os.path.join(self.block_dir, f".{name}.tmp")
-            a = self.grid.affine
-            transform = rasterio.Affine(a.a, 0, a.c + block.col * a.a, 0, a.e, a.f + block.row * a.e)
-            with rasterio.open(tmp, "w", width=block.cols, height=block.rows, count=self.count,
-                               crs=self.grid.crs, transform=transform,
-                               **cog_profile(self.dtype, self.compress, self.nodata)) as dst:
-                dst.write(data)
-                dst.descriptions = tuple(self.descriptions)
-                if self.colormap:
-                    dst.write_colormap(1, self.colormap)
-            os.replace(tmp, final)
+    def record(self, records: Iterable[dict]) -> None:
+        """Append write-stage records to the manifest (durably: resume reads it)."""
+        lines = "".join(json.dumps(r, sort_keys=True) + "\n" for r in records)
+        if not lines:
+            return
         with open(os.path.join(self.block_dir, MANIFEST), "a") as fh:
-            fh.write(json.dumps({"by": block.by, "bx": block.bx, "file": self.block_file(block),
-                                 "data": has_data}) + "\n")
+            fh.write(lines)
             fh.flush()
             os.fsync(fh.fileno())
+
+    def check_reachable(self) -> None:
+        """A local output directory must be the same directory on every Ray node, since
+        workers write the blocks: refuse a multi-node cluster that does not see it."""
+        if self.remote:
+            return
+        import ray
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        nodes = [n for n in ray.nodes() if n.get("Alive") and n["Resources"].get("CPU", 0) > 0]
+        if len(nodes) < 2:
+            return
+        probe = ray.remote(num_cpus=0)(os.path.exists)
+        run_file = self.path(RUN_FILE)
+        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
+            n["NodeID"], soft=False)).remote(run_file) for n in nodes])
+        missing = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+        if missing:
+            raise OutputError(
+                f"output directory {self.outdir!r} is not visible from Ray node(s) "
+                f"{', '.join(missing)}: workers write the blocks, so on a cluster the output must be "
+                "an object store (-o s3://bucket/prefix) or a directory every node shares (NFS, ...).")
 
     # ------------------------------------------------------------------ product
     def vrt_xml(self, blocks: Iterable[Block], relative_to: str) -> str:
@@ -200,7 +211,7 @@ class FeatureWriter:
         a = g.affine
         dtype = {"uint8": "Byte", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
         nodata = "nan" if np.isnan(self.nodata) else repr(self.nodata)
-        srcs = [(b, os.path.relpath(os.path.join(self.block_dir, self.block_file(b)), relative_to))
+        srcs = [(b, os.path.relpath(os.path.join(self.block_dir, block_file(b)), relative_to))
                 for b in blocks]
         lines = [f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">',
                  f"  <SRS>{escape(g.crs)}</SRS>",
@@ -220,6 +231,12 @@ class FeatureWriter:
         lines.append("</VRTDataset>")
         return "\n".join(lines) + "\n"
 
+    def _open_block(self, block: Block):
+        if self.remote:
+            return open_raster(storage.join(self.block_dest, block_file(block)),
+                               storage.storage_options(self.remote))
+        return rasterio.open(os.path.join(self.block_dir, block_file(block)))
+
     def _assemble(self, blocks: Sequence[Block], dest: str) -> None:
         """One COG from the blocks: each block is read once, all bands at a time.
 
@@ -238,7 +255,7 @@ class FeatureWriter:
             if self.colormap:
                 dst.write_colormap(1, self.colormap)
             for b in blocks:
-                with rasterio.open(os.path.join(self.block_dir, self.block_file(b))) as src:
+                with self._open_block(b) as src:
                     dst.write(src.read(), window=rasterio.windows.Window(b.col, b.row, b.cols, b.rows))
         for key in ("driver", "dtype", "nodata"):
             profile.pop(key)
@@ -253,6 +270,10 @@ class FeatureWriter:
             self._assemble(blocks_with_data, tmp)
             os.replace(tmp, final)
             shutil.rmtree(self.block_dir)
+            if self.remote:   # the workers uploaded them; the product is the one file now
+                fs = storage.fs_for(self.remote)
+                if fs.exists(self.block_dest):
+                    fs.rm(self.block_dest, recursive=True)
             if self.product != "features":
                 try:
                     os.rmdir(os.path.join(self.outdir, BLOCK_DIR))

@@ -1,0 +1,9 @@
+"""``rayvit bench``: benchmarks. They import the product; the product never imports them."""
+
+from .analysis import bench_analysis
+from .compare import bench_compare
+from .encode import bench_encode
+from .monitor import ProcessMonitor
+from .pipeline import bench_pipeline
+
+__all__ = ["bench_analysis", "bench_compare", "bench_encode", "bench_pipeline", "ProcessMonitor"]

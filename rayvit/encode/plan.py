@@ -1,0 +1,319 @@
+"""``encode``'s plan (driver, metadata only): options -> inputs' metadata, model geometry,
+tiling, block tasks, normalisation, device. No pixel is encoded here."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Sequence
+
+import numpy as np
+from rasterio.crs import CRS
+
+from ..analysis.sampling import band_statistics
+from ..errors import InputError, RayvitError
+from ..grid import BlockTask, Tiling
+from ..io.mosaic import Grid, Mosaic, open_mosaic
+from ..io.writer import DTYPES
+from .merge import MERGERS
+from .spec import PRECISIONS, RESIZE_MODES, ModelInfo, ModelSpec
+
+NORMALIZE_MODES = ("stats", "model", "none")
+DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
+SINGLE_FILE_LIMIT = 2 << 30  # bytes: above this the product is blocks + VRT
+
+
+def device_defaults(device: str) -> tuple[int, str]:
+    """``(batch size, precision)`` when not given: 64 tiles in bf16 on a GPU, 16 in fp32 on CPU."""
+    return (64, "bf16") if device.startswith("cuda") else (16, "fp32")
+
+
+@dataclass
+class EncodeOptions:
+    """Every option of ``rayvit encode`` (CLI flags map 1:1; see ``rayvit encode --help``)."""
+
+    model: str = DEFAULT_MODEL
+    pretrained: bool = True
+    weights: str | None = None
+    layer: int = -1
+    bands: Sequence[int] | None = None
+    size: int | tuple[int, int] = 224
+    stride: int | tuple[int, int] | None = None
+    resize: str = "none"
+    merge: str | None = None
+    normalize: str = "stats"
+    mean: Sequence[float] | None = None
+    std: Sequence[float] | None = None
+    scale: float | None = None
+    crs: str | None = None
+    res: float | None = None
+    extent: Sequence[float] | None = None
+    extent_crs: str | None = None
+    skip_bad_inputs: bool = False
+    dtype: str = "float32"
+    compress: str = "zstd"
+    blocks: bool = False
+    block_size: int | None = None   # feature pixels; None: a multiple of the stride near 256
+    device: str = "auto"
+    precision: str | None = None
+    actors: int | None = None
+    threads: int | None = None
+    batch_size: int | None = None
+    overwrite: bool = False
+    dry_run: bool = False
+    address: str | None = None
+    s3_endpoint: str | None = None
+    progress: bool = True
+    seed: int = 0
+
+    def check(self) -> None:
+        for name, value, valid in (("--resize", self.resize, RESIZE_MODES),
+                                   ("--normalize", self.normalize, NORMALIZE_MODES),
+                                   ("--dtype", self.dtype, DTYPES),
+                                   ("--merge", self.merge or "center", tuple(MERGERS)),
+                                   ("--precision", self.precision or "fp32", tuple(PRECISIONS))):
+            if value not in valid:
+                raise InputError(f"{name} {value!r} is not valid; choose one of: {', '.join(valid)}.")
+        if (self.mean is None) != (self.std is None):
+            raise InputError("--mean and --std go together: give both (one value per band) or neither.")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise InputError(f"--std values must be > 0, got {','.join(map(str, self.std))}.")
+        if self.actors is not None and self.actors < 1:
+            raise InputError(f"--actors must be >= 1, got {self.actors}.")
+        if self.batch_size is not None and self.batch_size < 1:
+            raise InputError(f"--batch-size must be >= 1, got {self.batch_size}.")
+        if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
+            raise InputError(f"unknown --device {self.device!r}; valid: auto, cpu, cuda, cuda:N.")
+
+
+def choose_device(requested: str, gpus: float) -> str:
+    """The device encoder actors use, from the **cluster's** GPUs (not the driver's: a
+    CPU-only head node with GPU workers is the usual cloud layout). ``auto``: one CUDA actor
+    per GPU when the cluster has any, else CPU actors."""
+    if requested == "auto":
+        return "cuda" if gpus >= 1 else "cpu"
+    if requested.startswith("cuda") and gpus < 1:
+        raise InputError(f"--device {requested} was asked for, but the Ray cluster has no GPU; use "
+                         "--device cpu (or auto), or add GPU nodes to the cluster.")
+    return requested
+
+
+def local_gpus() -> int:
+    """GPUs of this machine (what embedded Ray would have)."""
+    import torch
+    return torch.cuda.device_count()
+
+
+def _pair(v: int | Sequence[int]) -> tuple[int, int]:
+    return (int(v), int(v)) if np.isscalar(v) else (int(v[0]), int(v[1]))
+
+
+@dataclass
+class EncodePlan:
+    """What will run: derived from the options and the inputs' metadata, before any pixel."""
+
+    options: EncodeOptions
+    mosaic: Mosaic
+    spec: ModelSpec
+    info: ModelInfo
+    tiling: Tiling
+    feature_grid: Grid
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    merge: str
+    device: str
+    precision: str
+
+    @property
+    def batch_size(self) -> int:
+        return self.options.batch_size or device_defaults(self.device)[0]
+
+    @property
+    def out_bytes(self) -> int:
+        h, w = self.tiling.feature_shape
+        return h * w * self.info.num_features * (2 if self.options.dtype == "float16" else 4)
+
+    @property
+    def tile_feature_bytes(self) -> int:
+        """Bytes of one tile's features as the encoder returns them (float32)."""
+        return self.info.num_features * math.prod(self.tiling.tile_feature_shape) * 4
+
+    @property
+    def single_file(self) -> bool:
+        return not self.options.blocks and self.out_bytes <= SINGLE_FILE_LIMIT
+
+    def config(self) -> dict:
+        """Everything that determines the output bytes (and nothing that does not)."""
+        o = self.options
+        return {
+            "inputs": [asdict(s) for s in self.mosaic.sources],
+            "skipped_inputs": [d["input"] for d in self.mosaic.skipped],
+            "bands": list(self.mosaic.bands),
+            "grid": asdict(self.mosaic.grid),
+            "model": self.spec.to_dict(),
+            "weights_sha256": self.info.weights_sha256,
+            "layer_index": self.info.layer,
+            "normalize": o.normalize, "mean": list(self.mean), "std": list(self.std),
+            "size": list(_pair(o.size)), "stride": [self.tiling.y.stride, self.tiling.x.stride],
+            "footprint": [self.tiling.y.footprint, self.tiling.x.footprint],
+            "merge": self.merge, "dtype": o.dtype, "compress": o.compress,
+            "block_size": self.tiling.block_size, "single_file": self.single_file,
+            "precision": self.precision,
+            # the model's call shape can change the last bits of float features
+            "batch_size": self.batch_size,
+        }
+
+    def fingerprint(self) -> str:
+        text = json.dumps(self.config(), sort_keys=True, default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def on_device(self, device: str) -> "EncodePlan":
+        """This plan with the device resolved against the cluster (precision default with it)."""
+        return replace(self, device=device, precision=self.options.precision or device_defaults(device)[1])
+
+    def block_tasks(self, finished: frozenset = frozenset()) -> list[BlockTask]:
+        return self.tiling.block_tasks(finished)
+
+    def describe(self) -> str:
+        g, t = self.feature_grid, self.tiling
+        a = g.affine
+        redundancy = t.redundancy()
+        return "\n".join([
+            f"inputs:   {len(self.mosaic.sources)} raster(s), {self.mosaic.grid.width}x"
+            f"{self.mosaic.grid.height} px, bands {','.join(map(str, self.mosaic.bands))}, "
+            f"{self.mosaic.grid.area_km2():.3f} km2",
+            f"model:    {self.spec.name} (layer {self.info.layer}/{self.info.n_layers - 1}, "
+            f"{self.info.num_features} features, patch footprint {t.y.footprint}x{t.x.footprint} px)",
+            f"tiles:    {t.n_tiles} ({t.y.n_tiles}x{t.x.n_tiles}) of {t.y.size}x{t.x.size} px, "
+            f"stride {t.y.stride}x{t.x.stride}, merge {self.merge}",
+            f"blocks:   {len(self.block_tasks())} block tasks of up to {t.block_size}x{t.block_size} feature px; "
+            + (f"tiles that straddle blocks are encoded once per block: {100 * redundancy:.1f} % extra "
+               "encoding (a --block-size that is a multiple of the stride avoids it without overlap)"
+               if redundancy > 0 else "no tile is encoded twice"),
+            f"output:   {g.width}x{g.height} px x {self.info.num_features} bands {self.options.dtype}, "
+            f"{self.out_bytes} bytes uncompressed, "
+            f"{'one COG' if self.single_file else 'COG blocks + VRT'} "
+            f"({t.y.n_blocks(t.block_size) * t.x.n_blocks(t.block_size)} blocks of "
+            f"{t.block_size} px)",
+            f"grid:     origin ({a.c:.6f}, {a.f:.6f}), pixel {a.a:.6g} x {-a.e:.6g}, "
+            f"{CRS.from_wkt(g.crs).to_string()}",
+            f"device:   {self.device} ({self.precision})",
+        ])
+
+
+READ_CPUS = 0.25      # read tasks are I/O-bound: a quarter CPU each
+READ_RESERVE = 0.5    # CPUs the actor pool leaves to read tasks, or the pipeline starves
+
+
+def actor_cpus(cpus: float, actors: int, on_gpu: bool) -> float:
+    """Ray CPU resource per encoder actor.
+
+    On CPU the torch thread count, not this number, decides how many cores an actor
+    uses; the resource only has to let every actor *and* some read tasks be scheduled.
+    An actor pool holding every CPU starves the reads and the pipeline hangs.
+    """
+    if on_gpu:
+        return 1.0
+    share = (cpus - READ_RESERVE) / actors
+    if share < 0.05:
+        raise InputError(f"--actors {actors} is too many for the {cpus:g} CPUs of this Ray cluster; "
+                         f"use at most {int((cpus - READ_RESERVE) / 0.05)}.")
+    return min(1.0, share)
+
+
+def pool_shape(cpus: float, gpus: float, node_cpus: float, on_gpu: bool,
+               actors: int | None, threads: int | None) -> tuple[int, int]:
+    """Default (actors, torch threads per actor): one actor per GPU; on CPU small actors.
+
+    Measured on 2 cores with vit_tiny: two 1-thread actors ran 25 % faster than one
+    2-thread actor (OpenMP threads stall on each other when reads share the cores).
+    """
+    if on_gpu:
+        return actors or max(1, int(gpus)), threads or 1
+    threads = threads or max(1, min(4, int(node_cpus) // 4))
+    return actors or max(1, int(cpus) // threads), threads
+
+
+def estimate(plan: "EncodePlan", o: EncodeOptions, seconds: float = 3.0) -> str:
+    """Encoder time from a short measured warm-up of the plan's model here (random weights,
+    one actor's threads), scaled to the tiles and the default actor pool of this machine."""
+    from .stages.device import forward_rate
+
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if plan.device.startswith("cuda"):
+        return "estimate: skipped for GPU plans (measure with a short run)"
+    actors, threads = pool_shape(cpus, 0, cpus, False, o.actors, o.threads)
+    rate = forward_rate(plan.spec, plan.batch_size, threads, seconds=seconds)
+    total = plan.tiling.n_tiles / (rate * actors)
+    return (f"estimate:  {rate:.1f} tiles/s per actor measured here ({threads} thread(s), batch "
+            f"{plan.batch_size}); {actors} actor(s) on this machine's {cpus} CPUs -> ~{total:.0f} s of "
+            "encoding, plus ~20 s start-up (more nodes/actors: proportionally less)")
+
+
+def unwrap_worker_error(exc: BaseException) -> BaseException:
+    """The rayvit error a Ray worker raised (Ray wraps it), else ``exc`` itself."""
+    seen = exc
+    while seen is not None:
+        cause = getattr(seen, "cause", None)
+        if isinstance(seen, RayvitError):
+            return seen
+        if isinstance(cause, RayvitError):
+            return cause
+        seen = seen.__cause__ or cause
+    return exc
+
+
+def normalisation(o: EncodeOptions, mosaic: Mosaic, info: ModelInfo) -> tuple[tuple, tuple]:
+    """Per-band mean/std the encoder applies: user values, model's (scaled), or sampled stats."""
+    n = mosaic.count
+    if o.mean is not None:
+        if len(o.mean) != n or len(o.std) != n:
+            raise InputError(f"--mean/--std need one value per band ({n} bands selected), got "
+                             f"{len(o.mean)} and {len(o.std)}.")
+        return tuple(map(float, o.mean)), tuple(map(float, o.std))
+    if o.normalize == "none":
+        return (0.0,) * n, (1.0,) * n
+    if o.normalize == "model":
+        dt = np.dtype(mosaic.dtype)
+        scale = o.scale or (float(np.iinfo(dt).max) if dt.kind in "ui" else 1.0)
+        mean = info.mean or (0.0,)
+        std = info.std or (1.0,)
+        # timm adapts in_chans by cycling the RGB filters; cycle mean/std the same way
+        return (tuple(mean[i % len(mean)] * scale for i in range(n)),
+                tuple(std[i % len(std)] * scale for i in range(n)))
+    mean, std = band_statistics(mosaic, seed=o.seed)
+    return tuple(map(float, mean)), tuple(map(float, std))
+
+
+def plan_encode(inputs: Sequence[str], options: EncodeOptions, gpus: float | None = None) -> EncodePlan:
+    """Validate options and inputs and derive the whole plan (reads metadata and samples only).
+
+    ``gpus``: the Ray cluster's GPUs, when known; otherwise this machine's (embedded Ray),
+    and the device is resolved again against the cluster once Ray is up (:meth:`on_device`).
+    """
+    from .model import build_model, model_info  # torch and timm: only where a model is built
+
+    o = options
+    o.check()
+    mosaic = open_mosaic(inputs, o.bands, o.crs, o.res, o.extent, o.extent_crs, o.s3_endpoint,
+                         skip_bad_inputs=o.skip_bad_inputs)
+    size = _pair(o.size)
+    stride = _pair(o.stride if o.stride is not None else size)
+    spec = ModelSpec(o.model, mosaic.count, size, o.pretrained, o.weights, o.layer, o.resize)
+    joining = o.address or os.environ.get("RAY_ADDRESS")
+    device = choose_device(o.device, local_gpus() if gpus is None else gpus) if gpus is not None or not joining \
+        else ("cpu" if o.device == "cpu" else "cuda")
+    info = model_info(build_model(spec), spec)
+    footprint = info.footprint(spec)
+    merge_method = o.merge or ("center" if stride != size else "first")
+    if o.block_size is not None and o.block_size < 1:
+        raise InputError(f"--block-size must be >= 1 feature pixel, got {o.block_size}.")
+    tiling = Tiling.create(mosaic.grid.height, mosaic.grid.width, size, stride, footprint,
+                           o.block_size, center=merge_method == "center")
+    mean, std = normalisation(o, mosaic, info)
+    precision = o.precision or device_defaults(device)[1]
+    return EncodePlan(o, mosaic, spec, info, tiling, mosaic.grid.scaled(*footprint), mean, std,
+                      merge_method, device, precision)
