@@ -21,6 +21,7 @@ from rasterio.transform import from_origin  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 IAMAP = ROOT.parent / "shared" / "data" / "iamap"
 UTM = "EPSG:32633"
+X0, Y0, RES = 500000.0, 4000000.0, 10.0
 
 
 def write_raster(path, data, transform=None, crs=UTM, nodata=None, **profile):
@@ -34,6 +35,19 @@ def write_raster(path, data, transform=None, crs=UTM, nodata=None, **profile):
                        transform=transform, nodata=nodata, **profile) as dst:
         dst.write(data)
     return str(path)
+
+
+def cut_into_four(tmp_path, data, nodata=None):
+    """Cut ``data`` into 4 files with uneven cuts; returns their paths."""
+    _, h, w = data.shape
+    ry, rx = 37, 61
+    paths = []
+    for i, (r0, r1) in enumerate(((0, ry), (ry, h))):
+        for j, (c0, c1) in enumerate(((0, rx), (rx, w))):
+            paths.append(write_raster(tmp_path / f"part_{i}{j}.tif", data[:, r0:r1, c0:c1],
+                                      from_origin(X0 + c0 * RES, Y0 - r0 * RES, RES, RES),
+                                      nodata=nodata))
+    return paths
 
 
 def seeded_image(shape, seed=0, high=200, dtype="uint8"):

@@ -1,8 +1,10 @@
 """Fit once, apply everywhere: the flow the analysis stages (reduce, cluster) share.
 
 Every pass fans out over raster windows in Ray tasks (a few windows each, a bounded
-number in flight) and sends back only small things (moments, sampled pixels) or one
-output block at a time, which the driver writes. No process holds the whole raster.
+number in flight) and sends back only small things: moments, sampled pixels, or, from the
+apply pass, the record of each output block the task wrote itself (the write stage,
+:class:`rayvit.io.cog.BlockWriter`). No process holds the whole raster, and the driver
+never receives an output block.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from ..errors import InputError
 from ..grid import Block
 from ..io.mosaic import Mosaic, open_mosaic
 from ..io.storage import fs_for, is_local
+from ..io.cog import BlockWriter
 from ..io.writer import FeatureWriter
 from ..runtime import init_ray
 from . import sampling
@@ -187,45 +190,50 @@ def save_json(path: str, value) -> None:
     os.replace(path + ".tmp", path)
 
 
-def _apply_product(mosaic, window, index, model, product: Product):
+def _apply_product(mosaic, window, index, model, product: Product, writer: BlockWriter, block_size: int):
+    """Apply the model to one window, write it as an output block; return its record, the
+    value counts of an integer product and the number of valid pixels."""
     data, valid = mosaic.read(*window)
     x = data[:, valid].T.astype(np.float64)
     values = getattr(model, product.method)(x) if len(x) else np.zeros((0, product.count))
     out = np.full((product.count, window[2], window[3]), product.nodata, dtype=product.dtype)
     out[:, valid] = np.asarray(values).T.astype(product.dtype)
-    return out, valid
+    r, c, rows, cols = window
+    record = writer.write(Block(r // block_size, c // block_size, r, c, rows, cols), out, valid)
+    counts = np.bincount(out[0][valid].astype(np.int64)) if np.issubdtype(out.dtype, np.integer) else None
+    return record, counts, int(valid.sum())
 
 
 def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product, block_size: int,
                  progress: bool) -> tuple[list[Block], np.ndarray | None, int]:
-    """Apply ``product.method`` of a fitted model to every block in Ray tasks; the driver
-    writes each block. Returns the blocks with data, for integer products the count of each
-    value over all valid pixels (cluster sizes), and the number of valid pixels."""
+    """Apply ``product.method`` of a fitted model to every block in Ray tasks that write the
+    blocks themselves; the driver appends their records to the manifest. Returns the blocks
+    with data, for integer products the count of each value over all valid pixels (cluster
+    sizes), and the number of valid pixels."""
     written: list[Block] = []
     start = time.monotonic()
     windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, block_size)
     tally = np.zeros(0, dtype=np.int64)
     n_valid = done = 0
 
-    def write(i, result):
+    def collect(i, result):
         nonlocal tally, n_valid, done
-        out, valid = result
-        r, c, rows, cols = windows[i]
-        block = Block(r // block_size, c // block_size, r, c, rows, cols)
-        writer.write_block(block, out, valid)
-        n_valid += int(valid.sum())
-        if np.issubdtype(out.dtype, np.integer):
-            counts = np.bincount(out[0][valid].astype(np.int64))
+        record, counts, n = result
+        writer.record([record])
+        n_valid += n
+        if counts is not None:
             size = max(len(counts), len(tally))
             tally = np.pad(tally, (0, size - len(tally))) + np.pad(counts, (0, size - len(counts)))
-        if valid.any():
-            written.append(block)
+        if record["data"]:
+            r, c, rows, cols = windows[i]
+            written.append(Block(record["by"], record["bx"], r, c, rows, cols))
         done += 1
         if progress:
             print(f"{product.name}: {done}/{len(windows)} blocks, "
                   f"{time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
 
-    run_windows(_apply_product, mosaic, windows, model, product, on_result=write)
+    run_windows(_apply_product, mosaic, windows, model, product, writer.block_writer(), block_size,
+                on_result=collect)
     is_int = np.issubdtype(np.dtype(product.dtype), np.integer)
     return sorted(written, key=lambda b: (b.by, b.bx)), (tally if is_int else None), n_valid
 
@@ -274,6 +282,7 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
                              nodata=p.nodata, colormap=p.colormap) for p in planned]
     state = writers[0].check(run_id, overwrite)
     writers[0].start(run_id, config, overwrite=state == "overwrite")
+    writers[0].check_reachable()
     written, tally, n_valid = [], None, 0
     for writer, product in zip(writers, planned):
         writer.start(run_id, config, overwrite=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import run_cli, seeded_image, write_raster
+from conftest import cut_into_four, run_cli, seeded_image, write_raster
 from raycluster import ray_cluster
 
 ARGS = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
@@ -83,8 +83,7 @@ def test_a_corrupt_file_in_a_mosaic_fails_by_name_or_is_skipped(tmp_path):
 
     import numpy as np
     from conftest import read
-    from test_mosaic import cut_into_four
-    data = seeded_image((3, 90, 130), seed=4)
+        data = seeded_image((3, 90, 130), seed=4)
     parts = cut_into_four(tmp_path, data)
     args = ["--model", "rayvit_patchmean_p4", "--no-pretrained", "--size", "16", "--normalize", "none", "--quiet"]
     full = run_cli("encode", *parts, "-o", tmp_path / "full", *args)

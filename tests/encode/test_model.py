@@ -6,7 +6,7 @@ import timm
 import torch
 from safetensors.torch import save_file
 
-from rayvit.encode.encoder import Encoder, encode_array, resolve_device
+from rayvit.encode.stages.device import DeviceStage, encode_array
 from rayvit.encode.model import ModelSpec, build_model, model_info
 from rayvit.errors import InputError, ModelError
 
@@ -90,7 +90,7 @@ def test_local_weights_are_loaded(tmp_path, suffix):
 
 def test_pth_with_pickled_code_is_refused(tmp_path):
     path = tmp_path / "evil.pth"
-    torch.save({"x": torch.zeros(1), "obj": Encoder}, path)  # a pickled class, not just tensors
+    torch.save({"x": torch.zeros(1), "obj": DeviceStage}, path)  # a pickled class, not just tensors
     with pytest.raises(ModelError):
         build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path)))
 
@@ -108,23 +108,3 @@ def test_unknown_model_and_unreachable_hub():
         build_model(ModelSpec("vit_tinyy_patch16", 3, (224, 224)))
     with pytest.raises(ModelError, match="could not be fetched.*--weights FILE.*--no-pretrained"):
         build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), pretrained=True))
-
-
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is visible here")
-def test_cuda_without_gpu_is_a_clear_error():
-    with pytest.raises(InputError, match="--device cuda.*no CUDA GPU is visible"):
-        resolve_device("cuda")
-    assert resolve_device("auto") == "cpu"
-
-
-def test_constant_model_batch_makes_features_independent_of_batching():
-    spec = ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False)
-    model = build_model(spec)
-    info = model_info(model, spec)
-    px = np.random.default_rng(2).random((12, 3, 32, 32), dtype=np.float32)
-    ok = np.ones((12, 32, 32), bool)
-    def enc(idx):
-        return encode_array(model, info, spec, px[idx], ok[idx], (0.0,) * 3, (1.0,) * 3, model_batch=8)[0]
-    ref = enc(list(range(12)))  # split into calls of 8 + 4 (padded to 8)
-    for idx in ([5], [0, 7], [3, 4, 5, 6, 7, 8, 9], [11, 2]):
-        np.testing.assert_array_equal(enc(idx), ref[idx])

@@ -49,3 +49,38 @@ def test_mean_is_the_true_mean_not_a_running_pairwise_mean():
 def test_unknown_method_lists_the_valid_ones():
     with pytest.raises(InputError, match="valid: center, first, last, mean, min, max"):
         get_merger("median")
+
+
+@pytest.mark.parametrize("method", sorted(MERGERS))
+def test_torch_and_numpy_merges_are_bit_identical(method):
+    """The device stage merges torch tensors with the same code: same IEEE operations, same bits."""
+    import torch
+    rng = np.random.default_rng(0)
+    items = [Contribution(r, int(rng.integers(0, 4)), int(rng.integers(0, 4)),
+                          rng.normal(size=(3, 4, 5)).astype(np.float32), rng.random((4, 5)) > 0.3)
+             for r in range(6)]
+    want, want_valid = merge((3, 8, 9), items, method)
+    tensors = [Contribution(c.rank, c.row, c.col, torch.from_numpy(c.features), torch.from_numpy(c.valid))
+               for c in items]
+    got, got_valid = merge((3, 8, 9), tensors, method)
+    np.testing.assert_array_equal(got.numpy(), want)
+    np.testing.assert_array_equal(got_valid.numpy(), want_valid)
+
+
+def test_a_callable_is_still_a_merge_method():
+    def newest(shape, contributions):
+        out = np.full(shape, -1.0, np.float32)
+        for c in contributions:
+            sy, sx = c.slices()
+            out[:, sy, sx] = c.rank
+        return out, out[0] >= 0
+    out, valid = merge((1, 1, 5), contributions(), newest)
+    assert out[0, 0].tolist() == [0, 1, 2, 2, -1] and valid[0].tolist() == [True] * 4 + [False]
+
+
+def test_contributions_out_of_rank_order_are_refused():
+    merger = get_merger("first")((1, 1, 5), np.zeros(1, np.float32))
+    a, b, _ = contributions()
+    merger.add(b)
+    with pytest.raises(ValueError, match="increasing rank order"):
+        merger.add(a)

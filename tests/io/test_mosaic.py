@@ -2,27 +2,11 @@
 
 import numpy as np
 import pytest
-from conftest import UTM, seeded_image, write_raster
+from conftest import RES, UTM, X0, Y0, cut_into_four, seeded_image, write_raster
 from rasterio.transform import from_origin
 
 from rayvit.errors import InputError, RasterOpenError
 from rayvit.io.mosaic import open_mosaic
-
-X0, Y0, RES = 500000.0, 4000000.0, 10.0
-
-
-def cut_into_four(tmp_path, data, nodata=None):
-    """Cut ``data`` into 4 files with uneven cuts; returns their paths."""
-    _, h, w = data.shape
-    ry, rx = 37, 61
-    paths = []
-    for i, (r0, r1) in enumerate(((0, ry), (ry, h))):
-        for j, (c0, c1) in enumerate(((0, rx), (rx, w))):
-            paths.append(write_raster(tmp_path / f"part_{i}{j}.tif", data[:, r0:r1, c0:c1],
-                                      from_origin(X0 + c0 * RES, Y0 - r0 * RES, RES, RES),
-                                      nodata=nodata))
-    return paths
-
 
 def test_mosaic_of_four_files_reads_like_the_single_file(tmp_path):
     data = seeded_image((3, 90, 130))

@@ -10,7 +10,8 @@ from raycluster import ray_cluster
 
 def test_two_nodes_give_the_single_node_output(tmp_path):
     src = write_raster(tmp_path / "scene.tif", seeded_image((3, 512, 1024), seed=5))
-    enc = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--batch-size", "4", "--quiet"]
+    enc = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--batch-size", "4",
+           "--block-size", "8", "--quiet"]          # 32 blocks of 16 tiles: work for both nodes
     single = run_cli("encode", src, "-o", tmp_path / "one", *enc)
     assert single.returncode == 0, single.stderr
     assert run_cli("reduce", tmp_path / "one" / "features.tif", "-o", tmp_path / "one_pca", "--block-size", "4",

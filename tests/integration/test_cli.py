@@ -120,7 +120,7 @@ def _bad_inputs(tmp: Path, raster: str):
         "extent outside": ([raster], ["--extent", "0,0,10,10"], "lies outside the data"),
         "unknown model": ([raster], ["--model", "vit_nonexistent_x"], "unknown model 'vit_nonexistent_x'"),
         "weights of another shape": ([raster], ["--weights", wrong], "does not fit model"),
-        "cuda without GPU": ([raster], ["--device", "cuda"], "no CUDA GPU is visible"),
+        "cuda without GPU": ([raster], ["--device", "cuda"], "the Ray cluster has no GPU"),
         "hub unreachable": ([raster], ["--pretrained"], "--weights FILE"),
     }
 

@@ -4,7 +4,7 @@ import os
 
 import numpy as np
 import pytest
-from conftest import read, run_cli, seeded_image, write_raster
+from conftest import cut_into_four, read, run_cli, seeded_image, write_raster
 from s3server import weed_mini
 
 
@@ -21,8 +21,7 @@ def s3_env(s3, key=None):
 
 
 def test_encode_reads_a_mosaic_from_s3_like_from_disk(s3, tmp_path):
-    from test_mosaic import cut_into_four
-    data = seeded_image((3, 90, 130), seed=4)
+        data = seeded_image((3, 90, 130), seed=4)
     local = cut_into_four(tmp_path, data)
     for path in local:
         s3["fs"].put(path, f"rasters/{os.path.basename(path)}")

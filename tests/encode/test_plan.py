@@ -1,0 +1,34 @@
+"""The plan's pure parts: the device from the cluster's resources, the actor pool shape."""
+
+import pytest
+
+from rayvit.encode.plan import EncodeOptions, actor_cpus, choose_device, pool_shape
+from rayvit.errors import InputError
+
+
+@pytest.mark.parametrize("requested,gpus,expected", [
+    ("auto", 0, "cpu"),
+    ("auto", 4, "cuda"),       # a CPU-only head node with GPU workers: the workers' GPUs count
+    ("auto", 0.5, "cpu"),      # a fraction of a GPU cannot hold one actor
+    ("cpu", 8, "cpu"),
+    ("cuda", 1, "cuda"),
+    ("cuda:1", 2, "cuda:1"),
+])
+def test_device_is_resolved_from_the_clusters_gpus(requested, gpus, expected):
+    assert choose_device(requested, gpus) == expected
+
+
+def test_cuda_on_a_cluster_without_gpus_is_a_clear_error():
+    with pytest.raises(InputError, match="--device cuda was asked for, but the Ray cluster has no GPU"):
+        choose_device("cuda", 0)
+    with pytest.raises(InputError, match="unknown --device 'tpu'; valid: auto, cpu, cuda, cuda:N"):
+        EncodeOptions(device="tpu").check()
+
+
+def test_one_actor_per_gpu_across_nodes_and_cpu_actors_leave_room_for_reads():
+    assert pool_shape(cpus=48, gpus=4, node_cpus=16, on_gpu=True, actors=None, threads=None) == (4, 1)
+    assert pool_shape(cpus=2, gpus=0, node_cpus=2, on_gpu=False, actors=None, threads=None) == (2, 1)
+    assert pool_shape(cpus=32, gpus=0, node_cpus=16, on_gpu=False, actors=None, threads=None) == (8, 4)
+    assert actor_cpus(2, 2, on_gpu=False) == 0.75      # 0.5 CPU stays free for read/write tasks
+    with pytest.raises(InputError, match="--actors 40 is too many for the 2 CPUs"):
+        actor_cpus(2, 40, on_gpu=False)
