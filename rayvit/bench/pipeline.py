@@ -23,7 +23,7 @@ from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 TARGET_MS = 2.0   # all stages together, D = 768, float16: lets 16 cores feed ~8,000 tiles/s
 
 
-def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(256, 1024), size: int = 224,
+def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(64, 1024), size: int = 224,
                    bands: int = 4, work: str | None = None, address: str | None = None) -> list[dict]:
     from ..encode.pipeline import encode
     from ..runtime import cluster_resources, init_ray

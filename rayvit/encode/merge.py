@@ -84,11 +84,20 @@ class Merger:
         return self.out, self.valid
 
 
+def _all_on_host(mask) -> bool:
+    """``mask.all()`` where asking costs nothing (numpy, CPU tensors); False on a GPU, where
+    the answer would stall the stream (and the general path is cheap there)."""
+    return bool(mask.all()) if isinstance(mask, np.ndarray) or mask.device.type == "cpu" else False
+
+
 class First(Merger):
     def _add(self, sy, sx, features, valid):
         xp = _xp(features)
         take = valid & ~self.valid[sy, sx]
-        self.out[:, sy, sx] = xp.where(take[None], features, self.out[:, sy, sx])
+        if _all_on_host(take):      # the usual case: every pixel new and valid, a plain copy
+            self.out[:, sy, sx] = features
+        else:
+            self.out[:, sy, sx] = xp.where(take[None], features, self.out[:, sy, sx])
         self.valid[sy, sx] |= take
 
 

@@ -122,6 +122,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
     o = plan.options
     on_gpu = plan.device.startswith("cuda")
     actors, threads = pool_shape(cpus, gpus, node_cpus, on_gpu, o.actors, o.threads)
+    actors = min(actors, len(tasks))   # an actor without a block would only import torch
     source = BlockDatasource(plan.mosaic, plan.tiling, tasks)
     config = DeviceConfig(plan.spec, plan.tiling, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
                           plan.precision, plan.batch_size, None if on_gpu else threads)

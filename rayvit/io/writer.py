@@ -246,11 +246,11 @@ class FeatureWriter:
         """
         g = self.grid
         staging = os.path.join(self.block_dir, f"{self.product}.staging.tif")
-        profile = cog_profile(self.dtype, self.compress, self.nodata)
+        profile = cog_profile(self.dtype, self.compress, self.nodata, self.count)
         with rasterio.open(staging, "w", driver="GTiff", width=g.width, height=g.height,
                            count=self.count, dtype=profile["dtype"], crs=g.crs, transform=g.affine,
                            nodata=self.nodata, tiled=True, blockxsize=256, blockysize=256,
-                           bigtiff="if_safer", **({"nbits": 16} if self.dtype == "float16" else {})) as dst:
+                           bigtiff="if_safer") as dst:   # plain: float16 values are exact in float32
             dst.descriptions = tuple(self.descriptions)
             if self.colormap:
                 dst.write_colormap(1, self.colormap)
@@ -259,7 +259,8 @@ class FeatureWriter:
                     dst.write(src.read(), window=rasterio.windows.Window(b.col, b.row, b.cols, b.rows))
         for key in ("driver", "dtype", "nodata"):
             profile.pop(key)
-        rasterio.shutil.copy(staging, dest, driver="COG", **profile)
+        # the driver compresses the product once: with every core of this node
+        rasterio.shutil.copy(staging, dest, driver="COG", num_threads="ALL_CPUS", **profile)
 
     def commit(self, blocks_with_data: Sequence[Block], single_file: bool, sidecar: dict) -> str:
         """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last."""

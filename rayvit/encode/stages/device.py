@@ -51,7 +51,8 @@ def autocast(device: str, precision: str):
 
 def to_device(array: np.ndarray, device: str) -> torch.Tensor:
     """A host array on ``device``: through pinned memory with a non-blocking copy on CUDA.
-    Unsigned 16/32-bit pixels travel as their signed twin (same bytes) and are widened there."""
+    Unsigned 16/32-bit pixels travel as their signed twin (same bytes): torch indexes those
+    on every device; :func:`to_float` widens the gathered tiles only."""
     widen = _WIDEN.get(array.dtype)
     if widen:
         array = array.view(np.dtype(str(widen[0]).replace("torch.", "")))
@@ -60,9 +61,15 @@ def to_device(array: np.ndarray, device: str) -> torch.Tensor:
         t = torch.from_numpy(array)
     if device.startswith("cuda"):
         t = t.pin_memory().to(device, non_blocking=True)
-    if widen:
-        t = t.to(widen[1]) & widen[2]
     return t
+
+
+def to_float(x: torch.Tensor, native: np.dtype) -> torch.Tensor:
+    """Pixels moved by :func:`to_device` as float32, with their native (unsigned) values."""
+    widen = _WIDEN.get(np.dtype(native))
+    if widen:
+        x = x.to(widen[1]) & widen[2]
+    return x.to(torch.float32)
 
 
 @dataclass(frozen=True)
@@ -83,12 +90,13 @@ class DeviceConfig:
 
 def encode_tiles(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, x: torch.Tensor,
                  valid: torch.Tensor, mean: torch.Tensor, std: torch.Tensor,
-                 precision: str = "fp32") -> torch.Tensor:
-    """One model call: ``(B, C, H, W)`` raw pixels and ``(B, H, W)`` validity on the device ->
-    ``(B, D, h, w)`` float32 features. Pixels are normalised ``(x - mean) / std`` and invalid
-    ones set to 0 (the band mean); with ``spec.resize == 'model'`` tiles are resized
-    (bilinear) to the model's input size, as IAMAP does."""
-    x = (x.to(torch.float32) - mean) / std
+                 precision: str = "fp32", native: np.dtype = np.dtype("float32")) -> torch.Tensor:
+    """One model call: ``(B, C, H, W)`` raw pixels (moved by :func:`to_device` from dtype
+    ``native``) and ``(B, H, W)`` validity on the device -> ``(B, D, h, w)`` float32 features.
+    Pixels are normalised ``(x - mean) / std`` and invalid ones set to 0 (the band mean);
+    with ``spec.resize == 'model'`` tiles are resized (bilinear) to the model's input size,
+    as IAMAP does."""
+    x = (to_float(x, native) - mean) / std
     x = x * valid.unsqueeze(1)
     if spec.resize == "model":
         x = F.interpolate(x, size=info.model_input, mode="bilinear", align_corners=False)
@@ -128,7 +136,7 @@ def encode_block(model: torch.nn.Module, info: ModelInfo, cfg: DeviceConfig, tas
         iy = torch.tensor([i for i, _ in batch], device=device)
         ix = torch.tensor([j for _, j in batch], device=device)
         feats = encode_tiles(model, info, cfg.spec, tiles[:, iy, ix].transpose(0, 1), tiles_ok[iy, ix],
-                             mean, std, cfg.precision)
+                             mean, std, cfg.precision, pixels.dtype)
         if feats.shape[-2:] != (tfy, tfx):
             raise InputError(f"model {cfg.spec.name!r} returned a {feats.shape[-2]}x{feats.shape[-1]} "
                              f"feature grid for {sy}x{sx} tiles; expected {tfy}x{tfx}.")
@@ -193,7 +201,7 @@ def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixel
         c = pixels.shape[1]
         m = torch.tensor(mean, dtype=torch.float32, device=device).view(1, c, 1, 1)
         s = torch.tensor(std, dtype=torch.float32, device=device).view(1, c, 1, 1)
-        out[todo] = encode_tiles(model, info, spec, x[todo], ok[todo], m, s, precision)
+        out[todo] = encode_tiles(model, info, spec, x[todo], ok[todo], m, s, precision, pixels.dtype)
     return out.cpu().numpy(), fvalid.cpu().numpy()
 
 

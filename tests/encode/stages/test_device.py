@@ -6,7 +6,7 @@ import pytest
 
 from rayvit.encode.merge import MERGERS, Contribution, merge
 from rayvit.encode.model import ModelSpec, build_model, model_info
-from rayvit.encode.stages.device import DeviceConfig, encode_array, encode_block, to_device
+from rayvit.encode.stages.device import DeviceConfig, encode_array, encode_block, to_device, to_float
 from rayvit.grid import Tiling
 
 
@@ -77,4 +77,4 @@ def test_a_vit_block_matches_tile_by_tile_encoding_and_float16_is_a_cast():
 def test_unsigned_pixels_keep_their_values_on_the_device():
     for dtype, top in (("uint16", 65535), ("uint32", 2**32 - 1), ("uint8", 255), ("int16", -32768)):
         a = np.array([[0, 1, top]], dtype=dtype)
-        assert to_device(a, "cpu").tolist() == a.tolist()
+        assert to_float(to_device(a, "cpu"), a.dtype).tolist() == a.astype(np.float32).tolist()
