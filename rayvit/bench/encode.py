@@ -78,7 +78,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
             wait_encoders_gone()  # else the memory run counts the timed run's exiting actors too
             with ProcessMonitor() as mem:
                 run()
-            steady = (r.tiles_encoded - batch_size) / max(elapsed - r.first_batch_s, 1e-9)
+            steady = (r.tiles_encoded - r.first_block_tiles) / max(elapsed - r.first_batch_s, 1e-9)
             roles = cpu.cpu_by_role()
             row = {"area": factor, "tiles": r.tiles_encoded, "elapsed_s": elapsed,
                    "tiles_per_s": r.tiles_encoded / elapsed, "ratio": r.tiles_encoded / elapsed / bare,
@@ -88,7 +88,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
             results["runs"].append(row)
             print(f"bench: {factor}x area: {row['tiles']} tiles in {elapsed:.1f} s = "
                   f"{row['tiles_per_s']:.2f} tiles/s end to end; RATIO to bare forward "
-                  f"{row['ratio']:.3f} (start-up to first batch {r.first_batch_s:.1f} s; after it "
+                  f"{row['ratio']:.3f} (start-up to the first written block {r.first_batch_s:.1f} s; after it "
                   f"{steady:.2f} tiles/s, ratio {row['steady_ratio']:.3f})", flush=True)
             print(f"bench: {factor}x area: CPU-seconds used {sum(roles.values()):.1f} of "
                   f"{cpus * elapsed:.1f} ({int(cpus)} CPUs x {elapsed:.1f} s): "

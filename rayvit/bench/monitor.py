@@ -30,7 +30,8 @@ class ProcessMonitor:
 
     Always: CPU time per process role (:meth:`cpu_by_role`), which costs ~2 ms a sweep. Ray
     reuses a worker process for read and write tasks, so each sweep's CPU delta goes to the
-    role the process's title shows at that sweep. With ``memory``: the peak RSS of this
+    role the process's title shows at that sweep; a worker seen idle had, since the last
+    sweep, most likely finished a task of the last role it was seen with. With ``memory``: the peak RSS of this
     process and the peak summed USS of the tree. USS (memory unique to a process) rather
     than RSS: Ray's object store is shared memory that every reader maps, and RSS would
     count it once per process. Reading USS walks each process's page tables: ~50 ms a
@@ -45,6 +46,7 @@ class ProcessMonitor:
         self._cpu: dict[int, float] = {}
         self._by_role = dict.fromkeys(self.ROLES, 0.0)
         self._actor: set[int] = set()
+        self._last_task: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
@@ -70,10 +72,15 @@ class ProcessMonitor:
                     if proc.pid == me.pid:
                         role = "driver"
                     else:
-                        role = self.role(" ".join(proc.cmdline()[:1]))
+                        title = " ".join(proc.cmdline()[:1])
+                        role = self.role(title)
                         if role == "device actors" or proc.pid in self._actor:  # an actor stays one
                             self._actor.add(proc.pid)
                             role = "device actors"
+                        elif role in ("read tasks", "write tasks"):
+                            self._last_task[proc.pid] = role
+                        elif title.startswith("ray::IDLE"):
+                            role = self._last_task.get(proc.pid, role)
                     if proc.pid in self._cpu:
                         self._by_role[role] += cpu - self._cpu[proc.pid]
                     self._cpu[proc.pid] = cpu

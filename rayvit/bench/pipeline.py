@@ -3,12 +3,15 @@ costs nothing.
 
 ``rayvit.encode`` runs with encode's default options (single COG output included) and the
 null encoder ``rayvit_null_d{D}_p16`` (D features per 16 x 16 patch at near-zero compute) on
-generated 4-band uint16 rasters of 224 x 224 px tiles, at two sizes. The CPU time of every
-process is split by role (read tasks, device actors, write tasks, driver, Ray services),
-and the **difference** between the two sizes, divided by the difference in tiles, gives the
-marginal CPU-ms per tile of each stage: start-up (actor imports, Ray Data's own actors)
-cancels out. With the null model, the device actors' share is the device stage without the
-model: normalisation, tile cutting, merge, cast and the copies.
+generated 4-band uint16 rasters (deflate, like most COGs) of 224 x 224 px tiles, at two
+sizes, after an untimed warm-up run (the driver's first run imports torch and timm and
+starts Ray Data's own actors). The CPU time of every process is split by role (read tasks,
+device actors, write tasks, driver, Ray services), and the **difference** between the two
+sizes, divided by the difference in tiles, gives the marginal CPU-ms per tile of each
+stage: start-up (actor imports) cancels out. Both sizes have 2 x 2 blocks (400 tiles: 280 x
+280 feature px, 1024: 448 x 448), so both start the same number of actors. With the null model, the device actors' share
+is the device stage without the model: normalisation, tile cutting, merge, cast, copies.
+A last, untimed run per width samples memory: the driver's peak must not grow with D.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 TARGET_MS = 2.0   # all stages together, D = 768, float16: lets 16 cores feed ~8,000 tiles/s
 
 
-def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(64, 1024), size: int = 224,
+def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(400, 1024), size: int = 224,
                    bands: int = 4, work: str | None = None, address: str | None = None) -> list[dict]:
     from ..encode.pipeline import encode
     from ..runtime import cluster_resources, init_ray
@@ -41,18 +44,23 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(64, 
         cpus = cluster_resources()[0]
         print(f"bench pipeline: null encoders, {size}x{size} px tiles, {bands} bands uint16, "
               f"{'/'.join(map(str, tiles))} tiles, default encode options, Ray with {int(cpus)} CPUs", flush=True)
+        def run(n, d, dtype, memory=False):
+            out = os.path.join(work, "out")
+            shutil.rmtree(out, ignore_errors=True)
+            wait_encoders_gone()
+            with ProcessMonitor(interval=0.2, memory=memory) as mon:
+                t0 = time.perf_counter()
+                r = encode(rasters[n], out, model=f"rayvit_null_d{d}_p16", pretrained=False,
+                           size=size, dtype=dtype, progress=False, address=address)
+                elapsed = time.perf_counter() - t0
+            return r, elapsed, mon
+
+        run(tiles[0], widths[0], dtypes[0])     # warm-up: one-time imports and Ray Data actors
         for d in widths:
             for dtype in dtypes:
                 runs = []
                 for n in tiles:
-                    out = os.path.join(work, "out")
-                    shutil.rmtree(out, ignore_errors=True)
-                    wait_encoders_gone()
-                    with ProcessMonitor(interval=0.5, memory=False) as mon:
-                        t0 = time.perf_counter()
-                        r = encode(rasters[n], out, model=f"rayvit_null_d{d}_p16", pretrained=False,
-                                   size=size, dtype=dtype, progress=False, address=address)
-                        elapsed = time.perf_counter() - t0
+                    r, elapsed, mon = run(n, d, dtype)
                     runs.append((r.tiles_encoded, elapsed, mon.cpu_by_role()))
                 (n0, e0, c0), (n1, e1, c1) = runs[0], runs[-1]
                 per_tile = {role: 1000 * (c1[role] - c0[role]) / (n1 - n0) for role in c0}
@@ -64,5 +72,9 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(64, 
                       + ("(target <= %.1f at D=768 float16) " % TARGET_MS if (d, dtype) == (768, "float16") else "")
                       + "= " + ", ".join(f"{k} {v:.2f}" for k, v in per_tile.items())
                       + f"; marginal {row['tiles_per_s']:.0f} tiles/s on {int(cpus)} CPUs "
-                      f"({n0} tiles in {e0:.1f} s, {n1} in {e1:.1f} s)", flush=True)
+                      f"({n0} tiles in {e0:.1f} s, {n1} in {e1:.1f} s; {os.path.basename(r.output)})", flush=True)
+            _, _, mem = run(tiles[-1], d, dtypes[0], memory=True)
+            rows.append({"width": d, "peak_driver_rss_mb": mem.driver / 2**20})
+            print(f"bench pipeline: D={d}: peak driver RSS {mem.driver / 2**20:.0f} MB ({tiles[-1]} tiles, "
+                  f"{dtypes[0]}; an untimed run)", flush=True)
     return rows

@@ -77,6 +77,7 @@ class EncodeResult:
     first_batch_s: float = 0.0  # planning + Ray Data and actor start-up, until the first block is written
     tiles_per_node: dict = field(default_factory=dict)  # Ray node id -> tiles its actors encoded
     estimate: str = ""  # dry run: encoder time from a measured warm-up
+    first_block_tiles: int = 0
 
     @property
     def tiles_per_s(self) -> float:
@@ -88,7 +89,9 @@ class EncodeResult:
         nodes = f" on {len(split)} Ray node(s)" if split else ""
         if len(split) > 1:
             nodes += f" ({' + '.join(map(str, split))} tiles)"
-        return (f"encoded {self.tiles_encoded}/{self.tiles} tiles, {self.km2:.2f} km2 in "
+        extra = self.plan.tiling.redundancy()
+        shared = f" (incl. {100 * extra:.0f} % re-encoded: tiles that straddle blocks)" if extra > 0 else ""
+        return (f"encoded {self.tiles_encoded}/{self.tiles} tiles{shared}, {self.km2:.2f} km2 in "
                 f"{self.elapsed_s:.1f} s ({self.tiles_per_s:.1f} tiles/s){nodes}{resumed} -> {self.output}")
 
 
@@ -196,13 +199,14 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     cpus, gpus, node_cpus = cluster_resources()
     todo = sum(task.n_tiles for task in tasks)
     progress = _Progress(todo, o.progress)
-    first_batch, written = 0.0, 0
+    first_batch, first_tiles, written = 0.0, 0, 0
     nodes: dict[str, int] = {}
     if tasks:
         multi_node = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
         for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, multi_node):
-            first_batch = first_batch or time.monotonic() - t0
             tiles, node = record.pop("tiles"), record.pop("node")
+            if not first_batch:
+                first_batch, first_tiles = time.monotonic() - t0, tiles
             writer.record([record])
             written += 1
             nodes[node] = nodes.get(node, 0) + tiles
@@ -239,4 +243,4 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     writer.publish()
     final = writer.url(os.path.basename(final))
     return EncodeResult(final, output, t.n_tiles, todo, written, len(finished),
-                        time.monotonic() - t0, km2, plan, first_batch, nodes)
+                        time.monotonic() - t0, km2, plan, first_batch, nodes, first_block_tiles=first_tiles)

@@ -187,3 +187,22 @@ def test_bench_process_monitor_attributes_cpu_and_memory(scene, tmp_path):
     assert cpu["device actors"] > 0.3 and cpu["driver"] > 0
     assert sum(cpu.values()) <= os.cpu_count() * elapsed + 1.0
     assert mon.driver > 0 and mon.tree > 0
+
+
+def test_a_node_whose_gpu_torch_cannot_see_is_an_error_naming_the_node():
+    """The check every device actor makes when it starts on a node that advertised a GPU."""
+    import ray
+    import torch
+
+    from rayvit.encode.model import ModelSpec
+    from rayvit.encode.stages.device import DeviceConfig, DeviceStage
+    from rayvit.errors import InputError
+    from rayvit.grid import Tiling
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible here")
+    cfg = DeviceConfig(ModelSpec("rayvit_patchmean_p4", 3, (16, 16), pretrained=False),
+                       Tiling.create(32, 32, (16, 16), (16, 16), (4, 4), None, False), (0.0,) * 3, (1.0,) * 3,
+                       device="cuda")
+    with pytest.raises(InputError, match=rf"Ray node {ray.util.get_node_ip_address()} advertises a GPU, "
+                                         "but torch there cannot see one"):
+        DeviceStage(cfg)

@@ -54,7 +54,7 @@ def test_killing_an_encoder_actor_mid_run_loses_nothing(clean, tmp_path):
     proc = _start(path, out)
     _wait_blocks(out, proc)
     actors = [p for p in psutil.Process(proc.pid).children(recursive=True)
-              if "Encoder" in " ".join(p.cmdline())]
+              if "DeviceStage" in " ".join(p.cmdline())]
     assert actors, "no encoder actor process found"
     actors[0].kill()
     stdout, stderr = proc.communicate(timeout=600)
@@ -83,7 +83,7 @@ def test_a_corrupt_file_in_a_mosaic_fails_by_name_or_is_skipped(tmp_path):
 
     import numpy as np
     from conftest import read
-        data = seeded_image((3, 90, 130), seed=4)
+    data = seeded_image((3, 90, 130), seed=4)
     parts = cut_into_four(tmp_path, data)
     args = ["--model", "rayvit_patchmean_p4", "--no-pretrained", "--size", "16", "--normalize", "none", "--quiet"]
     full = run_cli("encode", *parts, "-o", tmp_path / "full", *args)

@@ -21,7 +21,7 @@ def s3_env(s3, key=None):
 
 
 def test_encode_reads_a_mosaic_from_s3_like_from_disk(s3, tmp_path):
-        data = seeded_image((3, 90, 130), seed=4)
+    data = seeded_image((3, 90, 130), seed=4)
     local = cut_into_four(tmp_path, data)
     for path in local:
         s3["fs"].put(path, f"rasters/{os.path.basename(path)}")
