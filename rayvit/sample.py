@@ -27,11 +27,15 @@ def make_sample_raster(path: str, height: int, width: int, bands: int = 4, seed:
     with rasterio.open(path, "w", **profile) as dst:
         for r0 in range(0, height, strip):
             rows = min(strip, height - r0)
-            yy, xx = np.mgrid[r0:r0 + rows, 0:width].astype(np.float32)
+            yy = np.arange(r0, r0 + rows, dtype=np.float32)[:, None]
+            xx = np.arange(width, dtype=np.float32)[None, :]
             out = np.empty((bands, rows, width), dtype)
             for b in range(bands):
-                field = sum(np.sin(waves[b, k, 0] * yy + waves[b, k, 1] * xx + phases[b, k]) for k in range(3))
-                noise = rng.normal(0, 8, size=(rows, width))
+                # sin(ay + bx + p) = sin(ay) cos(bx + p) + cos(ay) sin(bx + p): outer products
+                field = sum(np.sin(waves[b, k, 0] * yy) * np.cos(waves[b, k, 1] * xx + phases[b, k])
+                            + np.cos(waves[b, k, 0] * yy) * np.sin(waves[b, k, 1] * xx + phases[b, k])
+                            for k in range(3))
+                noise = rng.normal(0, 8, size=(rows, width)).astype(np.float32)
                 out[b] = np.clip((128 + 35 * field + noise) * gain, 1, 255 * gain).astype(dtype)
             dst.write(out, window=rasterio.windows.Window(0, r0, width, rows))
     return path

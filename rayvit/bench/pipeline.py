@@ -8,8 +8,8 @@ sizes, after an untimed warm-up run (the driver's first run imports torch and ti
 starts Ray Data's own actors). The CPU time of every process is split by role (read tasks,
 device actors, write tasks, driver, Ray services), and the **difference** between the two
 sizes, divided by the difference in tiles, gives the marginal CPU-ms per tile of each
-stage: start-up (actor imports) cancels out. Both sizes have 2 x 2 blocks (400 tiles: 280 x
-280 feature px, 1024: 448 x 448), so both start the same number of actors. With the null model, the device actors' share
+stage: start-up (actor imports, a few CPU-seconds that vary by +-2 s between runs) cancels
+out. Both sizes have enough blocks (2 x 2 and 4 x 4) to start every actor. With the null model, the device actors' share
 is the device stage without the model: normalisation, tile cutting, merge, cast, copies.
 A last, untimed run per width samples memory: the driver's peak must not grow with D.
 """
@@ -26,7 +26,7 @@ from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 TARGET_MS = 2.0   # all stages together, D = 768, float16: lets 16 cores feed ~8,000 tiles/s
 
 
-def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(400, 1024), size: int = 224,
+def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(1024, 4096), size: int = 224,
                    bands: int = 4, work: str | None = None, address: str | None = None) -> list[dict]:
     from ..encode.pipeline import encode
     from ..runtime import cluster_resources, init_ray

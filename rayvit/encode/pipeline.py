@@ -26,7 +26,10 @@ from ..io.writer import FeatureWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
                    pool_shape, unwrap_worker_error)
 
-WRITE_CPUS = 0.25     # a write task compresses one block; several fit on a core's share
+# Write tasks reserve no CPU, at most one per CPU at once: with a reservation they waited
+# behind read-ahead for the CPU share the actors leave (the first block was written after
+# 60 s of a 137-s run, 4096 tiles on 2 CPUs) and the actors then idled at the end.
+WRITE_CPUS = 0
 READ_AHEAD_MIN = 512 * 2**20  # object-store bytes the encode dataset may hold, at least
 
 
@@ -143,7 +146,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
             # spread encoder actors over the nodes (the default packs them onto few)
             scheduling_strategy="SPREAD")
         ds = ds.map_batches(write_blocks, fn_kwargs={"writer": writer.block_writer(), "tiling": t},
-                            batch_size=1, num_cpus=WRITE_CPUS)
+                            batch_size=1, num_cpus=WRITE_CPUS, concurrency=max(1, int(cpus)))
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
             for k in range(len(batch["by"])):
