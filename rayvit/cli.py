@@ -109,17 +109,18 @@ def add_encode(sub) -> None:
     g = p.add_argument_group("output")
     g.add_argument("--dtype", choices=("float32", "float16"), default="float32")
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
-    g.add_argument("--blocks", action="store_true", help="always write COG blocks + features.vrt "
-                                                         "(default: above 2 GiB only)")
+    g.add_argument("--blocks", action="store_true", help="always write GeoTIFF blocks + features.vrt "
+                                                         "(default: above 64 MiB uncompressed only)")
     g.add_argument("--block-size", type=int,
                    help="output block size in feature pixels: the unit of work (one read, one device "
-                        "call, one written COG). Default: the multiple of the stride nearest 256, so "
+                        "call, one written file). Default: the multiple of the stride nearest 128, so "
                         "that without overlap no tile straddles two blocks")
     g.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     g.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
     g = p.add_argument_group("performance")
     g.add_argument("--actors", type=int,
-                   help="encoder actors (default: one per GPU; on CPU total CPUs / --threads)")
+                   help="device actors (default: one per GPU of the cluster; on CPU total CPUs / --threads; "
+                        "never more than there are blocks)")
     g.add_argument("--threads", type=int,
                    help="torch threads per CPU actor (default: largest node CPUs / 4, between 1 and 4)")
     g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")

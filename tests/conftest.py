@@ -12,7 +12,6 @@ os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_RECORD_ACTOR_TASK_LOGGING", "0")
 os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-os.environ.setdefault("RAY_num_workers_soft_limit", "8")  # as rayvit.runtime gives embedded Ray
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
