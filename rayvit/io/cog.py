@@ -45,12 +45,19 @@ def storage_dtype(dtype: str) -> str:
     return "float32" if dtype in ("float16", "float32") else dtype
 
 
-def block_profile(dtype: str, compress: str, nodata: float = np.nan) -> dict:
+def _tile(n: int) -> int:
+    """GeoTIFF tile side for ``n`` pixels: a multiple of 16, at most 256."""
+    return min(256, -(-n // 16) * 16)
+
+
+def block_profile(dtype: str, compress: str, nodata: float = np.nan, rows: int = 256, cols: int = 256) -> dict:
     """Creation options of an output block: a tiled GeoTIFF (header and IFD first) written
     directly. The COG driver writes a temporary copy first and took 0.79 s against 0.58 s
-    for the same block; blocks are ingredients of a VRT or of the single COG."""
+    for the same block; blocks are ingredients of a VRT or of the single COG. Tiles fit the
+    block: a 126-px block in 256-px tiles packed and compressed 4x its pixels (write tasks
+    8.5 instead of ~3 CPU-ms per tile at D = 768)."""
     return {"driver": "GTiff", "dtype": storage_dtype(dtype), "nodata": nodata, "tiled": True,
-            "blockxsize": 256, "blockysize": 256, "bigtiff": "if_safer",
+            "blockxsize": _tile(cols), "blockysize": _tile(rows), "bigtiff": "if_safer",
             **_compression(dtype, compress, "zstd_level")}
 
 
@@ -110,7 +117,7 @@ class BlockWriter:
             data = data.astype(np.float32) if data.dtype == np.float16 else data
             with rasterio.open(tmp, "w", width=block.cols, height=block.rows, count=self.count,
                                crs=self.crs, transform=transform,
-                               **block_profile(self.dtype, self.compress, self.nodata)) as dst:
+                               **block_profile(self.dtype, self.compress, self.nodata, block.rows, block.cols)) as dst:
                 dst.write(data)
                 dst.descriptions = tuple(self.descriptions)
                 if self.colormap:
