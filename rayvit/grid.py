@@ -128,8 +128,23 @@ class Axis:
         hit = np.nonzero((start < hi) & (stop > lo) & (stop > start))[0]
         return range(int(hit[0]), int(hit[-1]) + 1) if hit.size else range(0)
 
+    def block_tiles(self, block_size: int, center: bool) -> tuple[range, ...]:
+        """For each block along the axis, the tiles whose span intersects it (cached)."""
+        return _block_tiles(self, block_size, center)
+
+    def contributing(self, center: bool) -> int:
+        """Tiles whose span is not empty."""
+        start, stop = self.spans(center)
+        return int((stop > start).sum())
+
     def n_blocks(self, block_size: int) -> int:
         return math.ceil(self.feature_length / block_size)
+
+
+@lru_cache(maxsize=64)
+def _block_tiles(axis: Axis, block_size: int, center: bool) -> tuple[range, ...]:
+    return tuple(axis.tiles_touching(b * block_size, (b + 1) * block_size, center)
+                 for b in range(axis.n_blocks(block_size)))
 
 
 @lru_cache(maxsize=64)
@@ -267,8 +282,8 @@ class Tiling:
 
     def block_tiles(self, block: Block) -> tuple[range, range]:
         """Tile index ranges (rows, cols) whose contributions intersect ``block``."""
-        return (self.y.tiles_touching(block.row, block.row + block.rows, self.center),
-                self.x.tiles_touching(block.col, block.col + block.cols, self.center))
+        return (self.y.block_tiles(self.block_size, self.center)[block.by],
+                self.x.block_tiles(self.block_size, self.center)[block.bx])
 
     def expected_tiles(self, block: Block) -> int:
         ry, rx = self.block_tiles(block)
@@ -291,21 +306,13 @@ class Tiling:
     @property
     def contributing_tiles(self) -> int:
         """Tiles whose span is not empty: the tiles that are encoded at least once."""
-        def count(axis: Axis) -> int:
-            start, stop = axis.spans(self.center)
-            return int((stop > start).sum())
-        return count(self.y) * count(self.x)
+        return self.y.contributing(self.center) * self.x.contributing(self.center)
 
     def redundancy(self) -> float:
         """Extra encodings from tiles that straddle blocks: ``sum(block tiles) / tiles - 1``
         (0 when block edges fall on tile edges)."""
-        per_axis = []
-        for axis in (self.y, self.x):
-            n_blocks = axis.n_blocks(self.block_size)
-            encoded = sum(len(axis.tiles_touching(b * self.block_size, (b + 1) * self.block_size,
-                                                  self.center)) for b in range(n_blocks))
-            start, stop = axis.spans(self.center)
-            per_axis.append(encoded / max(1, int((stop > start).sum())))
+        per_axis = [sum(map(len, axis.block_tiles(self.block_size, self.center)))
+                    / max(1, axis.contributing(self.center)) for axis in (self.y, self.x)]
         return per_axis[0] * per_axis[1] - 1.0
 
     def tile_blocks(self, iy: int, ix: int) -> list[tuple[int, int]]:

@@ -7,14 +7,13 @@ register tokens and on non-square tiles.
 
 from __future__ import annotations
 
-import hashlib
-import os
 from pathlib import Path
 
 import timm
 import torch
 
 from ..errors import ModelError
+from ..io.storage import sha256_file
 from . import baselines  # noqa: F401  (registers the baseline encoders in timm)
 from .spec import ModelInfo, ModelSpec
 
@@ -106,13 +105,7 @@ def model_info(model: torch.nn.Module, spec: ModelSpec) -> ModelInfo:
         n_layers=n,
         mean=tuple(float(v) for v in cfg.get("mean", ())),
         std=tuple(float(v) for v in cfg.get("std", ())),
-        weights_sha256=file_sha256(spec.weights) if spec.weights else None,
+        weights_sha256=sha256_file(spec.weights) if spec.weights else None,
     )
 
 
-def file_sha256(path: str | os.PathLike) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()

@@ -11,14 +11,13 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import json
 import os
 import sys
 import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Iterator, Sequence
-
-import numpy as np
 
 from .. import __version__
 from ..errors import InputError
@@ -149,12 +148,8 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
                             batch_size=1, num_cpus=WRITE_CPUS, concurrency=max(1, int(cpus)))
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            for k in range(len(batch["by"])):
-                record = {"by": int(batch["by"][k]), "bx": int(batch["bx"][k]), "file": str(batch["file"][k]),
-                          "data": bool(batch["data"][k])}
-                if batch["sha256"][k]:
-                    record["sha256"] = str(batch["sha256"][k])
-                yield record | {"tiles": int(batch["tiles"][k]), "node": str(batch["node"][k])}
+            for record, tiles, node in zip(batch["record"], batch["tiles"], batch["node"]):
+                yield json.loads(record) | {"tiles": int(tiles), "node": str(node)}
     except Exception as exc:
         raise unwrap_worker_error(exc) from exc
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 from dataclasses import asdict, dataclass, replace
 from typing import Sequence
@@ -138,11 +137,6 @@ class EncodePlan:
     def out_bytes(self) -> int:
         h, w = self.tiling.feature_shape
         return h * w * self.info.num_features * (2 if self.options.dtype == "float16" else 4)
-
-    @property
-    def tile_feature_bytes(self) -> int:
-        """Bytes of one tile's features as the encoder returns them (float32)."""
-        return self.info.num_features * math.prod(self.tiling.tile_feature_shape) * 4
 
     @property
     def single_file(self) -> bool:
@@ -291,11 +285,11 @@ def normalisation(o: EncodeOptions, mosaic: Mosaic, info: ModelInfo) -> tuple[tu
     return tuple(map(float, mean)), tuple(map(float, std))
 
 
-def plan_encode(inputs: Sequence[str], options: EncodeOptions, gpus: float | None = None) -> EncodePlan:
+def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     """Validate options and inputs and derive the whole plan (reads metadata and samples only).
 
-    ``gpus``: the Ray cluster's GPUs, when known; otherwise this machine's (embedded Ray),
-    and the device is resolved again against the cluster once Ray is up (:meth:`on_device`).
+    The device is resolved against this machine's GPUs (what embedded Ray has); when joining
+    a cluster, :meth:`EncodePlan.on_device` resolves it again against the cluster's.
     """
     from .model import build_model, model_info  # torch and timm: only where a model is built
 
@@ -307,8 +301,8 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions, gpus: float | Non
     stride = _pair(o.stride if o.stride is not None else size)
     spec = ModelSpec(o.model, mosaic.count, size, o.pretrained, o.weights, o.layer, o.resize)
     joining = o.address or os.environ.get("RAY_ADDRESS")
-    device = choose_device(o.device, local_gpus() if gpus is None else gpus) if gpus is not None or not joining \
-        else ("cpu" if o.device == "cpu" else "cuda")
+    # joining: validated against the cluster's GPUs in on_device, not this machine's
+    device = choose_device(o.device, 1 if joining else local_gpus())
     info = model_info(build_model(spec), spec)
     footprint = info.footprint(spec)
     merge_method = o.merge or ("center" if stride != size else "first")

@@ -5,7 +5,6 @@ the analysis stages' apply tasks), never needs the driver.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import tempfile
 from dataclasses import dataclass
@@ -74,14 +73,6 @@ def block_file(block: Block) -> str:
     return f"{block.name}.tif"
 
 
-def sha256_file(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 @dataclass(frozen=True)
 class BlockWriter:
     """Writes blocks of one product into ``dest`` (a local block directory or an object-store
@@ -122,7 +113,7 @@ class BlockWriter:
                 dst.descriptions = tuple(self.descriptions)
                 if self.colormap:
                     dst.write_colormap(1, self.colormap)
-            record["sha256"] = sha256_file(tmp)
+            record["sha256"] = storage.sha256_file(tmp)
             if remote:
                 storage.filesystem(self.dest, storage.unfreeze(self.options)).put_file(tmp, final)
             else:

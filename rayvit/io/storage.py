@@ -89,6 +89,16 @@ def join(base: str, *parts: str) -> str:
     return "/".join([str(base).rstrip("/"), *parts])
 
 
+def sha256_file(path: str | os.PathLike) -> str:
+    """SHA-256 of a local file, read in chunks."""
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
 def fs_for(url: str, s3_endpoint: str | None = None) -> fsspec.AbstractFileSystem:
     """The filesystem for ``url`` with its storage options (S3 endpoint), listings not cached."""
     fs = filesystem(url, storage_options(url, s3_endpoint))

@@ -8,7 +8,7 @@ from safetensors.torch import save_file
 
 from rayvit.encode.stages.device import DeviceStage, encode_array
 from rayvit.encode.model import ModelSpec, build_model, model_info
-from rayvit.errors import InputError, ModelError
+from rayvit.errors import ModelError
 
 
 def run(spec, pixels, valid=None):

@@ -4,7 +4,8 @@ import numpy as np
 import rasterio
 
 from rayvit.grid import Block
-from rayvit.io.cog import BlockWriter, sha256_file
+from rayvit.io.cog import BlockWriter
+from rayvit.io.storage import sha256_file
 
 
 def writer(tmp_path, dtype="float32"):

@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import RES, UTM, X0, Y0, cut_into_four, seeded_image, write_raster
+from conftest import UTM, X0, Y0, cut_into_four, seeded_image, write_raster
 from rasterio.transform import from_origin
 
 from rayvit.errors import InputError, RasterOpenError

@@ -7,6 +7,8 @@ never receives a feature array.
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 
 from ...grid import Tiling
@@ -16,8 +18,4 @@ from ...io.cog import BlockWriter
 def write_blocks(batch: dict[str, np.ndarray], writer: BlockWriter, tiling: Tiling) -> dict[str, np.ndarray]:
     records = [writer.write(tiling.block(int(by), int(bx)), batch["features"][k], batch["valid"][k])
                for k, (by, bx) in enumerate(zip(batch["by"], batch["bx"]))]
-    return {"by": batch["by"], "bx": batch["bx"],
-            "file": np.array([r["file"] for r in records]),
-            "data": np.array([r["data"] for r in records]),
-            "sha256": np.array([r.get("sha256", "") for r in records]),
-            "tiles": batch["tiles"], "node": batch["node"]}
+    return {"record": np.array([json.dumps(r) for r in records]), "tiles": batch["tiles"], "node": batch["node"]}
