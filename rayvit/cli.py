@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 import textwrap
 from typing import Sequence
@@ -40,6 +41,10 @@ def _extent(text: str):
 
 
 def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
+    g = p.add_argument_group("output on the terminal")
+    g.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
+    g.add_argument("--verbose", action="store_true",
+                   help="also show Ray's and GDAL's own logs and Ray Data's progress bars")
     g = p.add_argument_group("Ray and storage")
     g.add_argument("--address", help="Ray cluster address, or auto for the `ray start` cluster on this "
                                      "machine (default: $RAY_ADDRESS, else start Ray embedded in this "
@@ -124,7 +129,6 @@ def add_encode(sub) -> None:
     g.add_argument("--threads", type=int,
                    help="torch threads per CPU actor (default: largest node CPUs / 4, between 1 and 4)")
     g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")
-    g.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)
     p.set_defaults(func=run_encode)
 
@@ -172,7 +176,6 @@ def _analysis_common(p: argparse.ArgumentParser, block_flag: str = "--block-size
     p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     p.add_argument("--dry-run", action="store_true", help="check the input, print the work and the outputs; "
                                                           "writes nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)
 
 
@@ -312,7 +315,6 @@ def add_run(sub) -> None:
                        epilog="examples: jobs/quickstart.yaml, jobs/s3-mosaic.yaml, jobs/unsupervised-map.yaml")
     p.add_argument("spec", help="job spec YAML file")
     p.add_argument("--dry-run", action="store_true", help="validate and print the steps; run nothing")
-    p.add_argument("--quiet", action="store_true", help="no progress lines")
     add_ray_options(p)
     p.set_defaults(func=run_job)
 
@@ -339,36 +341,24 @@ def run_methods(args) -> int:
     return 0
 
 
-def add_quickstart(sub) -> None:
-    p = sub.add_parser("quickstart", help="generate a sample raster and encode it on local Ray",
-                       description="Writes a GENERATED sample raster (synthetic 4-band landscape, 1120 x 1120 "
-                                   "px at 10 m, seeded) into the output directory and encodes it with the "
-                                   "default model on local embedded Ray. Uses random weights unless "
-                                   "--pretrained or --weights is given: no download needed.")
-    p.add_argument("-o", "--output", default="quickstart-out", help="output directory (default: quickstart-out)")
-    p.add_argument("--pretrained", action="store_true", help="fetch pretrained weights from the hub")
-    p.add_argument("--weights", help="local weights file for the default model")
-    add_ray_options(p, s3=False)
-    p.set_defaults(func=run_quickstart)
+def add_sample(sub) -> None:
+    p = sub.add_parser("sample", help="generate the synthetic sample landscape, its truth and vectors",
+                       description="Writes a GENERATED, seeded sample (not real imagery): sample.tif (4-band "
+                                   "uint16 landscape of water, forest, fields and built-up patches with "
+                                   "distinct spectra and textures), truth.tif (the class of every pixel), "
+                                   "refs.gpkg (reference points) and train.gpkg (labelled polygons). The "
+                                   "quickstart job (jobs/quickstart.yaml) starts with this step.")
+    p.add_argument("-o", "--output", default="quickstart-out/sample", help="output directory "
+                                                                          "(default: quickstart-out/sample)")
+    p.add_argument("--size", type=int, default=1120, help="side in pixels (default: 1120, 10 m pixels)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+    p.set_defaults(func=run_sample)
 
 
-def run_quickstart(args) -> int:
-    import os
+def run_sample(args) -> int:
+    from .sample import sample
 
-    from .encode.pipeline import EncodeOptions, encode
-    from .sample import make_sample_raster
-
-    os.makedirs(args.output, exist_ok=True)
-    sample = os.path.join(args.output, "sample.tif")
-    if not os.path.exists(sample):
-        make_sample_raster(sample, 1120, 1120, bands=4, seed=0)
-    print(f"quickstart: generated sample raster {sample} (synthetic, seeded; not real imagery)")
-    weights = "random weights" if not (args.pretrained or args.weights) else "pretrained weights"
-    print(f"quickstart: encoding it with the default model ({weights}) on local Ray ...")
-    result = encode(sample, os.path.join(args.output, "features"),
-                    EncodeOptions(pretrained=args.pretrained, weights=args.weights, address=args.address))
-    print(result.summary())
-    print(f"quickstart: open {result.output} in QGIS, or see {os.path.join(args.output, 'features', 'features.json')}")
+    print(sample(args.output, args.size, args.seed).summary())
     return 0
 
 
@@ -433,7 +423,7 @@ def parser() -> argparse.ArgumentParser:
     add_classify(sub)
     add_run(sub)
     add_methods(sub)
-    add_quickstart(sub)
+    add_sample(sub)
     add_bench(sub)
     return p
 
@@ -443,8 +433,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "s3_endpoint", None):     # every stage (and Ray workers started here) sees it
         import os
         os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+    from .console import native_stderr_filter, set_verbose
+
+    verbose = getattr(args, "verbose", False)
+    set_verbose(verbose)
+    quiet_native = not verbose and sys.stderr is sys.__stderr__   # not when a caller captures it
     try:
-        return args.func(args)
+        with native_stderr_filter() if quiet_native else contextlib.nullcontext():
+            return args.func(args)
     except RayvitError as exc:
         print(f"rayvit {args.command}: error: {exc}", file=sys.stderr)
         return 2

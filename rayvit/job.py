@@ -25,16 +25,19 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import os
 import re
 import sys
 import time
 import typing
 from typing import Any, Callable
 
+from . import report
 from .errors import InputError
+from .io.storage import is_local, local_path
 
 REF = re.compile(r"\$\{([A-Za-z0-9_-]+)\.(output|model|dir)\}")
-SPEC_KEYS = {"name", "address", "steps", "description"}
+SPEC_KEYS = {"name", "address", "steps", "description", "report"}
 
 
 def stages() -> dict[str, Callable]:
@@ -43,8 +46,9 @@ def stages() -> dict[str, Callable]:
     from .analysis.reduce import reduce
     from .analysis.similarity import similarity
     from .encode.pipeline import encode
-    return {"encode": encode, "reduce": reduce, "cluster": cluster, "similarity": similarity,
-            "classify": classify}
+    from .sample import sample
+    return {"sample": sample, "encode": encode, "reduce": reduce, "cluster": cluster,
+            "similarity": similarity, "classify": classify}
 
 
 def fields(stage: str) -> dict[str, tuple[Any, Any]]:
@@ -155,6 +159,7 @@ def run(path: str, dry_run: bool = False, address: str | None = None, progress: 
         print("dry run: nothing written.")
         return {}
     done: dict[str, dict] = {}
+    reported = []
     for n, step in enumerate(steps, 1):
         stage = next(k for k in step if k in stages())
         args = {k: _resolve(v, done) for k, v in (step[stage] or {}).items()}
@@ -166,5 +171,24 @@ def run(path: str, dry_run: bool = False, address: str | None = None, progress: 
         output = result.output
         done[step["id"]] = {"output": output, "dir": str(args["output"]),
                             "model": getattr(result, "model_path", None)}
-        print(f"job: step {step['id']} done in {time.monotonic() - t0:.1f} s -> {output}", flush=True)
+        print(f"job: step {step['id']} done in {time.monotonic() - t0:.1f} s: {result.summary()}", flush=True)
+        if stage != "sample" and is_local(output):
+            product = os.path.splitext(os.path.basename(output))[0]
+            reported.append((step["id"], stage, os.path.dirname(local_path(output)), product))
+    if reported:
+        where = report_path(spec, [d for _, _, d, _ in reported])
+        report.write_job(where, spec.get("name", os.path.basename(path)), reported)
+        print(f"job: report {where}", flush=True)
     return done
+
+
+def report_path(spec: dict, outdirs: list[str]) -> str:
+    """The job report: ``report`` of the spec, else ``report.html`` in the folder that holds
+    every step's output (``<name>-report.html`` when that folder is a step's own)."""
+    if spec.get("report"):
+        return spec["report"]
+    common = os.path.commonpath([os.path.abspath(d) for d in outdirs])
+    name = "report.html"
+    if any(os.path.abspath(d) == common for d in outdirs):
+        name = f"{spec.get('name', 'job')}-report.html"
+    return os.path.relpath(os.path.join(common, name))

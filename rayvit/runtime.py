@@ -9,28 +9,34 @@ import ray
 
 
 def init_ray(address: str | None = None) -> None:
-    """Start (or join) Ray once per process; quiet, with Ray Data's own progress bars off.
+    """Start (or join) Ray once per process; quiet, with Ray Data's own progress bars off
+    unless :func:`rayvit.console.set_verbose` was called.
 
     ``address`` (or ``RAY_ADDRESS``; ``auto``: the cluster `ray start` started on this
     machine) joins an existing cluster; otherwise Ray starts embedded in this process, using
     this machine's CPUs and GPUs, even if a `ray start` cluster runs here (``ray.init()``
     alone would silently join that one).
     """
+    from .console import verbose
+
     if not ray.is_initialized():
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         kwargs = {"include_dashboard": False} if address == "local" else {}
         if address == "local":
+            # a private, embedded cluster: no token to set up (Ray warns about it otherwise)
+            os.environ.setdefault("RAY_AUTH_MODE", "disabled")
             # Ray keeps about one idle worker per CPU and kills the rest after a second; the
             # device actors count, so on small machines every read and write task started a
             # new worker process (~1-2 CPU-s of imports each): 4096 tiles took 132 s, 91 s
             # with this. Clusters: set it on `ray start` (README, "Clusters").
             os.environ.setdefault("RAY_num_workers_soft_limit", str(max(8, 4 * (os.cpu_count() or 1))))
-        ray.init(address=address, logging_level=logging.WARNING, log_to_driver=True, **kwargs)
+        ray.init(address=address, logging_level=logging.INFO if verbose() else logging.WARNING,
+                 log_to_driver=True, **kwargs)
     ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False
-    ctx.print_on_execution_start = False
-    # rayvit prints its own progress; Ray Data's notices about it are noise here
-    logging.getLogger("ray.data").setLevel(logging.ERROR)
+    ctx.enable_progress_bars = verbose()
+    ctx.print_on_execution_start = verbose()
+    # rayvit prints its own progress; Ray Data's notices about it are noise unless --verbose
+    logging.getLogger("ray.data").setLevel(logging.INFO if verbose() else logging.ERROR)
 
 
 def cluster_resources() -> tuple[float, float, float]:

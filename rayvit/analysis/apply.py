@@ -21,7 +21,8 @@ import joblib
 import numpy as np
 import ray
 
-from .. import __version__
+from .. import __version__, report
+from ..console import Progress, progress_enabled, progress_on
 from ..errors import InputError
 from ..grid import Block
 from ..io.mosaic import Mosaic, open_mosaic
@@ -48,31 +49,35 @@ def _windows_task(fn: Callable, mosaic: Mosaic, windows: list, args: tuple) -> t
     return ray.get_runtime_context().get_node_id(), [fn(mosaic, w, i, *args) for i, w in windows]
 
 
-def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_result=None) -> list:
+def run_windows(fn: Callable, mosaic: Mosaic, windows: Sequence, *args, on_result=None,
+                label: str | None = None) -> list:
     """``[fn(mosaic, window, index, *args) for each window]``, computed in Ray tasks.
 
     With ``on_result(index, value)`` results are handed over as they come (in any order)
-    and not kept; at most two tasks per CPU are in flight.
+    and not kept; at most two tasks per CPU are in flight. With ``label``, a progress bar
+    (unless progress is off: :func:`rayvit.console.progress_on`).
     """
     mref, aref = ray.put(mosaic), ray.put(args)
     indexed = list(enumerate(windows))
     groups = [indexed[i:i + WINDOWS_PER_TASK] for i in range(0, len(indexed), WINDOWS_PER_TASK)]
     limit = max(2, 2 * int(ray.cluster_resources().get("CPU", 1)))
     pending, out = {}, [None] * len(windows)
-    for group in groups + [None]:
-        while pending and (group is None or len(pending) >= limit):
-            done, _ = ray.wait(list(pending), num_returns=1)
-            for ref in done:
-                ids = pending.pop(ref)
-                node, values = ray.get(ref)
-                NODES_SEEN[node] = NODES_SEEN.get(node, 0) + len(ids)
-                for i, value in zip(ids, values):
-                    if on_result:
-                        on_result(i, value)
-                    else:
-                        out[i] = value
-        if group is not None:
-            pending[_windows_task.remote(fn, mref, group, aref)] = [i for i, _ in group]
+    with Progress(len(windows), label or "", "window", enabled=bool(label) and progress_on()) as bar:
+        for group in groups + [None]:
+            while pending and (group is None or len(pending) >= limit):
+                done, _ = ray.wait(list(pending), num_returns=1)
+                for ref in done:
+                    ids = pending.pop(ref)
+                    node, values = ray.get(ref)
+                    NODES_SEEN[node] = NODES_SEEN.get(node, 0) + len(ids)
+                    for i, value in zip(ids, values):
+                        if on_result:
+                            on_result(i, value)
+                        else:
+                            out[i] = value
+                    bar.update(len(ids))
+            if group is not None:
+                pending[_windows_task.remote(fn, mref, group, aref)] = [i for i, _ in group]
     return out
 
 
@@ -106,7 +111,7 @@ class Pixels:
 
 def statistics(mosaic: Mosaic) -> Pixels:
     windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, STATS_WINDOW)
-    parts = run_windows(_moments, mosaic, windows)
+    parts = run_windows(_moments, mosaic, windows, label="statistics")
     counts = np.array([p[0][0] for p in parts], dtype=np.int64)
     if counts.sum() == 0:
         raise InputError(f"raster {mosaic.sources[0].url!r} has no valid pixel (everything is nodata).")
@@ -115,11 +120,8 @@ def statistics(mosaic: Mosaic) -> Pixels:
 
 def sample(mosaic: Mosaic, pixels: Pixels, n: int, seed: int) -> np.ndarray:
     """A seeded uniform sample of ``n`` valid pixels across the whole raster (all if fewer)."""
-    if n > pixels.n:
-        print(f"warning: --sample {n} is more than the {pixels.n} valid pixels; using all of them.",
-              file=sys.stderr)
-    quotas = sampling.allocate(pixels.counts, n, seed)
-    parts = run_windows(_sample, mosaic, pixels.windows, quotas, seed)
+    quotas = sampling.allocate(pixels.counts, n, seed)      # all pixels when there are fewer
+    parts = run_windows(_sample, mosaic, pixels.windows, quotas, seed, label="sample")
     return np.concatenate([p for p in parts if len(p)], axis=0)
 
 
@@ -146,11 +148,20 @@ class AnalysisResult:
     elapsed_s: float
     n_pixels: int
     extra: dict = field(default_factory=dict)
+    timings: dict = field(default_factory=dict)   # wall phases, seconds (see run())
 
     def summary(self) -> str:
         nodes = len(self.extra.get("windows_per_node", {}))
-        return (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s on {nodes} Ray node(s) -> "
+        line = (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s on {nodes} Ray node(s) -> "
                 f"{self.output} (model {self.model_path})")
+        if self.timings:
+            line += "\ntime: " + ", ".join(f"{label} {self.timings[key]:.1f} s" for key, label in PHASES
+                                          if key in self.timings)
+        return line
+
+
+PHASES = (("ray_start_s", "Ray start"), ("statistics_s", "statistics"), ("fit_s", "fit"),
+          ("writing_s", "writing"), ("commit_s", "commit"))
 
 
 def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> Mosaic:
@@ -204,20 +215,19 @@ def _apply_product(mosaic, window, index, model, product: Product, writer: Block
     return record, counts, int(valid.sum())
 
 
-def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product, block_size: int,
-                 progress: bool) -> tuple[list[Block], np.ndarray | None, int]:
+def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product,
+                 block_size: int) -> tuple[list[Block], np.ndarray | None, int]:
     """Apply ``product.method`` of a fitted model to every block in Ray tasks that write the
     blocks themselves; the driver appends their records to the manifest. Returns the blocks
     with data, for integer products the count of each value over all valid pixels (cluster
     sizes), and the number of valid pixels."""
     written: list[Block] = []
-    start = time.monotonic()
     windows = sampling.grid_windows(mosaic.grid.height, mosaic.grid.width, block_size)
     tally = np.zeros(0, dtype=np.int64)
-    n_valid = done = 0
+    n_valid = 0
 
     def collect(i, result):
-        nonlocal tally, n_valid, done
+        nonlocal tally, n_valid
         record, counts, n = result
         writer.record([record])
         n_valid += n
@@ -227,13 +237,9 @@ def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product,
         if record["data"]:
             r, c, rows, cols = windows[i]
             written.append(Block(record["by"], record["bx"], r, c, rows, cols))
-        done += 1
-        if progress:
-            print(f"{product.name}: {done}/{len(windows)} blocks, "
-                  f"{time.monotonic() - start:.1f} s", file=sys.stderr, flush=True)
 
     run_windows(_apply_product, mosaic, windows, model, product, writer.block_writer(), block_size,
-                on_result=collect)
+                on_result=collect, label=f"write {product.name}")
     is_int = np.issubdtype(np.dtype(product.dtype), np.integer)
     return sorted(written, key=lambda b: (b.by, b.bx)), (tally if is_int else None), n_valid
 
@@ -251,8 +257,6 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
     the metrics (``tally``: value counts of the first integer product). Everything but the
     products' sidecars is written before the products are committed, sidecars last.
     """
-    from ..report import quicklook
-
     t0 = time.monotonic()
     if block_size < 1:
         raise InputError(f"--block-size must be >= 1 pixel, got {block_size}.")
@@ -272,52 +276,75 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
                 f"(float32: {g.width * g.height * 4} bytes per band uncompressed)")
         return AnalysisResult(None, str(output), model_path, {}, time.monotonic() - t0, 0,
                               extra={"plan": plan})
-    init_ray(address)
-    NODES_SEEN.clear()
-    pixels = statistics(mosaic) if statistics_pass else None
-    model = bundle["model"] if bundle else fit(mosaic, pixels)
-    run_id = fingerprint(config)
-    planned = products(model)
-    writers = [FeatureWriter(output, mosaic.grid, p.count, p.descriptions, p.dtype, product=p.name,
-                             nodata=p.nodata, colormap=p.colormap) for p in planned]
-    state = writers[0].check(run_id, overwrite)
-    writers[0].start(run_id, config, overwrite=state == "overwrite")
-    writers[0].check_reachable()
-    written, tally, n_valid = [], None, 0
-    for writer, product in zip(writers, planned):
-        writer.start(run_id, config, overwrite=False)
-        blocks, counts, n = write_blocks(mosaic, model, writer, product, block_size, progress)
-        written.append(blocks)
-        if tally is None:
-            tally, n_valid = counts, n
-    stats = metrics(model, mosaic, pixels, tally)
-    model_file = writers[0].path("model.joblib")
-    if not bundle:
-        joblib.dump({"rayvit_model": 1, "stage": stage, "model": model, "n_bands": mosaic.count,
-                     "bands": list(mosaic.bands), "config": config, "rayvit_version": __version__},
-                    model_file + ".tmp")
-        os.replace(model_file + ".tmp", model_file)
-    save_json(writers[0].path("metrics.json"), stats)
-    if extra_files:
-        extra_files(model, mosaic, writers[0].outdir)
-    finals = []
-    for writer, product, blocks in zip(writers, planned, written):
-        sidecar = {"rayvit_version": __version__, "run_id": run_id, **config, "metrics": stats}
-        if product.categories:
-            sidecar["categories"] = product.categories
-        size = mosaic.grid.width * mosaic.grid.height * product.count * np.dtype(product.dtype).itemsize
-        finals.append(writer.commit(blocks, single_file=size <= SINGLE_FILE_MAX, sidecar=sidecar))
-        if product.categories:
-            write_category_names(finals[-1], product.categories)
-    first = planned[0]
-    quicklook(finals[0], writers[0].path("quicklook.png"), categorical=first.colormap is not None,
-              colormap=first.colormap)
-    writers[0].publish(sidecars=[f"{p.name}.json" for p in planned])
-    finals = [writers[0].url(os.path.relpath(f, writers[0].outdir)) for f in finals]
-    model_file = writers[0].url("model.joblib") if not bundle else model_path
-    return AnalysisResult(finals[0], str(output), model_file, stats, time.monotonic() - t0,
-                          pixels.n if pixels else n_valid,
-                          extra={"outputs": finals, "windows_per_node": dict(NODES_SEEN)})
+    from ..report.quicklook import quicklook
+
+    with progress_enabled(progress):
+        timings: dict[str, float] = {}
+
+        def phase(name: str, since: float) -> float:
+            now = time.monotonic()
+            timings[name] = timings.get(name, 0.0) + now - since
+            return now
+
+        t1 = time.monotonic()
+        init_ray(address)
+        t1 = phase("ray_start_s", t1)
+        NODES_SEEN.clear()
+        pixels = statistics(mosaic) if statistics_pass else None
+        t1 = phase("statistics_s", t1)
+        model = bundle["model"] if bundle else fit(mosaic, pixels)
+        t1 = phase("fit_s", t1)
+        run_id = fingerprint(config)
+        planned = products(model)
+        writers = [FeatureWriter(output, mosaic.grid, p.count, p.descriptions, p.dtype, product=p.name,
+                                 nodata=p.nodata, colormap=p.colormap) for p in planned]
+        state = writers[0].check(run_id, overwrite)
+        writers[0].start(run_id, config, overwrite=state == "overwrite")
+        writers[0].check_reachable()
+        written, tally, n_valid = [], None, 0
+        for writer, product in zip(writers, planned):
+            writer.start(run_id, config, overwrite=False)
+            blocks, counts, n = write_blocks(mosaic, model, writer, product, block_size)
+            written.append(blocks)
+            if tally is None:
+                tally, n_valid = counts, n
+        t1 = phase("writing_s", t1)
+        stats = metrics(model, mosaic, pixels, tally)
+        t1 = phase("fit_s", t1)       # metrics are part of the fit's evaluation (e.g. silhouette)
+        model_file = writers[0].path("model.joblib")
+        if not bundle:
+            joblib.dump({"rayvit_model": 1, "stage": stage, "model": model, "n_bands": mosaic.count,
+                         "bands": list(mosaic.bands), "config": config, "rayvit_version": __version__},
+                        model_file + ".tmp")
+            os.replace(model_file + ".tmp", model_file)
+        save_json(writers[0].path("metrics.json"), stats)
+        if extra_files:
+            extra_files(model, mosaic, writers[0].outdir)
+        finals = []
+        for writer, product, blocks in zip(writers, planned, written):
+            def sidecar(product=product):   # written last: the commit so far is timed
+                now = time.monotonic()
+                out = {"rayvit_version": __version__, "run_id": run_id, **config, "metrics": stats,
+                       "timings": dict(timings, commit_s=now - t1, total_s=now - t0),
+                       "n_valid_pixels": pixels.n if pixels else n_valid}
+                return dict(out, categories=product.categories) if product.categories else out
+
+            size = mosaic.grid.width * mosaic.grid.height * product.count * np.dtype(product.dtype).itemsize
+            finals.append(writer.commit(blocks, single_file=size <= SINGLE_FILE_MAX, sidecar=sidecar))
+            if product.categories:
+                write_category_names(finals[-1], product.categories)
+        first = planned[0]
+        quicklook(finals[0], writers[0].path("quicklook.png"), categorical=first.colormap is not None,
+                  colormap=first.colormap)
+        phase("commit_s", t1)
+        timings["total_s"] = time.monotonic() - t0
+        report.write(writers[0].outdir, first.name)
+        writers[0].publish(sidecars=[f"{p.name}.json" for p in planned])
+        finals = [writers[0].url(os.path.relpath(f, writers[0].outdir)) for f in finals]
+        model_file = writers[0].url("model.joblib") if not bundle else model_path
+        return AnalysisResult(finals[0], str(output), model_file, stats, time.monotonic() - t0,
+                              pixels.n if pixels else n_valid,
+                              extra={"outputs": finals, "windows_per_node": dict(NODES_SEEN)}, timings=timings)
 
 
 def write_category_names(path: str, names: list) -> None:

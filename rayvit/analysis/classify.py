@@ -9,7 +9,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import InputError
-from ..report import palette
+from ..report.quicklook import palette
 from . import estimators
 from .apply import AnalysisResult, Product, run
 from .cluster import label_dtype
@@ -34,13 +34,18 @@ class Supervised:
 
 
 def classification_metrics(y: np.ndarray, pred: np.ndarray, classes: list) -> dict:
+    """Scores of predictions ``pred`` of true codes ``y``. Balanced accuracy and Cohen's kappa
+    need two true classes: with fewer (a spatial fold may hold one) they are None, not a
+    warning and a NaN."""
     from sklearn import metrics as m
     labels = list(range(len(classes)))
-    return {"n": int(len(y)), "accuracy": float(m.accuracy_score(y, pred)),
-            "balanced_accuracy": float(m.balanced_accuracy_score(y, pred)),
+    several = len(np.unique(y)) > 1
+    return {"n": int(len(y)), "classes_present": int(len(np.unique(y))),
+            "accuracy": float(m.accuracy_score(y, pred)),
+            "balanced_accuracy": float(m.balanced_accuracy_score(y, pred)) if several else None,
             "f1_macro": float(m.f1_score(y, pred, average="macro", labels=labels, zero_division=0)),
             "f1_weighted": float(m.f1_score(y, pred, average="weighted", labels=labels, zero_division=0)),
-            "cohen_kappa": float(m.cohen_kappa_score(y, pred, labels=labels)),
+            "cohen_kappa": float(m.cohen_kappa_score(y, pred, labels=labels)) if several else None,
             "confusion_matrix": {"classes": [str(c) for c in classes], "rows_true_columns_predicted":
                                  m.confusion_matrix(y, pred, labels=labels).tolist()}}
 
@@ -193,8 +198,8 @@ def classify(input: str, vectors: str, output: str, label: str | None = None,
                 pooled[held] = pred
                 per_fold.append({"fold": k + 1, **score(y[held], pred)})
             report["cv"] = {"mode": cv, "folds": per_fold, "pooled": score(y, pooled),
-                            "mean": {key: float(np.mean([f[key] for f in per_fold if f[key] is not None]))
-                                     for key in per_fold[0] if isinstance(per_fold[0][key], float)}}
+                            "mean": {key: float(np.mean(values)) for key in per_fold[0]
+                                     if (values := [f[key] for f in per_fold if isinstance(f[key], float)])}}
             if cv == "spatial":
                 report["cv"]["block_size"] = cv_block_size or 32 * mosaic.grid.res[0]
         final = Supervised(_clone(est).fit(s.values, y), classes)

@@ -7,8 +7,9 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
+from ..console import Progress, progress_on
 from ..errors import InputError
-from ..report import palette
+from ..report.quicklook import palette
 from . import estimators, sampling
 from .apply import AnalysisResult, Pixels, Product, run, run_windows, sample
 from .kmeans import DistributedKMeans, partial_sums
@@ -57,11 +58,14 @@ def fit_clusterer(estimator, mosaic, pixels: Pixels, standardize: bool, sample_s
     if isinstance(estimator, DistributedKMeans):
         def step(centers):
             parts = run_windows(_step, mosaic, pixels.windows, scaler, centers)
+            bar.update(1)
             return (sum(p[0] for p in parts), sum(p[1] for p in parts), float(sum(p[2] for p in parts)))
 
         # scikit-learn's tolerance: tol x the mean band variance of the data being clustered
         variance = float(np.mean(pixels.band_variance / scaler.scale_ ** 2))
-        km = estimator.fit_steps(drawn, step, variance)
+        # at most max_iter steps and a last one for the inertia; convergence may stop it early
+        with Progress(estimator.max_iter + 1, "kmeans", "pass", enabled=progress_on()) as bar:
+            km = estimator.fit_steps(drawn, step, variance)
         return Clusterer(scaler, km.predict, km.cluster_centers_.shape[0], km,
                          "exact Lloyd iterations over all valid pixels")
     function, how = estimators.fitted_function(estimator, drawn, "predict")

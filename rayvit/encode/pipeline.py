@@ -21,6 +21,8 @@ from typing import Iterator, Sequence
 
 from .. import __version__
 from ..errors import InputError
+from .. import report
+from ..console import Progress
 from ..io.writer import FeatureWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
                    pool_shape, unwrap_worker_error)
@@ -30,6 +32,7 @@ from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_devi
 # 60 s of a 137-s run, 4096 tiles on 2 CPUs) and the actors then idled at the end.
 WRITE_CPUS = 0
 READ_AHEAD_MIN = 512 * 2**20  # object-store bytes the encode dataset may hold, at least
+STAGE_SECONDS = ("read_s", "device_s", "write_s", "model_load_s")  # measured per block in the stages
 
 
 @contextlib.contextmanager
@@ -80,6 +83,7 @@ class EncodeResult:
     tiles_per_node: dict = field(default_factory=dict)  # Ray node id -> tiles its actors encoded
     estimate: str = ""  # dry run: encoder time from a measured warm-up
     first_block_tiles: int = 0
+    timings: dict = field(default_factory=dict)  # see encode(): wall phases and stage sums, seconds
 
     @property
     def tiles_per_s(self) -> float:
@@ -94,25 +98,21 @@ class EncodeResult:
         extra = self.plan.tiling.redundancy()
         shared = f" (incl. {100 * extra:.0f} % re-encoded: tiles that straddle blocks)" if extra > 0 else ""
         return (f"encoded {self.tiles_encoded}/{self.tiles} tiles{shared}, {self.km2:.2f} km2 in "
-                f"{self.elapsed_s:.1f} s ({self.tiles_per_s:.1f} tiles/s){nodes}{resumed} -> {self.output}")
+                f"{self.elapsed_s:.1f} s ({self.tiles_per_s:.1f} tiles/s){nodes}{resumed} -> {self.output}"
+                + (f"\ntime: {timing_line(self.timings)}" if self.timings else ""))
 
 
-class _Progress:
-    def __init__(self, total: int, enabled: bool, label: str = "encode"):
-        self.total, self.enabled, self.label = total, enabled, label
-        self.start = self.last = time.monotonic()
-        self.done = 0
+PHASES = (("planning_s", "planning"), ("ray_start_s", "Ray start"), ("actor_start_s", "actor start"),
+          ("encoding_s", "encoding"), ("writing_s", "writing"), ("commit_s", "commit"))
 
-    def update(self, n: int, blocks: int) -> None:
-        self.done += n
-        now = time.monotonic()
-        if self.enabled and (now - self.last > 2 or self.done == self.total):
-            self.last = now
-            rate = self.done / max(now - self.start, 1e-9)
-            eta = (self.total - self.done) / rate if rate > 0 else float("inf")
-            print(f"{self.label}: {self.done}/{self.total} tiles ({100 * self.done / max(self.total, 1):.0f}%), "
-                  f"{rate:.1f} tiles/s, {blocks} blocks written, eta {eta:.0f} s",
-                  file=sys.stderr, flush=True)
+
+def timing_line(timings: dict) -> str:
+    """``planning 0.4 s, Ray start 2.9 s, ...`` (writing: write-task seconds, which overlap
+    encoding)."""
+    parts = [f"{label} {timings[key]:.1f} s" for key, label in PHASES if key in timings]
+    return ", ".join(parts) + " (writing runs in parallel with encoding)"
+
+
 
 
 def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: float, gpus: float,
@@ -145,11 +145,12 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
             # spread encoder actors over the nodes (the default packs them onto few)
             scheduling_strategy="SPREAD")
         ds = ds.map_batches(write_blocks, fn_kwargs={"writer": writer.block_writer(), "tiling": t},
-                            batch_size=1, num_cpus=WRITE_CPUS, concurrency=max(1, int(cpus)))
+                            batch_size=1, num_cpus=WRITE_CPUS, concurrency=max(1, min(int(cpus), len(tasks))))
     try:
         for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            for record, tiles, node in zip(batch["record"], batch["tiles"], batch["node"]):
-                yield json.loads(record) | {"tiles": int(tiles), "node": str(node)}
+            for k, record in enumerate(batch["record"]):
+                yield json.loads(record) | {"tiles": int(batch["tiles"][k]), "node": str(batch["node"][k]),
+                                            **{key: float(batch[key][k]) for key in STAGE_SECONDS}}
     except Exception as exc:
         raise unwrap_worker_error(exc) from exc
 
@@ -168,9 +169,12 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     t0 = time.monotonic()
     o = options or EncodeOptions(**kwargs)
     inputs = [inputs] if isinstance(inputs, str) else list(inputs)
+    timings: dict[str, float] = {}
     plan = plan_encode(inputs, o)     # embedded Ray: this machine's GPUs decide the device
     if o.address or os.environ.get("RAY_ADDRESS"):
+        t1 = time.monotonic()
         init_ray(o.address)           # a cluster: its GPUs decide, not the driver's
+        timings["ray_start_s"] = time.monotonic() - t1
         plan = plan.on_device(choose_device(o.device, cluster_resources()[1]))
     km2 = plan.mosaic.grid.area_km2()
     t = plan.tiling
@@ -192,23 +196,39 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     writer.start(fingerprint, plan.config(), overwrite=state == "overwrite")
     finished = writer.finished_blocks() if state == "resume" else {}
     tasks = plan.block_tasks(frozenset(finished))
+    timings["planning_s"] = time.monotonic() - t0 - timings.get("ray_start_s", 0.0)
+    t1 = time.monotonic()
     init_ray(o.address)
     writer.check_reachable()
     cpus, gpus, node_cpus = cluster_resources()
+    timings["ray_start_s"] = timings.get("ray_start_s", 0.0) + time.monotonic() - t1
     todo = sum(task.n_tiles for task in tasks)
-    progress = _Progress(todo, o.progress)
     first_batch, first_tiles, written = 0.0, 0, 0
     nodes: dict[str, int] = {}
+    sums = dict.fromkeys(STAGE_SECONDS, 0.0)
+    t1 = time.monotonic()
     if tasks:
         multi_node = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
-        for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, multi_node):
-            tiles, node = record.pop("tiles"), record.pop("node")
-            if not first_batch:
-                first_batch, first_tiles = time.monotonic() - t0, tiles
-            writer.record([record])
-            written += 1
-            nodes[node] = nodes.get(node, 0) + tiles
-            progress.update(tiles, written)
+        with Progress(todo, "encode", "tile", o.progress) as progress:
+            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, multi_node):
+                tiles, node = record.pop("tiles"), record.pop("node")
+                seconds = {key: record.pop(key) for key in STAGE_SECONDS}
+                if not first_batch:
+                    first_batch, first_tiles = time.monotonic() - t0, tiles
+                    # until the first block is through: Ray Data, worker and actor start-up
+                    timings["actor_start_s"] = max(0.0, time.monotonic() - t1 - seconds["read_s"]
+                                                   - seconds["device_s"] - seconds["write_s"])
+                for key in STAGE_SECONDS:
+                    sums[key] = max(sums[key], seconds[key]) if key == "model_load_s" else sums[key] + seconds[key]
+                writer.record([record])
+                written += 1
+                nodes[node] = nodes.get(node, 0) + tiles
+                progress.update(tiles, f"{written}/{len(tasks)} blocks")
+    timings["encoding_s"] = time.monotonic() - t1 - timings.get("actor_start_s", 0.0)
+    timings["writing_s"] = sums["write_s"]
+    timings["stage_sums_s"] = {"read": sums["read_s"], "device": sums["device_s"], "write": sums["write_s"],
+                               "model_load_max": sums["model_load_s"]}
+    t1 = time.monotonic()
     done = writer.finished_blocks()
     missing = [task.block.name for task in plan.block_tasks() if (task.block.by, task.block.bx) not in done]
     if missing:
@@ -235,10 +255,19 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
         "dtype": o.dtype, "nodata": "nan", "precision": plan.precision,
         "input_grid": {"transform": list(plan.mosaic.grid.transform),
                        "width": plan.mosaic.grid.width, "height": plan.mosaic.grid.height},
-        "tiles": t.n_tiles,
+        "tiles": t.n_tiles, "tiles_encoded": todo, "blocks": len(plan.block_tasks()),
+        "block_size": t.block_size, "device": plan.device, "batch_size": plan.batch_size,
+        "nodes": len(nodes),
     }
-    final = writer.commit(with_data, plan.single_file, sidecar)
+
+    def finish() -> dict:       # the sidecar, written after the product is assembled
+        timings["commit_s"] = time.monotonic() - t1
+        timings["total_s"] = time.monotonic() - t0
+        return dict(sidecar, timings=timings, tiles_per_s=todo / timings["total_s"])
+
+    final = writer.commit(with_data, plan.single_file, finish)
+    report.write(writer.outdir, "features")
     writer.publish()
-    final = writer.url(os.path.basename(final))
-    return EncodeResult(final, output, t.n_tiles, todo, written, len(finished),
-                        time.monotonic() - t0, km2, plan, first_batch, nodes, first_block_tiles=first_tiles)
+    return EncodeResult(writer.url(os.path.basename(final)), output, t.n_tiles, todo, written, len(finished),
+                        timings["total_s"], km2, plan, first_batch, nodes, first_block_tiles=first_tiles,
+                        timings=timings)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-import sys
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Sequence
@@ -20,12 +20,13 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import Resampling
-from rasterio.errors import RasterioError
+from rasterio.enums import ColorInterp, Resampling
+from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
 
+from ..console import warn
 from ..errors import InputError, RasterOpenError
 from . import storage
 
@@ -166,8 +167,19 @@ def describe(url: str, options: dict | None = None) -> Source:
         if ds.transform.b or ds.transform.d:
             raise InputError(f"input raster {url!r} is rotated; warp it north-up first "
                              "(gdalwarp) before encoding.")
+        if ds.nodata is not None and ColorInterp.alpha in ds.colorinterp:
+            warn(f"input raster {url!r} has both a nodata value ({ds.nodata:g}) and an alpha band; "
+                 "rayvit takes validity from the nodata value and reads the alpha band as data. "
+                 "Unset one of them (e.g. `gdal_edit.py -unsetnodata`), or leave the alpha band "
+                 "out with --bands.")
         return Source(url, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height,
                       ds.count, ds.dtypes[0], ds.nodata)
+
+
+def _crs_name(wkt: str) -> str:
+    crs = CRS.from_wkt(wkt)
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.name
 
 
 @lru_cache(maxsize=4096)
@@ -293,7 +305,9 @@ class Mosaic:
                 if r1 <= r0 or c1 <= c0:
                     return None, None, (0, 0)
                 window = Window(c0, r0, c1 - c0, r1 - r0)
-                arr = ds.read(self.bands, window=window, masked=True)
+                with warnings.catch_warnings():   # told once, in plain words, by describe()
+                    warnings.simplefilter("ignore", NodataShadowWarning)
+                    arr = ds.read(self.bands, window=window, masked=True)
                 offset = (r0 - srow0, c0 - scol0)
             else:
                 key = (src.url, self.grid)
@@ -307,7 +321,9 @@ class Mosaic:
                 r1, c1 = min(row + rows, self.grid.height), min(col + cols, self.grid.width)
                 if r1 <= r0 or c1 <= c0:
                     return None, None, (0, 0)
-                arr = vrt.read(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", NodataShadowWarning)
+                    arr = vrt.read(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
                 offset = (r0 - row, c0 - col)
         except RasterioError as exc:
             raise RasterOpenError(f"reading input raster {src.url!r} failed "
@@ -344,7 +360,7 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: 
             if not skip_bad_inputs:
                 raise RasterOpenError(f"{exc} (or pass --skip-bad-inputs to leave it out)") from None
             skipped.append({"input": u, "error": str(exc)})
-            print(f"warning: skipping bad input: {exc}", file=sys.stderr)
+            warn(f"skipping bad input: {exc}")
     if not described:
         raise RasterOpenError(f"none of the {len(urls)} input rasters could be opened; first: "
                               f"{skipped[0]['error']}")
@@ -359,6 +375,14 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: 
             f"--bands {','.join(map(str, bands))}: band {bad[0]} is out of range; {worst.url!r} has "
             f"{worst.count} bands (valid: 1..{worst.count}, 1-based).")
     grid = target_grid(sources, crs, res, extent, extent_crs)
+    warped = [s for s in sources if not _aligned(s, grid)]
+    if warped:
+        first = warped[0]
+        warn(f"{len(warped)} of {len(sources)} input rasters are not on the target grid "
+             f"({_crs_name(grid.crs)}, {grid.res[0]:g} x {grid.res[1]:g}), e.g. {first.url!r} "
+             f"({_crs_name(first.crs)}, {first.affine.a:g} x {-first.affine.e:g}): they are warped "
+             "onto it with nearest-neighbour resampling. Choose the grid with --crs/--res, or "
+             "reproject them first (gdalwarp) to control the resampling.")
     dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
     return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
                   storage.freeze(options) if options else (), tuple(skipped))

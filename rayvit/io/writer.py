@@ -23,7 +23,7 @@ import os
 import shutil
 from dataclasses import dataclass
 from html import escape
-from typing import Iterable, Sequence
+from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import rasterio
@@ -262,8 +262,10 @@ class FeatureWriter:
         # the driver compresses the product once: with every core of this node
         rasterio.shutil.copy(staging, dest, driver="COG", num_threads="ALL_CPUS", **profile)
 
-    def commit(self, blocks_with_data: Sequence[Block], single_file: bool, sidecar: dict) -> str:
-        """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last."""
+    def commit(self, blocks_with_data: Sequence[Block], single_file: bool,
+               sidecar: dict | Callable[[], dict]) -> str:
+        """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last
+        (``sidecar()`` is called then, when it is a callable: it may time the assembly)."""
         vrt = self.path(f"{self.product}.vrt")
         if single_file:
             final = self.path(f"{self.product}.tif")
@@ -283,7 +285,7 @@ class FeatureWriter:
         else:
             _atomic_write_text(vrt, self.vrt_xml(blocks_with_data, self.outdir))
             final = vrt
-        sidecar = dict(sidecar, output=os.path.basename(final))
+        sidecar = dict(sidecar() if callable(sidecar) else sidecar, output=os.path.basename(final))
         _atomic_write_text(self.path(f"{self.product}.json"), json.dumps(sidecar, indent=1))
         return final
 

@@ -21,6 +21,7 @@ they change torch's matmul blocking, hence the last bits of ViT features.)
 from __future__ import annotations
 
 import contextlib
+import time
 import warnings
 from dataclasses import dataclass
 from typing import Sequence
@@ -169,21 +170,27 @@ class DeviceStage:
                 "setup, or run with --device cpu.")
         if config.threads:
             torch.set_num_threads(config.threads)
+        t0 = time.perf_counter()
         self.cfg = config
         self.model = build_model(config.spec).to(config.device)
         self.info = model_info(self.model, config.spec)
+        self.model_load_s = time.perf_counter() - t0
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         t = self.cfg.tiling
-        feats, valid, encoded = [], [], []
+        feats, valid, encoded, seconds = [], [], [], []
         for k in range(len(batch["by"])):
+            t0 = time.perf_counter()
             task = t.block_task(t.block(int(batch["by"][k]), int(batch["bx"][k])))
             f, v, n = encode_block(self.model, self.info, self.cfg, task, batch["pixels"][k], batch["valid"][k])
             feats.append(f)
             valid.append(v)
             encoded.append(task.n_tiles)
+            seconds.append(time.perf_counter() - t0)
         return {"by": batch["by"], "bx": batch["bx"], "features": np.stack(feats), "valid": np.stack(valid),
-                "tiles": np.array(encoded, np.int32), "node": np.full(len(feats), self.node)}
+                "tiles": np.array(encoded, np.int32), "node": np.full(len(feats), self.node),
+                "read_s": batch["read_s"], "device_s": np.array(seconds),
+                "model_load_s": np.full(len(feats), self.model_load_s)}
 
 
 def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixels: np.ndarray,

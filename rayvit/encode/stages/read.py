@@ -9,6 +9,8 @@ conversion, short-lived workers) cost ~4 CPU-ms per tile when tiles travelled on
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
@@ -28,10 +30,11 @@ def read_window(mosaic: Mosaic, tiling: Tiling, window: tuple[int, int, int, int
 
 
 def read_block(mosaic: Mosaic, tiling: Tiling, task: BlockTask):
+    t0 = time.perf_counter()
     pixels, valid = read_window(mosaic, tiling, task.window)
     yield BlockAccessor.batch_to_block({
         "by": np.array([task.block.by], np.int32), "bx": np.array([task.block.bx], np.int32),
-        "pixels": pixels[None], "valid": valid[None]})
+        "pixels": pixels[None], "valid": valid[None], "read_s": np.array([time.perf_counter() - t0])})
 
 
 class BlockDatasource(Datasource):

@@ -1,0 +1,177 @@
+"""Quicklook images and colour palettes (the palette also becomes the GDAL colour table).
+
+A quicklook is read at most :data:`MAX_SIDE` px on its long side and, when smaller, enlarged
+with nearest neighbour to at least :data:`MIN_SIDE` px, so that a 80 x 80 feature grid is
+viewable and its pixels stay sharp.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+import os
+
+import numpy as np
+import rasterio
+from PIL import Image
+from rasterio.enums import ColorInterp, Resampling
+
+MAX_SIDE = 1024
+MIN_SIDE = 512
+
+
+def palette(n: int) -> dict[int, tuple[int, int, int, int]]:
+    """``n`` distinct colours: hues spaced by the golden ratio, alternating lightness."""
+    colours = {}
+    for i in range(n):
+        h = (i * 0.618033988749895) % 1.0
+        light, sat = (0.45, 0.75) if i % 2 == 0 else (0.6, 0.6)
+        r, g, b = colorsys.hls_to_rgb(h, light, sat)
+        colours[i] = (int(r * 255), int(g * 255), int(b * 255), 255)
+    return colours
+
+
+def small_shape(height: int, width: int) -> tuple[int, int]:
+    """The shape a raster is read at for a quicklook: at most MAX_SIDE on the long side."""
+    scale = max(height, width) / MAX_SIDE
+    if scale <= 1:
+        return height, width
+    return max(1, int(height / scale)), max(1, int(width / scale))
+
+
+def enlarge(rgba: np.ndarray) -> np.ndarray:
+    """Repeat pixels (nearest neighbour) until the long side is at least MIN_SIDE."""
+    factor = math.ceil(MIN_SIDE / max(rgba.shape[:2]))
+    return rgba if factor <= 1 else rgba.repeat(factor, axis=0).repeat(factor, axis=1)
+
+
+def read_small(path: str) -> np.ma.MaskedArray:
+    """All bands of a raster, decimated (nearest) to at most MAX_SIDE px, masked."""
+    with rasterio.open(path) as ds:
+        return ds.read(out_shape=(ds.count, *small_shape(ds.height, ds.width)), masked=True,
+                       resampling=Resampling.nearest)
+
+
+def stretch(bands: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """``(3, h, w)`` values -> ``(h, w, 4)`` uint8 RGBA, each band stretched 2-98 %."""
+    rgba = np.zeros(bands.shape[1:] + (4,), np.uint8)
+    for i in range(3):
+        band = np.asarray(bands[min(i, len(bands) - 1)], dtype=np.float64)
+        values = band[~mask]
+        values = values[np.isfinite(values)]
+        lo, hi = np.percentile(values, (2, 98)) if values.size else (0, 1)
+        rgba[..., i] = np.clip(np.nan_to_num((band - lo) / max(hi - lo, 1e-12) * 255), 0, 255)
+    rgba[..., 3] = np.where(mask, 0, 255)
+    return rgba
+
+
+def labels_rgba(labels: np.ndarray, mask: np.ndarray, colormap: dict) -> np.ndarray:
+    lut = np.zeros((max(int(labels.max()) + 1 if labels.size else 1, max(colormap, default=0) + 1), 4), np.uint8)
+    for k, colour in colormap.items():
+        lut[k] = colour
+    rgba = lut[np.clip(labels, 0, len(lut) - 1)]
+    rgba[mask] = 0
+    return rgba
+
+
+def principal_rgb(data: np.ma.MaskedArray, mask: np.ndarray, max_pixels: int = 20000) -> np.ndarray:
+    """The first three principal components of the valid pixels (a seeded subset fits them),
+    as ``(3, h, w)``: a colour view of a many-band feature raster."""
+    x = np.ma.getdata(data).reshape(data.shape[0], -1).T.astype(np.float64)
+    valid = ~mask.ravel() & np.isfinite(x).all(axis=1)
+    out = np.zeros((3, x.shape[0]))
+    if valid.sum() >= 2:
+        fit = x[valid]
+        if len(fit) > max_pixels:
+            fit = fit[np.random.default_rng(0).choice(len(fit), max_pixels, replace=False)]
+        mean = fit.mean(axis=0)
+        _, _, vt = np.linalg.svd(fit - mean, full_matrices=False)
+        k = min(3, vt.shape[0])
+        out[:k, valid] = ((x[valid] - mean) @ vt[:k].T).T
+    return out.reshape(3, *data.shape[1:])
+
+
+def quicklook(path: str, png: str, categorical: bool = False, colormap: dict | None = None,
+              components: bool = False) -> None:
+    """A PNG of a raster: labels through ``colormap`` (categorical), the first three
+    principal components (``components``: feature rasters), or its first three bands
+    (2-98 % stretch)."""
+    data = read_small(path)
+    mask = np.ma.getmaskarray(data).any(axis=0)
+    if categorical:
+        rgba = labels_rgba(np.ma.getdata(data[0]).astype(np.int64), mask, colormap or {})
+    else:
+        rgba = stretch(principal_rgb(data, mask) if components else np.ma.getdata(data), mask)
+    Image.fromarray(enlarge(rgba), "RGBA").save(png)
+
+
+def sidecar_of(raster: str) -> dict | None:
+    """The rayvit sidecar of a product raster (``features.tif`` -> ``features.json``)."""
+    from ..io import storage
+
+    path = os.path.splitext(raster)[0] + ".json"
+    try:
+        if storage.is_local(path):
+            with open(storage.local_path(path)) as fh:
+                return json.load(fh)
+        with storage.fs_for(path).open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def imagery_of(sidecar: dict, depth: int = 6) -> dict | None:
+    """The encode sidecar at the root of a chain of products (``input`` -> ... -> ``inputs``),
+    which names the imagery; None when the chain is broken (e.g. a raster rayvit did not
+    write)."""
+    while depth and sidecar:
+        if "inputs" in sidecar:
+            return sidecar
+        sidecar = sidecar_of(sidecar["input"]) if "input" in sidecar else None
+        depth -= 1
+    return None
+
+
+def rgb_bands(url: str, bands: list[int]) -> list[int]:
+    """Bands to show as red, green, blue: by colour interpretation when the file has it,
+    else the first three encoded bands."""
+    from ..io.mosaic import open_raster
+
+    with open_raster(url) as ds:
+        interp = list(ds.colorinterp)
+    picked = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue) if c in interp]
+    return picked if len(picked) == 3 else (list(bands) * 3)[:3]
+
+
+def imagery_view(encode_sidecar: dict, jpeg: str) -> bool:
+    """A true-colour view of the imagery an encode read, over its feature grid's extent, as
+    ``jpeg`` (photographic content: a tenth of a PNG's size); False when it cannot be read
+    here (e.g. the inputs are gone)."""
+    from rasterio.crs import CRS
+    from rasterio.vrt import WarpedVRT
+
+    from ..io.mosaic import open_raster
+
+    s = encode_sidecar
+    t = rasterio.Affine(*s["transform"][:6])
+    h, w = small_shape(s["height"] * 8, s["width"] * 8)      # finer than the feature grid
+    view = rasterio.Affine(t.a * s["width"] / w, 0, t.c, 0, t.e * s["height"] / h, t.f)
+    try:
+        bands = rgb_bands(s["inputs"][0], s["bands"])
+        out = np.zeros((3, h, w))
+        filled = np.zeros((h, w), bool)
+        for url in s["inputs"]:
+            with open_raster(url) as ds, WarpedVRT(ds, crs=CRS.from_user_input(s["crs"]), transform=view,
+                                                   width=w, height=h, resampling=Resampling.nearest,
+                                                   add_alpha=ds.nodata is None) as vrt:
+                part = vrt.read(bands, masked=True)
+            ok = ~np.ma.getmaskarray(part).any(axis=0) & ~filled
+            out[:, ok] = np.ma.getdata(part)[:, ok]
+            filled |= ok
+    except (OSError, rasterio.errors.RasterioError, ValueError, KeyError):
+        return False
+    rgba = enlarge(stretch(out, ~filled))
+    rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)   # no data: white
+    Image.fromarray(rgb, "RGB").save(jpeg, quality=85)
+    return True
