@@ -139,14 +139,6 @@ def test_bad_inputs_fail_clearly_and_write_nothing(raster, tmp_path):
     assert not failures, "\n".join(failures)
 
 
-def test_quickstart_command_encodes_the_generated_sample(tmp_path):
-    r = run_cli("quickstart", "-o", tmp_path / "q", timeout=900)
-    assert r.returncode == 0, r.stderr
-    assert "generated sample raster" in r.stdout and "synthetic" in r.stdout
-    data, profile, _, _ = read(tmp_path / "q" / "features" / "features.tif")
-    assert data.shape[0] == 384 and np.isfinite(data).any()
-
-
 def test_python_api_names_survive_subpackage_imports():
     """``rayvit.encode`` stays the function after ``rayvit.encode.*`` modules are imported
     (a subpackage import would otherwise rebind the name), and importing the package

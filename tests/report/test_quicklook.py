@@ -1,0 +1,37 @@
+"""Quicklooks: viewable size by nearest neighbour, colours from the colour table, components."""
+
+import numpy as np
+from conftest import write_raster
+from PIL import Image
+
+from rayvit.report.quicklook import MIN_SIDE, enlarge, principal_rgb, quicklook
+
+
+def test_enlarge_repeats_pixels_to_the_minimum_side():
+    small = np.arange(80 * 60 * 4, dtype=np.uint8).reshape(80, 60, 4)
+    big = enlarge(small)
+    factor = -(-MIN_SIDE // 80)
+    assert big.shape == (80 * factor, 60 * factor, 4)
+    assert np.array_equal(big[::factor, ::factor], small) and np.array_equal(big[factor - 1::factor, ::factor], small)
+    assert enlarge(np.zeros((600, 10, 4), np.uint8)).shape == (600, 10, 4)
+
+
+def test_categorical_quicklook_uses_the_colormap_and_leaves_nodata_clear(tmp_path):
+    labels = np.array([[0, 1], [1, 255]], np.uint8)
+    path = write_raster(tmp_path / "l.tif", labels, nodata=255)
+    colours = {0: (10, 20, 30, 255), 1: (200, 100, 0, 255)}
+    quicklook(path, str(tmp_path / "q.png"), categorical=True, colormap=colours)
+    img = np.asarray(Image.open(tmp_path / "q.png"))
+    f = img.shape[0] // 2
+    assert img.shape[0] >= MIN_SIDE
+    assert tuple(img[0, 0]) == colours[0] and tuple(img[0, f]) == colours[1] and img[f, f, 3] == 0
+
+
+def test_principal_components_separate_two_groups_on_the_first_component():
+    rng = np.random.default_rng(0)
+    data = rng.normal(0, 0.1, size=(16, 10, 10))
+    data[:, :, 5:] += np.linspace(1, 2, 16)[:, None, None]       # right half differs along one axis
+    rgb = principal_rgb(np.ma.masked_array(data), np.zeros((10, 10), bool))
+    left, right = rgb[0, :, :5], rgb[0, :, 5:]
+    assert max(left.max(), right.max()) > 0 and (np.sign(left.mean()) != np.sign(right.mean()))
+    assert min(abs(left.mean()), abs(right.mean())) > 5 * max(left.std(), right.std())
