@@ -125,7 +125,7 @@ def sample(output: str, size: int = 1120, seed: int = 0, res: float = 10.0, addr
     for r, c in rng.integers(half, size - half, size=(20000, 2)):
         k = int(truth[r, c])
         far = all(max(abs(r - r2), abs(c - c2)) > apart for kk in found for r2, c2 in found[kk])
-        if len(found[k]) < PER_CLASS and far and (truth[r - half:r + half, c - half:c + half] == k).all():
+        if len(found[k]) < PER_CLASS and far and (truth[r - half:r + half + 1, c - half:c + half + 1] == k).all():
             found[k].append((r, c))
 
     def xy(r, c):
