@@ -30,6 +30,8 @@ def set_verbose(on: bool) -> None:
     """Show (or hide) Ray's and GDAL's logs; call before Ray starts."""
     global _verbose
     _verbose = bool(on)
+    if on:
+        os.environ["CPL_DEBUG"] = "ON"        # GDAL's debug messages, through rasterio's logger
     level = logging.DEBUG if on else logging.WARNING
     for name in ("rasterio", "rasterio._env", "rasterio._base", "rasterio._io"):
         logging.getLogger(name).setLevel(level if on else logging.ERROR)

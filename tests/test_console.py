@@ -64,3 +64,15 @@ def test_native_stderr_filter_drops_rays_actor_notice_and_keeps_the_rest(capfd):
     err = capfd.readouterr().err
     assert "constructor arguments" not in err
     assert err.count("first\n") == 1 and "from a child\n" in err and "last\n" in err and "python stderr\n" in err
+
+
+def test_verbose_shows_gdals_own_log(tmp_path):
+    from conftest import seeded_image, write_raster
+    path = write_raster(tmp_path / "a.tif", seeded_image((1, 8, 8)))
+    code = ("import sys; from rayvit.console import set_verbose; set_verbose(sys.argv[2] == 'on'); "
+            "import rasterio; rasterio.open(sys.argv[1]).read()")
+    loud = subprocess.run([sys.executable, "-c", code, path, "on"], capture_output=True, text=True)
+    quiet = subprocess.run([sys.executable, "-c", code, path, "off"], capture_output=True, text=True)
+    assert loud.returncode == quiet.returncode == 0
+    assert "GDAL" in loud.stderr or "GTiff" in loud.stderr, loud.stderr
+    assert quiet.stderr == ""

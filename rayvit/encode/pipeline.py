@@ -255,15 +255,17 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
         "dtype": o.dtype, "nodata": "nan", "precision": plan.precision,
         "input_grid": {"transform": list(plan.mosaic.grid.transform),
                        "width": plan.mosaic.grid.width, "height": plan.mosaic.grid.height},
-        "tiles": t.n_tiles, "tiles_encoded": todo, "blocks": len(plan.block_tasks()),
-        "block_size": t.block_size, "device": plan.device, "batch_size": plan.batch_size,
-        "nodes": len(nodes),
+        "tiles": t.n_tiles, "blocks": len(plan.block_tasks()), "block_size": t.block_size,
+        "device": plan.device, "batch_size": plan.batch_size,
     }
 
     def finish() -> dict:       # the sidecar, written after the product is assembled
         timings["commit_s"] = time.monotonic() - t1
         timings["total_s"] = time.monotonic() - t0
-        return dict(sidecar, timings=timings, tiles_per_s=todo / timings["total_s"])
+        # what this run did (a resumed run encodes fewer tiles): the rest of the sidecar is
+        # identical for every run that writes this product
+        return dict(sidecar, timings=dict(timings, tiles_encoded=todo, tiles_per_s=todo / timings["total_s"],
+                                          nodes=len(nodes)))
 
     final = writer.commit(with_data, plan.single_file, finish)
     report.write(writer.outdir, "features")

@@ -192,8 +192,8 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
         metrics.get("bands") or [])
     timings = sidecar.get("timings", {})
     if stage == "encode":
-        rate = sidecar.get("tiles_per_s")
-        work = (f"{sidecar.get('tiles_encoded', sidecar['tiles'])} tiles encoded"
+        rate = timings.get("tiles_per_s")
+        work = (f"{timings.get('tiles_encoded', sidecar['tiles'])} tiles encoded"
                 + (f": {rate:.1f} tiles/s over the whole command" if rate else ""))
     else:
         n = sidecar.get("n_valid_pixels", 0)
