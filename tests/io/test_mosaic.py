@@ -96,3 +96,25 @@ def test_crs_and_res_override_the_target_grid(tmp_path):
     assert 14.9 < x0 < 15.1 and 36.0 < y0 < 36.2  # UTM 33N (500 km E, 4000 km N) is near 15 E, 36 N
     d, v = geo.read(0, 0, geo.grid.height, geo.grid.width)
     assert v.mean() > 0.9  # warped, not empty
+
+
+def test_warnings_the_user_can_act_on_are_printed_once_in_plain_words(tmp_path, capsys):
+    import warnings
+
+    # the user's own RGBA raster (GDAL's default for 4 bands of uint8) with a nodata value
+    rgba = write_raster(tmp_path / "rgba.tif", seeded_image((4, 32, 32), high=250), nodata=0)
+    # and a second file 20 m in another UTM zone: warped onto the first one's grid
+    other = write_raster(tmp_path / "other.tif", seeded_image((4, 16, 16)), crs="EPSG:32632",
+                         transform=from_origin(850000.0, Y0, 20.0, 20.0))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")            # rasterio's own NodataShadowWarning stays quiet
+        for _ in range(2):
+            mosaic = open_mosaic([rgba, other])
+            mosaic.read(0, 0, 32, 32)
+    err = capsys.readouterr().err.splitlines()
+    shadow = [line for line in err if "nodata value (0) and an alpha band" in line]
+    warped = [line for line in err if "not on the target grid" in line]
+    assert len(shadow) == 1 and rgba in shadow[0] and "gdal_edit.py -unsetnodata" in shadow[0]
+    assert len(warped) == 1 and "1 of 2 input rasters" in warped[0] and other in warped[0]
+    assert "EPSG:32632, 20 x 20" in warped[0] and "nearest-neighbour" in warped[0]
+    assert len(err) == 2
