@@ -47,8 +47,8 @@ def stages() -> dict[str, Callable]:
     from .analysis.similarity import similarity
     from .encode.pipeline import encode
     from .sample import sample
-    return {"sample": sample, "encode": encode, "reduce": reduce, "cluster": cluster,
-            "similarity": similarity, "classify": classify}
+    return {"encode": encode, "reduce": reduce, "cluster": cluster, "similarity": similarity,
+            "classify": classify, "sample": sample}
 
 
 def fields(stage: str) -> dict[str, tuple[Any, Any]]:
