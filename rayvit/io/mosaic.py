@@ -9,6 +9,7 @@ overlap, the first file listed wins (as ``gdal_merge``). Files already on the ta
 
 from __future__ import annotations
 
+import atexit
 import math
 import os
 import warnings
@@ -114,6 +115,23 @@ _OPEN: dict[str, rasterio.DatasetReader] = {}
 _WARPED: dict[tuple, WarpedVRT] = {}
 
 
+def close_cached(url: str | None = None) -> None:
+    """Close this process's cached handles (those of ``url``, or all).
+
+    rasterio allows one fsspec opener per URL at a time: opening a remote URL again while a
+    cached handle holds it breaks that handle's close. Left to interpreter shutdown, GDAL
+    closes a remote dataset after its Python file object is gone, prints an I/O error and can
+    crash the process.
+    """
+    for key in [k for k in _WARPED if url is None or k[0] == url]:
+        _WARPED.pop(key).close()
+    for key in [k for k in _OPEN if url is None or k == url]:
+        _OPEN.pop(key).close()
+
+
+atexit.register(close_cached)
+
+
 def open_raster(url: str, options: dict | None = None):
     """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file."""
     try:
@@ -122,6 +140,7 @@ def open_raster(url: str, options: dict | None = None):
             if not os.path.exists(path):
                 raise RasterOpenError(f"input raster {url!r} does not exist; check the path.")
             return rasterio.open(path)
+        close_cached(url)
         fs = storage.filesystem(url, options)
         return rasterio.open(url, opener=fs)
     except RasterOpenError:

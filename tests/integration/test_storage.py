@@ -34,6 +34,28 @@ def test_encode_reads_a_mosaic_from_s3_like_from_disk(s3, tmp_path):
                                   read(tmp_path / "s3" / "features.tif")[0])
 
 
+def test_a_remote_raster_opened_again_while_cached_closes_cleanly(s3, tmp_path):
+    """A driver that reads a mosaic (statistics) and then opens the same URL again (the
+    report's imagery view) exits with no I/O error and no crash."""
+    import subprocess
+    import sys
+
+    s3["fs"].put(write_raster(tmp_path / "one.tif", seeded_image((3, 32, 32))), "rasters/again.tif")
+    code = ("from rayvit.io.mosaic import open_mosaic, open_raster\n"
+            "m = open_mosaic(['s3://rasters/again.tif'])\n"
+            "print(int(m.read(0, 0, 8, 8)[0].sum()))\n"
+            "for _ in range(2):\n"
+            "    with open_raster('s3://rasters/again.tif') as ds:\n"
+            "        again = int(ds.read(window=((0, 8), (0, 8))).sum())\n"
+            "print(again)\n"
+            "print(int(m.read(0, 0, 8, 8)[0].sum()))\n")
+    r = subprocess.run([sys.executable, "-c", code], env=s3_env(s3), capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stderr == ""
+    first, again, third = r.stdout.split()
+    assert first == again == third
+
+
 def test_s3_errors_name_the_url(s3, tmp_path):
     path = write_raster(tmp_path / "one.tif", seeded_image((3, 32, 32)))
     s3["fs"].put(path, "rasters/one.tif")
@@ -71,7 +93,7 @@ def test_encode_reduce_cluster_classify_with_inputs_and_outputs_in_the_bucket(s3
         assert s3["secret"] not in r.stdout + r.stderr
     listing = {p.split("/", 2)[1]: sorted(q.rsplit("/", 1)[1] for q in s3["fs"].find(p))
                for p in ("results/feat", "results/red", "results/clu", "results/cls")}
-    assert listing["feat"] == ["features.json", "features.tif", "run.json"]
+    assert listing["feat"] == ["features.json", "features.tif", "report.html", "run.json"]
     assert {"clusters.tif", "clusters.json", "model.joblib", "metrics.json", "quicklook.png"} <= set(listing["clu"])
     assert {"prediction.tif", "prediction.json", "samples.gpkg"} <= set(listing["cls"])
     assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").iterdir())
