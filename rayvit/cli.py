@@ -19,6 +19,19 @@ def _ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def _bands(text: str):
+    """``--bands``: a sensor name (``sentinel-2``), or comma-separated indices and/or names."""
+    text = text.replace(" ", "")
+    if not text or "," not in text and not text.isdigit() and text.lower() in _sensors():
+        return text.lower()
+    return tuple(int(v) if v.isdigit() else v for v in text.split(","))
+
+
+def _sensors():
+    from .encode.presets import SENSORS
+    return SENSORS
+
+
 def _floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.replace(" ", "").split(","))
@@ -76,18 +89,30 @@ def add_encode(sub) -> None:
                                              "several form one mosaic (first listed wins on overlaps)")
     p.add_argument("-o", "--output", required=True, help="output directory")
     g = p.add_argument_group("model")
-    g.add_argument("--model", default=DEFAULT_MODEL, help="any timm model name, or hf-hub:ORG/NAME "
+    g.add_argument("--model", default=DEFAULT_MODEL, help="a remote-sensing preset (`rayvit models` lists "
+                   "them), any timm model name, or hf-hub:ORG/NAME "
                    f"(default: {DEFAULT_MODEL}); rayvit_patchmean_pN is a deterministic patch-mean baseline")
     g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
                    help="load pretrained weights from the hub (default: yes; --no-pretrained: random)")
     g.add_argument("--weights", help="local weights file (.safetensors, or .pth loaded without "
-                                     "executing pickled code); implies pretrained")
+                                     "executing pickled code); implies pretrained. For a preset, its "
+                                     "published checkpoint layout is converted")
+    g.add_argument("--wavelengths", type=_floats,
+                   help="centre wavelength of each selected band, micrometres (wavelength-conditioned "
+                        "presets such as dofa-vit-b16; default: from the band names)")
+    g.add_argument("--band-fill", choices=("zero", "mean"),
+                   help="let a preset run without some of its bands: feed them as 0 reflectance (zero) "
+                        "or as the band's mean (mean); the sidecar lists them. Default: missing bands are an error")
     g.add_argument("--layer", type=int, default=-1, help="feature layer/block index (default: -1 = last)")
     g.add_argument("--device", default="auto", help="auto (GPU when visible), cpu, cuda, cuda:N")
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="inference precision (default: bf16 on GPU, fp32 on CPU)")
     g = p.add_argument_group("inputs")
-    g.add_argument("--bands", type=_ints, help="1-based band indices, any order (default: all)")
+    g.add_argument("--bands", type=_bands,
+                   help="bands to read, in order: 1-based indices and/or names (the raster's band "
+                        "descriptions, e.g. B02,B03,B04,B08), or a sensor (sentinel-2, sentinel-2-l2a, "
+                        "landsat-oli, landsat-oli-sr, naip, rgb) naming all of them. Default: all, or "
+                        "a preset's bands found by name")
     g.add_argument("--extent", type=_extent, help="minx,miny,maxx,maxy to encode (default: all inputs)")
     g.add_argument("--extent-crs", help="CRS of --extent (default: the target CRS)")
     g.add_argument("--crs", help="target CRS (default: the first input's); others are warped onto it")
@@ -95,13 +120,15 @@ def add_encode(sub) -> None:
                    help="leave out input files that cannot be opened (missing, unreachable, corrupt) instead "
                         "of failing; they are listed in features.json and their area stays nodata")
     g.add_argument("--res", type=float, help="target pixel size in CRS units (default: the first input's)")
-    g.add_argument("--normalize", choices=NORMALIZE_MODES, default="stats",
-                   help="stats: per-band mean/std from a seeded sample of windows (default); "
-                        "model: the model's mean/std after dividing by --scale; none")
+    g.add_argument("--normalize", choices=NORMALIZE_MODES,
+                   help="preset: the preset's input scaling and mean/std (default for presets that "
+                        "have them); stats: per-band mean/std from a seeded sample of windows (default "
+                        "otherwise); model: the model's mean/std after dividing by --scale; none")
     g.add_argument("--mean", type=_floats, help="per-band means (overrides --normalize; with --std)")
     g.add_argument("--std", type=_floats, help="per-band standard deviations (with --mean)")
-    g.add_argument("--scale", type=float, help="with --normalize model: pixel value of 1.0 "
-                                               "(default: dtype max for integers, 1 for floats)")
+    g.add_argument("--scale", type=float, help="with --normalize model or preset: pixel value of 1.0 "
+                                               "(default: the preset's, e.g. 10000 for Sentinel-2; "
+                                               "dtype max for integers, 1 for floats)")
     g = p.add_argument_group("tiling")
     g.add_argument("--size", type=_size, default=224, help="tile size in input pixels, N or ROWS,COLS "
                                                            "(default: 224)")
@@ -341,6 +368,47 @@ def run_methods(args) -> int:
     return 0
 
 
+def add_models(sub) -> None:
+    p = sub.add_parser("models", help="list the remote-sensing encoder presets (sensor, bands, patch, width, weights)",
+                       description="List the encoder presets --model accepts besides any timm name: the "
+                                   "sensor and bands each was trained on, its patch size and feature width, "
+                                   "input scaling and where its weights come from.")
+    p.add_argument("name", nargs="?", help="show one preset in full")
+    p.add_argument("--json", action="store_true", help="print the registry as JSON")
+    p.set_defaults(func=run_models)
+
+
+def run_models(args) -> int:
+    import json
+    from dataclasses import asdict
+
+    from .encode import presets
+    from .errors import InputError
+
+    chosen = list(presets.PRESETS.values())
+    if args.name:
+        if args.name not in presets.PRESETS:
+            raise InputError(f"unknown preset {args.name!r}; close: "
+                             f"{', '.join(presets.close_names(args.name)) or 'none'} (`rayvit models` lists all).")
+        chosen = [presets.PRESETS[args.name]]
+    if args.json:
+        print(json.dumps([{k: v for k, v in asdict(p).items() if k != "options"} for p in chosen], indent=2))
+        return 0
+    rows = [("preset", "sensor", "bands", "patch", "width", "architecture", "extra")]
+    for p in chosen:
+        bands = (f"{p.in_chans}: " + ",".join(b.name for b in p.bands)) if p.bands else "any (wavelengths)"
+        rows.append((p.name, p.sensor, bands, str(p.patch), str(p.width), p.architecture, p.extra or "-"))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if args.name:
+        p = chosen[0]
+        print(f"\nweights:  {p.source}\n          {p.url or 'timm / Hugging Face hub'}")
+        scale = "none" if p.mean is None else f"(DN / {list(p.scale)} - {list(p.mean)}) / {list(p.std)}"
+        print(f"inputs:   {scale}\nnotes:    {p.notes}")
+    return 0
+
+
 def add_sample(sub) -> None:
     p = sub.add_parser("sample", help="generate the synthetic sample landscape, its truth and vectors",
                        description="Writes a GENERATED, seeded sample (not real imagery): sample.tif (4-band "
@@ -423,6 +491,7 @@ def parser() -> argparse.ArgumentParser:
     add_classify(sub)
     add_run(sub)
     add_methods(sub)
+    add_models(sub)
     add_sample(sub)
     add_bench(sub)
     return p

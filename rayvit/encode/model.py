@@ -15,6 +15,8 @@ import torch
 from ..errors import ModelError
 from ..io.storage import sha256_file
 from . import baselines  # noqa: F401  (registers the baseline encoders in timm)
+from . import presets, weights
+from .backbones import BandFill, DOFADense, SwinStages
 from .spec import ModelInfo, ModelSpec
 
 
@@ -35,6 +37,96 @@ def _create(spec: ModelSpec, pretrained: bool) -> torch.nn.Module:
         return timm.create_model(spec.name, pretrained=pretrained, **kwargs)
 
 
+def require_extra(preset: presets.Preset) -> None:
+    """A preset whose model code lives in an optional library: a clear error without it."""
+    if preset.extra:
+        try:
+            __import__(preset.extra)
+        except ImportError:
+            raise ModelError(
+                f"preset {preset.name!r} needs the optional dependency {preset.extra!r}; install it "
+                f"with `pip install 'rayvit[{preset.extra}]'` (or `pip install {preset.extra}`).") from None
+
+
+def preset_architecture(preset: presets.Preset, in_chans: int, tile_size=(224, 224),
+                        wavelengths: tuple[float, ...] | None = None) -> torch.nn.Module:
+    """The preset's architecture with random weights, behind timm's feature API."""
+    kind, arch = preset.architecture.split(":", 1)
+    if kind == "timm":
+        return timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans,
+                                 img_size=tuple(tile_size))
+    if kind == "torchvision":
+        import torchvision
+
+        swin = getattr(torchvision.models, arch)(weights=None)
+        conv = swin.features[0][0]     # as SatlasPretrain (and TorchGeo): a patch embedding per band count
+        swin.features[0][0] = torch.nn.Conv2d(in_chans, conv.out_channels, conv.kernel_size, conv.stride)
+        return SwinStages(swin)
+    require_extra(preset)
+    import torchgeo.models
+
+    dofa = getattr(torchgeo.models, arch)()
+    return DOFADense(dofa, tuple(wavelengths or (0.665, 0.56, 0.49))[:in_chans])
+
+
+def _meta_architecture(preset: presets.Preset, in_chans: int) -> torch.nn.Module:
+    with torch.device("meta"):
+        return preset_architecture(preset, in_chans, wavelengths=(0.5,) * in_chans)
+
+
+def load_preset_weights(model: torch.nn.Module, preset: presets.Preset, path: str) -> None:
+    """Load a checkpoint of ``preset`` (any published layout) into its architecture; a file of
+    another preset or architecture is an error that names both."""
+    raw = weights.load_file(path)
+    state = weights.convert(raw, preset.converter)
+    inner = model.dofa if isinstance(model, DOFADense) else model.swin if isinstance(model, SwinStages) else model
+    problems = weights.fits(state, {k: v.shape for k, v in inner.state_dict().items()})
+    if problems:
+        others = [n for n in weights.identify(raw, _meta_architecture) if n != preset.name]
+        what = (f"it is a checkpoint of preset {' / '.join(repr(n) for n in others)}" if others
+                else f"{len(problems)} mismatches, e.g. {'; '.join(problems[:3])}")
+        raise ModelError(f"weights file {path!r} does not fit preset {preset.name!r} "
+                         f"({preset.architecture}): {what}. Pass that preset's weights, or the "
+                         "matching --model.")
+    if hasattr(inner, "pos_embed") and "pos_embed" in state:
+        module = __import__(type(inner).__module__, fromlist=["checkpoint_filter_fn"])
+        if hasattr(module, "checkpoint_filter_fn"):   # timm: resample position embeddings to the tile
+            state = module.checkpoint_filter_fn(state, inner)
+    inner.load_state_dict(state, strict=False)
+
+
+def build_preset(spec: ModelSpec) -> tuple[torch.nn.Module, str | None]:
+    """A preset's model with its weights (``--weights``, hub/library download, or seeded random)
+    and band fill; returns the model and the weights file used."""
+    preset = presets.PRESETS[spec.preset]
+    require_extra(preset)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = preset_architecture(preset, spec.model_chans, spec.tile_size, spec.wavelengths)
+    path = spec.weights
+    if path is None and spec.pretrained:
+        if preset.url is None:          # timm's hub
+            kind, arch = preset.architecture.split(":", 1)
+            try:
+                hub = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=spec.model_chans,
+                                        img_size=tuple(spec.tile_size))
+            except Exception as exc:
+                cfg = model.pretrained_cfg
+                raise ModelError(
+                    f"the weights of preset {preset.name!r} could not be fetched from the Hugging Face "
+                    f"hub ({type(exc).__name__}); download model.safetensors from "
+                    f"https://huggingface.co/{cfg.get('hf_hub_id')} elsewhere and pass it with "
+                    "--weights FILE, or use --no-pretrained.") from None
+            model = hub
+        else:
+            path = str(weights.fetch(preset))
+    if path is not None:
+        load_preset_weights(model, preset, path)
+    if spec.fill is not None:
+        model = BandFill(model, spec.channels, spec.fill)
+    return model, path
+
+
 def build_model(spec: ModelSpec) -> torch.nn.Module:
     """Build the model described by ``spec``, with weights, in eval mode.
 
@@ -48,14 +140,17 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
         raise ModelError(
             f"weights file {spec.weights!r} is neither .safetensors nor a PyTorch .pth/.pt/.bin "
             "state dict; convert it to .safetensors.")
+    if spec.preset:
+        return build_preset(spec)[0].eval()
     baselines.register_null(spec.name.split(".")[0])
     is_hub = spec.name.startswith(("hf-hub:", "hf_hub:"))
     if not is_hub and not timm.is_model(spec.name.split(".")[0]):
         close = timm.list_models(f"*{spec.name.split('.')[0].split('_')[0]}*")[:8]
+        near = presets.close_names(spec.name)
         raise ModelError(
-            f"unknown model {spec.name!r}: timm has no such architecture. "
-            f"Similar names: {', '.join(close) or 'none'}; list them with "
-            "`python -c \"import timm; print(timm.list_models('vit*'))\"`.")
+            f"unknown model {spec.name!r}: neither a rayvit preset (close: {', '.join(near) or 'none'}; "
+            f"`rayvit models` lists them) nor a timm architecture (similar: {', '.join(close) or 'none'}; "
+            "`python -c \"import timm; print(timm.list_models('vit*'))\"` lists them).")
     pretrained = spec.pretrained or spec.weights is not None
     try:
         # Random initialisation is seeded: every actor (and every run) of a --no-pretrained
@@ -83,6 +178,14 @@ def build_model(spec: ModelSpec) -> torch.nn.Module:
     return model.eval()
 
 
+def weights_file(spec: ModelSpec) -> str | None:
+    """The weights file a run loads: ``--weights``, or a preset's downloaded file."""
+    if spec.weights or not (spec.preset and spec.pretrained):
+        return spec.weights
+    preset = presets.PRESETS[spec.preset]
+    return str(weights.cached_file(preset)) if preset.url and weights.cached_file(preset).is_file() else None
+
+
 def model_info(model: torch.nn.Module, spec: ModelSpec) -> ModelInfo:
     """Read the patch geometry and preprocessing of a built model."""
     feature_info = getattr(model, "feature_info", None)
@@ -105,7 +208,7 @@ def model_info(model: torch.nn.Module, spec: ModelSpec) -> ModelInfo:
         n_layers=n,
         mean=tuple(float(v) for v in cfg.get("mean", ())),
         std=tuple(float(v) for v in cfg.get("std", ())),
-        weights_sha256=sha256_file(spec.weights) if spec.weights else None,
+        weights_sha256=sha256_file(weights_file(spec)) if weights_file(spec) else None,
     )
 
 

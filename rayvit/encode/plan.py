@@ -17,10 +17,12 @@ from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io.mosaic import Grid, Mosaic, open_mosaic
 from ..io.writer import DTYPES
+from . import presets
+from .bands import FILLS, Binding, bind, sensor_names
 from .merge import MERGERS
 from .spec import PRECISIONS, RESIZE_MODES, ModelInfo, ModelSpec
 
-NORMALIZE_MODES = ("stats", "model", "none")
+NORMALIZE_MODES = ("preset", "stats", "model", "none")
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
 # bytes (uncompressed): above this the product is blocks + VRT. The driver re-reads and
 # recompresses a single COG at commit (measured ~4 CPU-ms per tile at D = 768 on one
@@ -41,12 +43,14 @@ class EncodeOptions:
     pretrained: bool = True
     weights: str | None = None
     layer: int = -1
-    bands: Sequence[int] | None = None
+    bands: Sequence[int | str] | str | None = None   # indices, names, or a sensor ("sentinel-2")
+    band_fill: str | None = None
+    wavelengths: Sequence[float] | None = None
     size: int | tuple[int, int] = 224
     stride: int | tuple[int, int] | None = None
     resize: str = "none"
     merge: str | None = None
-    normalize: str = "stats"
+    normalize: str | None = None     # None: "preset" for a preset that has one, else "stats"
     mean: Sequence[float] | None = None
     std: Sequence[float] | None = None
     scale: float | None = None
@@ -73,7 +77,8 @@ class EncodeOptions:
 
     def check(self) -> None:
         for name, value, valid in (("--resize", self.resize, RESIZE_MODES),
-                                   ("--normalize", self.normalize, NORMALIZE_MODES),
+                                   ("--normalize", self.normalize or "stats", NORMALIZE_MODES),
+                                   ("--band-fill", self.band_fill or "zero", FILLS),
                                    ("--dtype", self.dtype, DTYPES),
                                    ("--merge", self.merge or "center", tuple(MERGERS)),
                                    ("--precision", self.precision or "fp32", tuple(PRECISIONS))):
@@ -128,6 +133,12 @@ class EncodePlan:
     merge: str
     device: str
     precision: str
+    band_map: tuple = ()
+
+    @property
+    def normalize(self) -> str:
+        return "user" if self.options.mean is not None else normalize_mode(
+            self.options, presets.find(self.spec.preset or ""))
 
     @property
     def batch_size(self) -> int:
@@ -148,12 +159,12 @@ class EncodePlan:
         return {
             "inputs": [asdict(s) for s in self.mosaic.sources],
             "skipped_inputs": [d["input"] for d in self.mosaic.skipped],
-            "bands": list(self.mosaic.bands),
+            "bands": list(self.mosaic.bands), "band_map": list(self.band_map),
             "grid": asdict(self.mosaic.grid),
             "model": self.spec.to_dict(),
             "weights_sha256": self.info.weights_sha256,
             "layer_index": self.info.layer,
-            "normalize": o.normalize, "mean": list(self.mean), "std": list(self.std),
+            "normalize": self.normalize, "mean": list(self.mean), "std": list(self.std),
             "size": list(_pair(o.size)), "stride": [self.tiling.y.stride, self.tiling.x.stride],
             "footprint": [self.tiling.y.footprint, self.tiling.x.footprint],
             "merge": self.merge, "dtype": o.dtype, "compress": o.compress,
@@ -174,6 +185,17 @@ class EncodePlan:
     def block_tasks(self, finished: frozenset = frozenset()) -> list[BlockTask]:
         return self.tiling.block_tasks(finished)
 
+    def bands_line(self) -> str:
+        """``B02 <- band 2 (B2), ... ; B01 filled (zero)``: what feeds each model input."""
+        if not self.band_map:
+            return ", ".join(map(str, self.mosaic.bands))
+        parts = []
+        for r in self.band_map:
+            label = r.get("band") or (f"{r['wavelength_um']:g} um" if "wavelength_um" in r else f"input {r['input']}")
+            parts.append(f"{label} filled ({r['fill']})" if "fill" in r else
+                         f"{label} <- band {r['raster_band']}" + (f" ({r['raster_name']})" if r.get("raster_name") else ""))
+        return ", ".join(parts)
+
     def describe(self) -> str:
         g, t = self.feature_grid, self.tiling
         a = g.affine
@@ -184,6 +206,7 @@ class EncodePlan:
             f"{self.mosaic.grid.area_km2():.3f} km2",
             f"model:    {self.spec.name} (layer {self.info.layer}/{self.info.n_layers - 1}, "
             f"{self.info.num_features} features, patch footprint {t.y.footprint}x{t.x.footprint} px)",
+            f"bands:    {self.bands_line()}",
             f"tiles:    {t.n_tiles} ({t.y.n_tiles}x{t.x.n_tiles}) of {t.y.size}x{t.x.size} px, "
             f"stride {t.y.stride}x{t.x.stride}, merge {self.merge}",
             f"blocks:   {len(self.block_tasks())} block tasks of up to {t.block_size}x{t.block_size} feature px; "
@@ -263,17 +286,34 @@ def unwrap_worker_error(exc: BaseException) -> BaseException:
     return exc
 
 
-def normalisation(o: EncodeOptions, mosaic: Mosaic, info: ModelInfo) -> tuple[tuple, tuple]:
-    """Per-band mean/std the encoder applies: user values, model's (scaled), or sampled stats."""
+def normalize_mode(o: EncodeOptions, preset: presets.Preset | None) -> str:
+    """``--normalize``: given, or ``preset`` when the model is a preset with its own normalisation."""
+    if o.normalize == "preset" and (preset is None or preset.mean is None):
+        raise InputError(f"--normalize preset: model {o.model!r} has no preset normalisation"
+                         f"{'' if preset is None else ' (it is normalised with sampled statistics)'}; "
+                         "use --normalize stats, model or none.")
+    return o.normalize or ("preset" if preset is not None and preset.mean is not None else "stats")
+
+
+def normalisation(o: EncodeOptions, mosaic: Mosaic, info: ModelInfo, preset: presets.Preset | None = None,
+                  channels: Sequence[int] | None = None) -> tuple[tuple, tuple]:
+    """Per-band mean/std the encoder applies: user values, the preset's (``(DN / scale - mean)
+    / std`` per model input), the model's (scaled), or sampled stats."""
     n = mosaic.count
+    mode = normalize_mode(o, preset)
     if o.mean is not None:
         if len(o.mean) != n or len(o.std) != n:
             raise InputError(f"--mean/--std need one value per band ({n} bands selected), got "
                              f"{len(o.mean)} and {len(o.std)}.")
         return tuple(map(float, o.mean)), tuple(map(float, o.std))
-    if o.normalize == "none":
+    if mode == "none":
         return (0.0,) * n, (1.0,) * n
-    if o.normalize == "model":
+    if mode == "preset":
+        chans = channels or range(n)
+        scale = [o.scale or preset.per_band(preset.scale, c) for c in chans]
+        return (tuple(preset.per_band(preset.mean, c) * k for c, k in zip(chans, scale)),
+                tuple(preset.per_band(preset.std, c) * k for c, k in zip(chans, scale)))
+    if mode == "model":
         dt = np.dtype(mosaic.dtype)
         scale = o.scale or (float(np.iinfo(dt).max) if dt.kind in "ui" else 1.0)
         mean = info.mean or (0.0,)
@@ -295,11 +335,18 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
 
     o = options
     o.check()
-    mosaic = open_mosaic(inputs, o.bands, o.crs, o.res, o.extent, o.extent_crs, o.s3_endpoint,
-                         skip_bad_inputs=o.skip_bad_inputs)
+    preset = presets.find(o.model)
+    check_model_options(o, preset)
+    sensor = o.bands if isinstance(o.bands, str) else None
+    mosaic = open_mosaic(inputs, None if sensor else o.bands, o.crs, o.res, o.extent, o.extent_crs,
+                         o.s3_endpoint, skip_bad_inputs=o.skip_bad_inputs)
     size = _pair(o.size)
     stride = _pair(o.stride if o.stride is not None else size)
-    spec = ModelSpec(o.model, mosaic.count, size, o.pretrained, o.weights, o.layer, o.resize)
+    binding = bind_bands(o, preset, mosaic, sensor)
+    mosaic = replace(mosaic, bands=binding.bands)
+    spec = ModelSpec(o.model, mosaic.count, size, o.pretrained, o.weights, o.layer, o.resize,
+                     preset.name if preset else None, binding.channels, binding.fill,
+                     binding.wavelengths)
     joining = o.address or os.environ.get("RAY_ADDRESS")
     # joining: validated against the cluster's GPUs in on_device, not this machine's
     device = choose_device(o.device, 1 if joining else local_gpus())
@@ -310,7 +357,38 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
         raise InputError(f"--block-size must be >= 1 feature pixel, got {o.block_size}.")
     tiling = Tiling.create(mosaic.grid.height, mosaic.grid.width, size, stride, footprint,
                            o.block_size, center=merge_method == "center")
-    mean, std = normalisation(o, mosaic, info)
+    mean, std = normalisation(o, mosaic, info, preset, binding.channels or
+                              (tuple(range(mosaic.count)) if preset else None))
     precision = o.precision or device_defaults(device)[1]
     return EncodePlan(o, mosaic, spec, info, tiling, mosaic.grid.scaled(*footprint), mean, std,
-                      merge_method, device, precision)
+                      merge_method, device, precision, tuple(binding.record(preset, o.band_fill)))
+
+
+def check_model_options(o: EncodeOptions, preset: presets.Preset | None) -> None:
+    """Options that only some models take."""
+    if o.wavelengths is not None and not (preset and preset.wavelengths):
+        takes = [p.name for p in presets.PRESETS.values() if p.wavelengths]
+        raise InputError(f"--wavelengths: model {o.model!r} does not take band wavelengths; only "
+                         f"wavelength-conditioned presets do ({', '.join(takes)}).")
+    if o.band_fill is not None and not (preset and preset.bands):
+        raise InputError(f"--band-fill: model {o.model!r} has no fixed list of input bands to fill "
+                         "(only presets with named bands do); leave it out.")
+    if isinstance(o.bands, str) and o.bands not in presets.SENSORS:
+        raise InputError(f"--bands {o.bands!r} is not a sensor; known sensors: "
+                         f"{', '.join(presets.SENSORS)} (or give band names or indices).")
+
+
+def bind_bands(o: EncodeOptions, preset: presets.Preset | None, mosaic: Mosaic, sensor: str | None) -> Binding:
+    """The raster bands the model reads and which input each feeds (see :mod:`.bands`)."""
+    first = mosaic.sources[0]
+    if sensor:
+        names = sensor_names(sensor, mosaic.count, first.url)
+    else:
+        names = tuple(first.names[b - 1] if first.names else None for b in mosaic.bands)
+        given = [t for t in (o.bands or ()) if isinstance(t, str) and not t.isdigit()]
+        if given:   # a name the user chose stands for the band (e.g. colour names)
+            names = tuple(t if isinstance(t, str) and not t.isdigit() else n for t, n in zip(o.bands, names))
+    if preset is None:
+        return Binding(mosaic.bands, names)
+    return bind(preset, mosaic.bands, names, first.url, explicit=o.bands is not None and not sensor,
+                band_fill=o.band_fill, wavelengths=o.wavelengths, sensor=sensor or preset.sensor)

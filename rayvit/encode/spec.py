@@ -21,6 +21,15 @@ class ModelSpec:
     weights: str | None = None
     layer: int = -1
     resize: str = "none"
+    preset: str | None = None                       # a rayvit preset (``name`` is then its name)
+    channels: tuple[int, ...] | None = None         # model input fed by each raster band
+    fill: tuple[float, ...] | None = None           # per model input, normalised, when not fed
+    wavelengths: tuple[float, ...] | None = None    # micrometres, per raster band (DOFA)
+
+    @property
+    def model_chans(self) -> int:
+        """Channels the model itself takes (more than ``in_chans`` when bands are filled)."""
+        return len(self.fill) if self.fill is not None else self.in_chans
 
     def to_dict(self) -> dict:
         return asdict(self)

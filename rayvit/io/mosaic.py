@@ -52,10 +52,23 @@ class Source:
     count: int
     dtype: str
     nodata: float | None
+    names: tuple[str | None, ...] = ()   # per band: its description, else red/green/blue colour
 
     @property
     def affine(self) -> Affine:
         return Affine(*self.transform[:6])
+
+    def band_list(self) -> str:
+        """``a.tif: 3 bands (B04, B03, B02)``, for messages."""
+        names = ", ".join(n or "unnamed" for n in self.names) if any(self.names) else "unnamed"
+        return f"{self.url}: {self.count} band{'s' if self.count != 1 else ''} ({names})"
+
+    def band_index(self, name: str) -> int | None:
+        """1-based index of the band called ``name`` (loosely: ``B2`` = ``B02``), or None."""
+        from ..encode.presets import canonical
+
+        key = canonical(name)
+        return next((i + 1 for i, n in enumerate(self.names) if n and canonical(n) == key), None)
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
@@ -191,8 +204,10 @@ def describe(url: str, options: dict | None = None) -> Source:
                  "rayvit takes validity from the nodata value and reads the alpha band as data. "
                  "Unset one of them (e.g. `gdal_edit.py -unsetnodata`), or leave the alpha band "
                  "out with --bands.")
+        colours = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
+        names = tuple(d or colours.get(c) for d, c in zip(ds.descriptions, ds.colorinterp))
         return Source(url, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height,
-                      ds.count, ds.dtypes[0], ds.nodata)
+                      ds.count, ds.dtypes[0], ds.nodata, names)
 
 
 def _crs_name(wkt: str) -> str:
@@ -352,7 +367,49 @@ class Mosaic:
         return np.ma.getdata(arr), ok, offset
 
 
-def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: str | None = None,
+def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -> tuple[int, ...]:
+    """1-based band indices from ``--bands`` (indices or names), the same in every file.
+
+    Files that differ in band count or names are an error naming them and their bands, unless
+    the selection picks bands that every file has, at the same index, under the same name.
+    """
+    listing = "; ".join(s.band_list() for s in sources[:6]) + (" ..." if len(sources) > 6 else "")
+    if bands is None:
+        first = sources[0]
+        def differ(s: Source) -> bool:
+            return s.count != first.count or any(a and b and a != b for a, b in zip(s.names, first.names))
+
+        if any(differ(s) for s in sources):
+            raise InputError(f"the input rasters differ in their bands: {listing}. Select bands every "
+                             "file has with --bands (indices or names), or encode them separately.")
+        return tuple(range(1, first.count + 1))
+    out = []
+    for token in bands:
+        if isinstance(token, str) and not token.isdigit():
+            found = {s.url: s.band_index(token) for s in sources}
+            lacking = [s for s in sources if found[s.url] is None]
+            if lacking:
+                raise InputError(f"--bands: no band is called {token!r} in {lacking[0].band_list()}. "
+                                 "Use a band name the file has, or a 1-based index.")
+            if len(set(found.values())) > 1:
+                raise InputError(f"--bands: band {token!r} is at different positions in the input "
+                                 f"rasters ({listing}); reorder the files' bands first (gdal_translate -b).")
+            out.append(next(iter(found.values())))
+            continue
+        index = int(token)
+        short = [s for s in sources if not 1 <= index <= s.count]
+        if short:
+            raise InputError(f"--bands: band {index} is out of range for {short[0].url!r}, which has "
+                             f"{short[0].count} band(s) (valid: 1..{short[0].count}, 1-based).")
+        names = {s.names[index - 1] for s in sources if s.names and s.names[index - 1]}
+        if len(names) > 1:
+            raise InputError(f"--bands: band {index} is not the same band in every file "
+                             f"({' vs '.join(sorted(names))}): {listing}. Select by name instead.")
+        out.append(index)
+    return tuple(out)
+
+
+def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None, crs: str | None = None,
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
                 skip_bad_inputs: bool = False) -> Mosaic:
@@ -384,15 +441,7 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int] | None = None, crs: 
         raise RasterOpenError(f"none of the {len(urls)} input rasters could be opened; first: "
                               f"{skipped[0]['error']}")
     sources = tuple(described)
-    min_count = min(s.count for s in sources)
-    if bands is None:
-        bands = tuple(range(1, min_count + 1))
-    bad = [b for b in bands if not 1 <= b <= min_count]
-    if bad:
-        worst = min(sources, key=lambda s: s.count)
-        raise InputError(
-            f"--bands {','.join(map(str, bands))}: band {bad[0]} is out of range; {worst.url!r} has "
-            f"{worst.count} bands (valid: 1..{worst.count}, 1-based).")
+    bands = select_bands(sources, bands)
     grid = target_grid(sources, crs, res, extent, extent_crs)
     warped = [s for s in sources if not _aligned(s, grid)]
     if warped:
