@@ -69,9 +69,14 @@ def preset_architecture(preset: presets.Preset, in_chans: int, tile_size=(224, 2
     return DOFADense(dofa, tuple(wavelengths or (0.665, 0.56, 0.49))[:in_chans])
 
 
+def inner_model(model: torch.nn.Module) -> torch.nn.Module:
+    """The library's own module inside a wrapper: what a checkpoint's keys address."""
+    return model.dofa if isinstance(model, DOFADense) else model.swin if isinstance(model, SwinStages) else model
+
+
 def _meta_architecture(preset: presets.Preset, in_chans: int) -> torch.nn.Module:
     with torch.device("meta"):
-        return preset_architecture(preset, in_chans, wavelengths=(0.5,) * in_chans)
+        return inner_model(preset_architecture(preset, in_chans, wavelengths=(0.5,) * in_chans))
 
 
 def load_preset_weights(model: torch.nn.Module, preset: presets.Preset, path: str) -> None:
@@ -79,7 +84,7 @@ def load_preset_weights(model: torch.nn.Module, preset: presets.Preset, path: st
     another preset or architecture is an error that names both."""
     raw = weights.load_file(path)
     state = weights.convert(raw, preset.converter)
-    inner = model.dofa if isinstance(model, DOFADense) else model.swin if isinstance(model, SwinStages) else model
+    inner = inner_model(model)
     problems = weights.fits(state, {k: v.shape for k, v in inner.state_dict().items()})
     if problems:
         others = [n for n in weights.identify(raw, _meta_architecture) if n != preset.name]

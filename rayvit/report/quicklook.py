@@ -134,14 +134,14 @@ def imagery_of(sidecar: dict, depth: int = 6) -> dict | None:
 
 
 def rgb_bands(url: str, bands: list[int]) -> list[int]:
-    """Bands to show as red, green, blue: by colour interpretation when the file has it,
-    else the first three encoded bands."""
+    """Bands to show as red, green, blue: by colour interpretation when the file has it and
+    they were encoded, else the first three encoded bands."""
     from ..io.mosaic import open_raster
 
     with open_raster(url) as ds:
         interp = list(ds.colorinterp)
     picked = [interp.index(c) + 1 for c in (ColorInterp.red, ColorInterp.green, ColorInterp.blue) if c in interp]
-    return picked if len(picked) == 3 else (list(bands) * 3)[:3]
+    return picked if len(picked) == 3 and set(picked) <= set(bands) else (list(bands) * 3)[:3]
 
 
 def imagery_view(encode_sidecar: dict, jpeg: str) -> bool:
@@ -169,7 +169,7 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> bool:
             ok = ~np.ma.getmaskarray(part).any(axis=0) & ~filled
             out[:, ok] = np.ma.getdata(part)[:, ok]
             filled |= ok
-    except (OSError, rasterio.errors.RasterioError, ValueError, KeyError):
+    except (OSError, rasterio.errors.RasterioError, ValueError, KeyError, IndexError):
         return False
     rgba = enlarge(stretch(out, ~filled))
     rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)   # no data: white
