@@ -100,33 +100,38 @@ def load_preset_weights(model: torch.nn.Module, preset: presets.Preset, path: st
     inner.load_state_dict(state, strict=False)
 
 
+def timm_hub_preset(spec: ModelSpec, preset: presets.Preset) -> torch.nn.Module:
+    """A timm preset with its weights from the Hugging Face hub (an error naming the file)."""
+    arch = preset.architecture.split(":", 1)[1]
+    try:
+        model = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=spec.model_chans,
+                                  img_size=tuple(spec.tile_size))
+    except Exception as exc:
+        hub = timm.models.get_pretrained_cfg(arch)
+        raise ModelError(
+            f"the weights of preset {preset.name!r} could not be fetched from the Hugging Face hub "
+            f"({type(exc).__name__}); download model.safetensors from "
+            f"https://huggingface.co/{getattr(hub, 'hf_hub_id', arch)} elsewhere and pass it with "
+            "--weights FILE, or use --no-pretrained.") from None
+    return model
+
+
 def build_preset(spec: ModelSpec) -> tuple[torch.nn.Module, str | None]:
     """A preset's model with its weights (``--weights``, hub/library download, or seeded random)
     and band fill; returns the model and the weights file used."""
     preset = presets.PRESETS[spec.preset]
     require_extra(preset)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = preset_architecture(preset, spec.model_chans, spec.tile_size, spec.wavelengths)
     path = spec.weights
-    if path is None and spec.pretrained:
-        if preset.url is None:          # timm's hub
-            kind, arch = preset.architecture.split(":", 1)
-            try:
-                hub = timm.create_model(arch, pretrained=True, num_classes=0, in_chans=spec.model_chans,
-                                        img_size=tuple(spec.tile_size))
-            except Exception as exc:
-                cfg = model.pretrained_cfg
-                raise ModelError(
-                    f"the weights of preset {preset.name!r} could not be fetched from the Hugging Face "
-                    f"hub ({type(exc).__name__}); download model.safetensors from "
-                    f"https://huggingface.co/{cfg.get('hf_hub_id')} elsewhere and pass it with "
-                    "--weights FILE, or use --no-pretrained.") from None
-            model = hub
-        else:
+    if path is None and spec.pretrained and preset.url is None:     # timm's hub
+        model = timm_hub_preset(spec, preset)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(0)
+            model = preset_architecture(preset, spec.model_chans, spec.tile_size, spec.wavelengths)
+        if path is None and spec.pretrained:
             path = str(weights.fetch(preset))
-    if path is not None:
-        load_preset_weights(model, preset, path)
+        if path is not None:
+            load_preset_weights(model, preset, path)
     if spec.fill is not None:
         model = BandFill(model, spec.channels, spec.fill)
     return model, path

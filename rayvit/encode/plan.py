@@ -357,8 +357,7 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
         raise InputError(f"--block-size must be >= 1 feature pixel, got {o.block_size}.")
     tiling = Tiling.create(mosaic.grid.height, mosaic.grid.width, size, stride, footprint,
                            o.block_size, center=merge_method == "center")
-    mean, std = normalisation(o, mosaic, info, preset, binding.channels or
-                              (tuple(range(mosaic.count)) if preset else None))
+    mean, std = normalisation(o, mosaic, info, preset, binding.channels)
     precision = o.precision or device_defaults(device)[1]
     return EncodePlan(o, mosaic, spec, info, tiling, mosaic.grid.scaled(*footprint), mean, std,
                       merge_method, device, precision, tuple(binding.record(preset, o.band_fill)))
@@ -385,9 +384,6 @@ def bind_bands(o: EncodeOptions, preset: presets.Preset | None, mosaic: Mosaic, 
         names = sensor_names(sensor, mosaic.count, first.url)
     else:
         names = tuple(first.names[b - 1] if first.names else None for b in mosaic.bands)
-        given = [t for t in (o.bands or ()) if isinstance(t, str) and not t.isdigit()]
-        if given:   # a name the user chose stands for the band (e.g. colour names)
-            names = tuple(t if isinstance(t, str) and not t.isdigit() else n for t, n in zip(o.bands, names))
     if preset is None:
         return Binding(mosaic.bands, names)
     return bind(preset, mosaic.bands, names, first.url, explicit=o.bands is not None and not sensor,
