@@ -71,6 +71,7 @@ def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
 def add_encode(sub) -> None:
     from .encode.merge import MERGERS
     from .encode.plan import DEFAULT_MODEL, NORMALIZE_MODES
+    from .io.writer import DTYPES
 
     p = sub.add_parser(
         "encode", help="raster(s) -> georeferenced ViT feature raster",
@@ -139,7 +140,10 @@ def add_encode(sub) -> None:
     g.add_argument("--merge", choices=tuple(MERGERS), help="how overlapping tiles combine (default: "
                    "center when tiles overlap: each keeps its central stride x stride part)")
     g = p.add_argument_group("output")
-    g.add_argument("--dtype", choices=("float32", "float16"), default="float32")
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="feature type (default: float32). float16 halves the size; int8/uint8 quarter it, "
+                        "with a scale and offset per band (GDAL metadata) that every reader applies: "
+                        "the error is at most half a step, 1/254 of the band's range")
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
     g.add_argument("--blocks", action="store_true", help="always write GeoTIFF blocks + features.vrt "
                                                          "(default: above 64 MiB uncompressed only)")
@@ -231,6 +235,8 @@ def add_reduce(sub) -> None:
     _estimator_options(p, "reduce", "PCA", "exact PCA over all valid pixels")
     p.add_argument("--n-components", type=int, help="output bands (default: 3); sets the estimator's "
                                                     "n_components")
+    p.add_argument("--dtype", choices=("float32", "float16", "int8", "uint8"), default="float32",
+                   help="type of reduced.tif (default: float32); int8/uint8 carry a scale and offset per band")
     p.set_defaults(func=run_reduce)
 
 

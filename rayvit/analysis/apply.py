@@ -164,7 +164,9 @@ PHASES = (("ray_start_s", "Ray start"), ("statistics_s", "statistics"), ("fit_s"
 
 
 def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> Mosaic:
-    return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint)
+    """A feature (or any) raster as the analysis stages read it: int8/uint8 bands with a
+    scale and offset come back as floats."""
+    return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint, dequantize=True)
 
 
 def fingerprint(config: dict) -> str:
@@ -206,8 +208,9 @@ def _apply_product(mosaic, window, index, model, product: Product, writer: Block
     data, valid = mosaic.read(*window)
     x = data[:, valid].T.astype(np.float64)
     values = getattr(model, product.method)(x) if len(x) else np.zeros((0, product.count))
-    out = np.full((product.count, window[2], window[3]), product.nodata, dtype=product.dtype)
-    out[:, valid] = np.asarray(values).T.astype(product.dtype)
+    # writer.dtype: the product's, or float32 for an int8/uint8 product quantised at commit
+    out = np.full((product.count, window[2], window[3]), writer.nodata, dtype=writer.dtype)
+    out[:, valid] = np.asarray(values).T.astype(writer.dtype)
     r, c, rows, cols = window
     record = writer.write(Block(r // block_size, c // block_size, r, c, rows, cols), out, valid)
     counts = np.bincount(out[0][valid].astype(np.int64)) if np.issubdtype(out.dtype, np.integer) else None
@@ -237,9 +240,10 @@ def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product,
             r, c, rows, cols = windows[i]
             written.append(Block(record["by"], record["bx"], r, c, rows, cols))
 
-    run_windows(_apply_product, mosaic, windows, model, product, writer.block_writer(), block_size,
+    block_writer = writer.block_writer()
+    run_windows(_apply_product, mosaic, windows, model, product, block_writer, block_size,
                 on_result=collect, label=f"write {product.name}")
-    is_int = np.issubdtype(np.dtype(product.dtype), np.integer)
+    is_int = np.issubdtype(np.dtype(block_writer.dtype), np.integer)
     return sorted(written, key=lambda b: (b.by, b.bx)), (tally if is_int else None), n_valid
 
 

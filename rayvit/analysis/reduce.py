@@ -8,6 +8,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 
 from ..errors import InputError
+from ..io.writer import DTYPES
 from . import estimators
 from .apply import AnalysisResult, Pixels, Product, run, sample
 from .pca import DistributedPCA, Standardizer
@@ -45,13 +46,16 @@ def reduce(input: str, output: str, method: str = "PCA", n_components: int | Non
            params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
            seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512, model: str | None = None,
            overwrite: bool = False, address: str | None = None, progress: bool = True,
-           dry_run: bool = False) -> AnalysisResult:
+           dry_run: bool = False, dtype: str = "float32") -> AnalysisResult:
     """Reduce every pixel of ``input`` to ``n_components`` bands (default 3); writes ``reduced.tif`` etc.
 
     PCA is exact: every valid pixel enters the covariance (moments summed in Ray tasks).
     Any other ``sklearn.decomposition`` / ``sklearn.manifold`` class or ``UMAP`` is fitted on
     a seeded uniform sample of ``sample_size`` valid pixels and applied to every block.
+    ``dtype``: float32, float16, or int8/uint8 with a scale and offset per band.
     """
+    if dtype not in DTYPES:
+        raise InputError(f"--dtype must be one of {', '.join(DTYPES)}, got {dtype!r}.")
     cls = EXACT.get(method) or estimators.resolve("reduce", method)
     estimator = None if model else estimators.build(cls, params, defaults={"n_components": 3},
                                                     n_components=n_components)
@@ -74,9 +78,9 @@ def reduce(input: str, output: str, method: str = "PCA", n_components: int | Non
         return out
 
     config = {"method": method, "params": estimators.jsonable(params), "n_components": n_components,
-              "standardize": standardize, "sample": sample_size, "seed": seed}
+              "standardize": standardize, "sample": sample_size, "seed": seed, "dtype": dtype}
     def products(m):
-        return [Product("reduced", m.n_outputs, "float32", np.nan,
+        return [Product("reduced", m.n_outputs, dtype, np.nan,
                         [f"component_{i + 1}" for i in range(m.n_outputs)])]
 
     return run("reduce", input, output, config, fit, model, products, metrics, bands, block_size,

@@ -132,7 +132,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
     config = DeviceConfig(plan.spec, plan.tiling, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
                           plan.precision, plan.batch_size, None if on_gpu else threads)
     t = plan.tiling
-    out_bytes = plan.info.num_features * t.block_size ** 2 * (2 if o.dtype == "float16" else 4)
+    out_bytes = plan.info.num_features * t.block_size ** 2 * (2 if o.dtype == "float16" else 4)  # int8: float32 until commit
     task_bytes = max(map(source.window_bytes, tasks)) + out_bytes
     with _dataset_settings(multi_node, task_bytes, actors):
         # Ray 2.60 deprecates ray_remote_args but has no named parameter for the strategy
@@ -253,7 +253,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
         "patch_footprint": [t.y.footprint, t.x.footprint], "merge": plan.merge,
         "crs": plan.feature_grid.crs, "transform": list(plan.feature_grid.transform),
         "width": plan.feature_grid.width, "height": plan.feature_grid.height,
-        "dtype": o.dtype, "nodata": "nan", "precision": plan.precision,
+        "dtype": o.dtype, "nodata": str(writer.nodata), "precision": plan.precision,
         "input_grid": {"transform": list(plan.mosaic.grid.transform),
                        "width": plan.mosaic.grid.width, "height": plan.mosaic.grid.height},
         "tiles": t.n_tiles, "blocks": len(plan.block_tasks()), "block_size": t.block_size,

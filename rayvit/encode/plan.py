@@ -147,7 +147,7 @@ class EncodePlan:
     @property
     def out_bytes(self) -> int:
         h, w = self.tiling.feature_shape
-        return h * w * self.info.num_features * (2 if self.options.dtype == "float16" else 4)
+        return h * w * self.info.num_features * np.dtype(self.options.dtype).itemsize
 
     @property
     def single_file(self) -> bool:

@@ -53,6 +53,13 @@ class Source:
     dtype: str
     nodata: float | None
     names: tuple[str | None, ...] = ()   # per band: its description, else red/green/blue colour
+    scales: tuple[float, ...] = ()       # per band: GDAL scale and offset (value = stored * s + o)
+    offsets: tuple[float, ...] = ()
+
+    def scaled(self, bands: Sequence[int]) -> bool:
+        """Whether any of ``bands`` (1-based) declares a scale or offset other than 1 and 0."""
+        return any(self.scales[b - 1] != 1 or self.offsets[b - 1] != 0 for b in bands
+                   if b <= len(self.scales))
 
     @property
     def affine(self) -> Affine:
@@ -207,7 +214,8 @@ def describe(url: str, options: dict | None = None) -> Source:
         colours = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
         names = tuple(d or colours.get(c) for d, c in zip(ds.descriptions, ds.colorinterp))
         return Source(url, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height,
-                      ds.count, ds.dtypes[0], ds.nodata, names)
+                      ds.count, ds.dtypes[0], ds.nodata, names,
+                      tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets))
 
 
 def _crs_name(wkt: str) -> str:
@@ -291,6 +299,7 @@ class Mosaic:
     dtype: str
     options: tuple = ()
     skipped: tuple = ()      # {"input", "error"} of inputs left out (--skip-bad-inputs)
+    dequantize: bool = False  # apply each band's scale/offset on read (quantised feature rasters)
 
     @property
     def count(self) -> int:
@@ -364,7 +373,13 @@ class Mosaic:
                                   f"(GDAL says: {str(exc).splitlines()[0]}).") from exc
         mask = np.ma.getmaskarray(arr)
         ok = ~mask.any(axis=0)
-        return np.ma.getdata(arr), ok, offset
+        data = np.ma.getdata(arr)
+        if self.dequantize and src.scaled(self.bands):
+            from .quantize import dequantize
+
+            index = [b - 1 for b in self.bands]
+            data = dequantize(data, np.array(src.scales)[index], np.array(src.offsets)[index])
+        return data, ok, offset
 
 
 def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -> tuple[int, ...]:
@@ -412,8 +427,11 @@ def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -
 def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None, crs: str | None = None,
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
-                skip_bad_inputs: bool = False) -> Mosaic:
+                skip_bad_inputs: bool = False, dequantize: bool = False) -> Mosaic:
     """Expand globs, read every file's metadata, check bands and build the target grid.
+
+    ``dequantize``: bands with a GDAL scale/offset are read as floats (``stored * scale +
+    offset``), and an int8 raster without them is an error (its codes are not features).
 
     A file that cannot be opened (missing, unreachable, corrupt) is an error naming it, or
     with ``skip_bad_inputs`` is left out and listed in ``Mosaic.skipped`` (its area is then
@@ -452,5 +470,15 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None,
              "onto it with nearest-neighbour resampling. Choose the grid with --crs/--res, or "
              "reproject them first (gdalwarp) to control the resampling.")
     dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
+    if dequantize:
+        for s in sources:
+            if s.dtype == "int8" and not s.scaled(bands):
+                raise InputError(
+                    f"{s.url!r} holds int8 codes without a scale and offset per band, so its values "
+                    "are not the features they encode. Declare them (value = code * scale + offset), "
+                    f"e.g. `gdal_edit.py -scale 0.01 -offset 0 {s.url}` (one value per band is also "
+                    "accepted), or write the features as int8 with `rayvit encode --dtype int8`.")
+        if any(s.scaled(bands) for s in sources):
+            dtype = "float32"
     return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
-                  storage.freeze(options) if options else (), tuple(skipped))
+                  storage.freeze(options) if options else (), tuple(skipped), dequantize)

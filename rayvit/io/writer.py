@@ -21,7 +21,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from html import escape
 from typing import Callable, Iterable, Sequence
 
@@ -33,10 +33,10 @@ import rasterio.windows
 from ..errors import OutputError
 from ..grid import Block
 from ..io.mosaic import Grid, open_raster
-from . import storage
+from . import quantize, storage
 from .cog import BlockWriter, block_file, cog_profile
 
-DTYPES = ("float32", "float16")
+DTYPES = ("float32", "float16", "int8", "uint8")   # int8/uint8: quantised at commit (io.quantize)
 RUN_FILE = "run.json"
 BLOCK_DIR = "blocks"
 MANIFEST = "manifest.jsonl"
@@ -73,6 +73,13 @@ class FeatureWriter:
         self.outdir = staging_dir(self.remote) if self.remote else storage.local_path(self.outdir)
         # analysis stages may write several products into one directory: one block folder each
         self.block_dir = os.path.join(self.outdir, BLOCK_DIR, *([] if self.product == "features" else [self.product]))
+        # int8/uint8 products: workers write float32 blocks and their band ranges; the commit
+        # quantises them with one scale/offset per band into blocks/.../q (io.quantize)
+        self.quantized = quantize.is_quantized(self.dtype)
+        if self.quantized and np.isnan(self.nodata):
+            self.nodata = quantize.nodata(self.dtype)
+        self.scales: tuple = ()
+        self.offsets: tuple = ()
 
     # ------------------------------------------------------------------ run identity
     def path(self, name: str) -> str:
@@ -150,15 +157,18 @@ class FeatureWriter:
     def block_writer(self) -> BlockWriter:
         """The picklable writer the write-stage tasks use."""
         options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
-        return BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
-                           tuple(self.descriptions), self.dtype, self.compress, self.nodata,
-                           self.colormap, options)
+        writer = BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
+                             tuple(self.descriptions), self.dtype, self.compress, self.nodata,
+                             self.colormap, options)
+        if self.quantized:
+            return replace(writer, dtype="float32", nodata=np.nan, ranges=True)
+        return writer
 
-    def finished_blocks(self) -> dict[tuple[int, int], bool]:
-        """Blocks the manifest lists (and whose file exists): ``{(by, bx): has_data}``. Blocks
-        in an object store are uploaded before their record is returned, so their records
-        are trusted as they are."""
-        done: dict[tuple[int, int], bool] = {}
+    def _records(self) -> dict[tuple[int, int], dict]:
+        """The manifest's record of each block whose file exists (the last one listed).
+        Blocks in an object store are uploaded before their record is returned, so their
+        records are trusted as they are."""
+        done: dict[tuple[int, int], dict] = {}
         try:
             with open(os.path.join(self.block_dir, MANIFEST)) as fh:
                 for line in fh:
@@ -166,12 +176,15 @@ class FeatureWriter:
                         rec = json.loads(line)
                     except ValueError:  # a line cut by an interruption
                         continue
-                    key = (rec["by"], rec["bx"])
                     if not rec["data"] or self.remote or os.path.exists(os.path.join(self.block_dir, rec["file"])):
-                        done[key] = rec["data"]
+                        done[(rec["by"], rec["bx"])] = rec
         except FileNotFoundError:
             pass
         return done
+
+    def finished_blocks(self) -> dict[tuple[int, int], bool]:
+        """Blocks the manifest lists (and whose file exists): ``{(by, bx): has_data}``."""
+        return {key: rec["data"] for key, rec in self._records().items()}
 
     def record(self, records: Iterable[dict]) -> None:
         """Append write-stage records to the manifest (durably: resume reads it)."""
@@ -209,9 +222,10 @@ class FeatureWriter:
     def vrt_xml(self, blocks: Iterable[Block], relative_to: str) -> str:
         g = self.grid
         a = g.affine
-        dtype = {"uint8": "Byte", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
+        dtype = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
         nodata = "nan" if np.isnan(self.nodata) else repr(self.nodata)
-        srcs = [(b, os.path.relpath(os.path.join(self.block_dir, block_file(b)), relative_to))
+        scaling = [f"    <Offset>{o!r}</Offset>\n    <Scale>{s!r}</Scale>" for s, o in zip(self.scales, self.offsets)]
+        srcs = [(b, os.path.relpath(os.path.join(self.product_blocks, block_file(b)), relative_to))
                 for b in blocks]
         lines = [f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">',
                  f"  <SRS>{escape(g.crs)}</SRS>",
@@ -220,6 +234,8 @@ class FeatureWriter:
             lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{band}">')
             lines.append(f"    <Description>{escape(self.descriptions[band - 1])}</Description>")
             lines.append(f"    <NoDataValue>{nodata}</NoDataValue>")
+            if scaling:
+                lines.append(scaling[band - 1])
             for b, rel in srcs:
                 lines.append(
                     f'    <SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
@@ -231,11 +247,43 @@ class FeatureWriter:
         lines.append("</VRTDataset>")
         return "\n".join(lines) + "\n"
 
+    @property
+    def product_blocks(self) -> str:
+        """The local directory of the blocks the product is made of (the quantised ones of an
+        int8/uint8 product)."""
+        return os.path.join(self.block_dir, "q") if self.quantized else self.block_dir
+
     def _open_block(self, block: Block):
         if self.remote:
-            return open_raster(storage.join(self.block_dest, block_file(block)),
-                               storage.storage_options(self.remote))
-        return rasterio.open(os.path.join(self.block_dir, block_file(block)))
+            dest = storage.join(self.block_dest, "q") if self.quantized else self.block_dest
+            return open_raster(storage.join(dest, block_file(block)), storage.storage_options(self.remote))
+        return rasterio.open(os.path.join(self.product_blocks, block_file(block)))
+
+    def _quantize(self, blocks: Sequence[Block]) -> None:
+        """Quantise the float blocks with one scale/offset per band, from the band ranges of
+        all blocks (so every block and every run maps a value to the same code), in Ray
+        tasks that write ``q/`` beside them; then drop the float blocks."""
+        import ray
+
+        records = self._records()
+        lows = [records[(b.by, b.bx)]["min"] for b in blocks]
+        highs = [records[(b.by, b.bx)]["max"] for b in blocks]
+        scale, offset = quantize.params(np.min(lows, axis=0), np.max(highs, axis=0), self.dtype)
+        self.scales, self.offsets = tuple(scale.tolist()), tuple(offset.tolist())
+        source = self.block_writer()
+        target = replace(source, dest=storage.join(source.dest, "q"), dtype=self.dtype, nodata=self.nodata,
+                         ranges=False, scales=self.scales, offsets=self.offsets)
+        if not self.remote:
+            os.makedirs(target.dest, exist_ok=True)
+        task = ray.remote(num_cpus=1)(_quantize_blocks)
+        chunks = [blocks[i:i + 4] for i in range(0, len(blocks), 4)]
+        ray.get([task.remote(source, target, chunk) for chunk in chunks])
+        if self.remote:
+            fs = storage.fs_for(self.remote)
+            fs.rm([storage.join(source.dest, block_file(b)) for b in blocks])
+        else:
+            for b in blocks:
+                os.remove(os.path.join(self.block_dir, block_file(b)))
 
     def _assemble(self, blocks: Sequence[Block], dest: str) -> None:
         """One COG from the blocks: each block is read once, all bands at a time.
@@ -254,6 +302,8 @@ class FeatureWriter:
             dst.descriptions = tuple(self.descriptions)
             if self.colormap:
                 dst.write_colormap(1, self.colormap)
+            if self.scales:
+                dst.scales, dst.offsets = self.scales, self.offsets
             for b in blocks:
                 with self._open_block(b) as src:
                     dst.write(src.read(), window=rasterio.windows.Window(b.col, b.row, b.cols, b.rows))
@@ -267,6 +317,8 @@ class FeatureWriter:
         """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last
         (``sidecar()`` is called then, when it is a callable: it may time the assembly)."""
         vrt = self.path(f"{self.product}.vrt")
+        if self.quantized:
+            self._quantize(blocks_with_data)
         if single_file:
             final = self.path(f"{self.product}.tif")
             tmp = self.path(f".{self.product}.tif.tmp")
@@ -286,6 +338,8 @@ class FeatureWriter:
             _atomic_write_text(vrt, self.vrt_xml(blocks_with_data, self.outdir))
             final = vrt
         sidecar = dict(sidecar() if callable(sidecar) else sidecar, output=os.path.basename(final))
+        if self.quantized:
+            sidecar["quantization"] = quantize.stac_object(self.dtype, self.scales, self.offsets)
         _atomic_write_text(self.path(f"{self.product}.json"), json.dumps(sidecar, indent=1))
         return final
 
@@ -315,6 +369,17 @@ class FeatureWriter:
                                   "the output there is incomplete (no sidecar): fix access and re-run "
                                   "the same command.") from None
         shutil.rmtree(self.outdir, ignore_errors=True)
+
+
+def _quantize_blocks(source: BlockWriter, target: BlockWriter, blocks: Sequence[Block]) -> None:
+    """Ray task: read float blocks written by ``source``, write them quantised by ``target``."""
+    for b in blocks:
+        with open_raster(storage.join(source.dest, block_file(b)), storage.unfreeze(source.options) or None) as ds:
+            data = ds.read(masked=True)
+        valid = ~np.ma.getmaskarray(data).any(axis=0)
+        codes = quantize.quantize(np.ma.getdata(data), valid, np.array(target.scales),
+                                  np.array(target.offsets), target.dtype)
+        target.write(b, codes, valid)
 
 
 def staging_dir(remote: str) -> str:

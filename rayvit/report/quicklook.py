@@ -47,10 +47,15 @@ def enlarge(rgba: np.ndarray) -> np.ndarray:
 
 
 def read_small(path: str) -> np.ma.MaskedArray:
-    """All bands of a raster, decimated (nearest) to at most MAX_SIDE px, masked."""
+    """All bands of a raster, decimated (nearest) to at most MAX_SIDE px, masked; bands with
+    a scale/offset (int8 features) as floats."""
     with rasterio.open(path) as ds:
-        return ds.read(out_shape=(ds.count, *small_shape(ds.height, ds.width)), masked=True,
+        data = ds.read(out_shape=(ds.count, *small_shape(ds.height, ds.width)), masked=True,
                        resampling=Resampling.nearest)
+        scales, offsets = np.array(ds.scales), np.array(ds.offsets)
+    if (scales != 1).any() or (offsets != 0).any():
+        data = data.astype(np.float32) * scales[:, None, None] + offsets[:, None, None]
+    return data
 
 
 def stretch(bands: np.ndarray, mask: np.ndarray) -> np.ndarray:
