@@ -246,7 +246,7 @@ def _run_analysis(fn, args) -> int:
     names = inspect.signature(fn).parameters
     result = fn(progress=not args.quiet, **{k: v for k, v in vars(args).items() if k in names})
     if getattr(args, "dry_run", False):
-        print(result.extra["plan"])
+        print(result.extra["plan"] if hasattr(result, "extra") else result.sidecar["plan"])
         print("dry run: nothing written.")
     else:
         print(result.summary())
@@ -337,6 +337,38 @@ def add_classify(sub) -> None:
 def run_classify(args) -> int:
     from .analysis.classify import classify
     return _run_analysis(classify, args)
+
+
+def add_table(sub) -> None:
+    p = sub.add_parser("table", help="feature raster -> GeoParquet embedding table (a row per cell or pixel)",
+                       description="Write a feature raster as a GeoParquet 1.1 table, one part file per Ray "
+                                   "task: one row per --tile x --tile cell of feature pixels with the mean "
+                                   "embedding of its valid pixels (--pool tile), or one row per valid "
+                                   "feature pixel (--pool none). Columns: row, col, valid_fraction, "
+                                   "embedding (fixed-size list), bbox (covering) and geometry (footprint). "
+                                   "File metadata: geo, emb (STAC embeddings extension fields) and rayvit "
+                                   "(the source's sidecar: model, weights checksum, layer, normalisation, "
+                                   "grid). Read with geopandas.read_parquet(DIR), pyarrow or DuckDB "
+                                   "read_parquet('DIR/*.parquet').",
+                       epilog="example: rayvit table out/features.vrt -o emb/ --pool tile --tile 16")
+    p.add_argument("input", help="feature raster (features.tif/.vrt, or any raster; int8 with scales is dequantised)")
+    p.add_argument("-o", "--output", required=True, help="output directory (local or s3://...)")
+    p.add_argument("--pool", choices=("tile", "none"), default="tile",
+                   help="tile: a row per cell, mean over its valid pixels (default); none: a row per pixel")
+    p.add_argument("--tile", type=int, default=16, help="with --pool tile: cell side in feature pixels (default 16)")
+    p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32",
+                   help="embedding type (default float32); int8: codes with a scale/offset per dimension "
+                        "in the emb:quantization metadata")
+    p.add_argument("--bands", type=_ints, help="1-based bands to use (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a table already in the output directory")
+    p.add_argument("--dry-run", action="store_true", help="print the rows and part files it would write; writes nothing")
+    add_ray_options(p)
+    p.set_defaults(func=run_table)
+
+
+def run_table(args) -> int:
+    from .analysis.table import table
+    return _run_analysis(table, args)
 
 
 def add_run(sub) -> None:
@@ -495,6 +527,7 @@ def parser() -> argparse.ArgumentParser:
     add_cluster(sub)
     add_similarity(sub)
     add_classify(sub)
+    add_table(sub)
     add_run(sub)
     add_methods(sub)
     add_models(sub)
