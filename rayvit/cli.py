@@ -339,6 +339,39 @@ def run_classify(args) -> int:
     return _run_analysis(classify, args)
 
 
+def add_search(sub) -> None:
+    p = sub.add_parser("search", help="feature raster + a few examples -> score map and top-k hits",
+                       description="Few-shot search: score every pixel against positive (and negative) "
+                                   "examples, block by block in Ray tasks. Examples are points/polygons "
+                                   "(the pixels they select) or rows of a `rayvit table` GeoParquet (their "
+                                   "embeddings, from any date or area). --scorer cosine (default): mean "
+                                   "cosine to the positives minus mean cosine to the negatives; linear: "
+                                   "logistic regression on the examples (needs negatives), its log-odds. "
+                                   "Writes score.tif, hits.parquet (the exact top-k pixels over the whole "
+                                   "mosaic: rank, score, row, col, footprint), samples.gpkg, metrics.json, "
+                                   "quicklook.png.",
+                       epilog="example: rayvit search out/features.vrt pos.gpkg -o hits/ --negatives neg.gpkg "
+                              "--top-k 200 --exclude-radius 3")
+    _analysis_common(p, vectors="required", standardize=False)
+    p.add_argument("--negatives", help="negative examples (points/polygons or table rows)")
+    p.add_argument("--label", help="a column of the examples file: 1/true marks positives, 0/false negatives")
+    p.add_argument("--scorer", choices=("cosine", "linear"), default="cosine",
+                   help="cosine: mean cosine to positives - mean cosine to negatives (default); linear: "
+                        "logistic regression on the examples")
+    p.add_argument("--top-k", dest="top_k_hits", type=int, default=100, help="hits to list (default 100)")
+    p.add_argument("--exclude-radius", type=int, default=0,
+                   help="no two hits closer than this many pixels (default 0: any pixel may be a hit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --polygons sample and the linear scorer")
+    p.set_defaults(func=run_search)
+
+
+def run_search(args) -> int:
+    from .analysis.search import search
+    args.positives = args.vectors
+    code = _run_analysis(search, args)
+    return code
+
+
 def add_table(sub) -> None:
     p = sub.add_parser("table", help="feature raster -> GeoParquet embedding table (a row per cell or pixel)",
                        description="Write a feature raster as a GeoParquet 1.1 table, one part file per Ray "
@@ -528,6 +561,7 @@ def parser() -> argparse.ArgumentParser:
     add_similarity(sub)
     add_classify(sub)
     add_table(sub)
+    add_search(sub)
     add_run(sub)
     add_methods(sub)
     add_models(sub)

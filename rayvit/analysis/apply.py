@@ -153,6 +153,8 @@ class AnalysisResult:
         nodes = len(self.extra.get("windows_per_node", {}))
         line = (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s on {nodes} Ray node(s) -> "
                 f"{self.output} (model {self.model_path})")
+        if "hits" in self.extra:
+            line += f"\n{self.extra['n_hits']} hits -> {self.extra['hits']}"
         if self.timings:
             line += "\ntime: " + ", ".join(f"{label} {self.timings[key]:.1f} s" for key, label in PHASES
                                           if key in self.timings)
