@@ -372,6 +372,37 @@ def run_search(args) -> int:
     return code
 
 
+def add_change(sub) -> None:
+    p = sub.add_parser("change", help="two feature rasters (two dates) -> change map and hot spots",
+                       description="Per-pixel cosine distance (1 - cos) between the embeddings of two feature "
+                                   "rasters, block by block in Ray tasks; B is read onto A's grid (nearest "
+                                   "neighbour), cropped to their common extent. Writes change.tif (band 1: "
+                                   "distance; with --zscore band 2: its z-score over the scene), "
+                                   "hotspots.parquet (4-connected areas with distance >= --threshold, "
+                                   "default mean + 3 std: area, mean and max change), metrics.json, "
+                                   "quicklook.png. Rasters encoded with another model, layer or "
+                                   "normalisation (their sidecars) are refused unless --force.",
+                       epilog="example: rayvit change y2023/features.vrt y2025/features.vrt -o chg/ --zscore")
+    p.add_argument("a", help="feature raster of the first date")
+    p.add_argument("b", help="feature raster of the second date (same bands)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--zscore", action="store_true", help="add band 2: (distance - mean) / std over the scene")
+    p.add_argument("--threshold", type=float, help="hot-spot distance threshold (default: mean + 3 std)")
+    p.add_argument("--force", action="store_true", help="compare rasters whose sidecars name another model, "
+                                                        "layer or normalisation")
+    p.add_argument("--bands", type=_ints, help="1-based bands to use in both (default: all)")
+    p.add_argument("--block-size", type=int, default=512, help="pixels per processing block (default 512)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
+    p.add_argument("--dry-run", action="store_true", help="check the inputs, print the work; writes nothing")
+    add_ray_options(p)
+    p.set_defaults(func=run_change)
+
+
+def run_change(args) -> int:
+    from .analysis.change import change
+    return _run_analysis(change, args)
+
+
 def add_table(sub) -> None:
     p = sub.add_parser("table", help="feature raster -> GeoParquet embedding table (a row per cell or pixel)",
                        description="Write a feature raster as a GeoParquet 1.1 table, one part file per Ray "
@@ -562,6 +593,7 @@ def parser() -> argparse.ArgumentParser:
     add_classify(sub)
     add_table(sub)
     add_search(sub)
+    add_change(sub)
     add_run(sub)
     add_methods(sub)
     add_models(sub)

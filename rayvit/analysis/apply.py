@@ -25,6 +25,7 @@ from ..console import Progress, progress_enabled, progress_on
 from ..errors import InputError
 from ..grid import Block
 from ..io.mosaic import Mosaic, open_mosaic
+from ..io import storage
 from ..io.storage import fs_for, is_local
 from ..io.cog import BlockWriter
 from ..io.writer import FeatureWriter
@@ -155,6 +156,8 @@ class AnalysisResult:
                 f"{self.output} (model {self.model_path})")
         if "hits" in self.extra:
             line += f"\n{self.extra['n_hits']} hits -> {self.extra['hits']}"
+        if "hotspots" in self.extra:
+            line += f"\n{self.extra['n_hotspots']} hot spots -> {self.extra['hotspots']}"
         if self.timings:
             line += "\ntime: " + ", ".join(f"{label} {self.timings[key]:.1f} s" for key, label in PHASES
                                           if key in self.timings)
@@ -169,6 +172,17 @@ def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str |
     """A feature (or any) raster as the analysis stages read it: int8/uint8 bands with a
     scale and offset come back as floats."""
     return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint, dequantize=True)
+
+
+def source_sidecar(path: str) -> dict:
+    """The rayvit sidecar beside a raster (``features.vrt`` -> ``features.json``), or {}."""
+    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
+    try:
+        with storage.filesystem(stem + ".json", storage.storage_options(path)).open(
+                storage.local_path(stem + ".json") if storage.is_local(path) else stem + ".json") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return {}
 
 
 def fingerprint(config: dict) -> str:
@@ -249,7 +263,7 @@ def write_blocks(mosaic: Mosaic, model, writer: FeatureWriter, product: Product,
     return sorted(written, key=lambda b: (b.by, b.bx)), (tally if is_int else None), n_valid
 
 
-def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
+def run(stage: str, input_path: str | Mosaic, output: str, config: dict, fit: Callable,
         model_path: str | None, products: Callable[[object], list[Product]],
         metrics: Callable[..., dict], bands=None, block_size: int = 512, overwrite: bool = False,
         address: str | None = None, progress: bool = True, statistics_pass: bool = True,
@@ -261,11 +275,14 @@ def run(stage: str, input_path: str, output: str, config: dict, fit: Callable,
     model; ``products(model)`` the rasters to write; ``metrics(model, mosaic, pixels, tally)``
     the metrics (``tally``: value counts of the first integer product). Everything but the
     products' sidecars is written before the products are committed, sidecars last.
+    ``input_path`` may be an opened mosaic (anything with ``grid``, ``count``, ``bands``,
+    ``dtype``, ``sources`` and ``read``), e.g. two rasters read side by side.
     """
     t0 = time.monotonic()
     if block_size < 1:
         raise InputError(f"--block-size must be >= 1 pixel, got {block_size}.")
-    mosaic = open_input(input_path, bands)
+    mosaic = open_input(input_path, bands) if isinstance(input_path, str) else input_path
+    input_path = input_path if isinstance(input_path, str) else config.pop("input")
     bundle = load_model(model_path, mosaic.count, stage) if model_path else None
     config = dict(config, stage=stage, input=input_path, bands=list(mosaic.bands),
                   model_file=model_path, block_size=block_size)

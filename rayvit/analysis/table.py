@@ -31,23 +31,12 @@ from ..io import geoparquet, quantize, storage
 from ..io.mosaic import Mosaic
 from ..runtime import init_ray
 from . import sampling
-from .apply import open_input, run_windows
+from .apply import open_input, run_windows, source_sidecar
 
 POOLS = ("tile", "none")
 TABLE_DTYPES = ("float32", "float16", "int8")
 SIDECAR = "_table.json"
 READ_BYTES = 256 * 2**20     # float32 pixels a task reads at once (one window)
-
-
-def source_sidecar(path: str) -> dict:
-    """The rayvit sidecar beside a raster (``features.vrt`` -> ``features.json``), or {}."""
-    stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
-    try:
-        with storage.filesystem(stem + ".json", storage.storage_options(path)).open(
-                storage.local_path(stem + ".json") if storage.is_local(path) else stem + ".json") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return {}
 
 
 def window_side(bands: int, tile: int) -> int:
