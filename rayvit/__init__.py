@@ -8,6 +8,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     "encode": ".encode.pipeline", "EncodeOptions": ".encode.pipeline", "EncodeResult": ".encode.pipeline",
     "reduce": ".analysis.reduce", "cluster": ".analysis.cluster", "RayvitError": ".errors",
+    "table": ".analysis.table", "search": ".analysis.search", "change": ".analysis.change",
 }
 
 __all__ = [*_EXPORTS, "__version__"]

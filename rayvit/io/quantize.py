@@ -50,9 +50,10 @@ def quantize(data: np.ndarray, valid: np.ndarray, scale: np.ndarray, offset: np.
     """``data (bands, rows, cols)`` as codes of ``dtype``; invalid pixels get the nodata code."""
     qlo, qhi, empty = CODES[dtype]
     shape = (-1,) + (1,) * (data.ndim - 1)
+    valid = np.asarray(valid, bool)
     codes = np.rint((data.astype(np.float64) - offset.reshape(shape)) / scale.reshape(shape))
-    out = np.clip(codes, qlo, qhi).astype(dtype)
-    out[:, ~np.asarray(valid, bool)] = empty
+    out = np.clip(np.where(valid, codes, 0), qlo, qhi).astype(dtype)   # invalid: NaN, never cast
+    out[:, ~valid] = empty
     return out
 
 
