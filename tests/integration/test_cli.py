@@ -9,7 +9,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import timm
 from conftest import ROOT, read, run_cli, seeded_image, write_raster
