@@ -543,11 +543,13 @@ def add_bench(sub) -> None:
                                    "--bands at 1/4 and full size and times PCA (3 components) and KMeans "
                                    "(--k, --kmeans-iter Lloyd steps) on each, and scikit-learn on an "
                                    "in-memory subset, with peak memory.")
-    p.add_argument("what", nargs="?", choices=("encode", "pipeline", "analysis", "storage", "nodes"),
+    p.add_argument("what", nargs="?", choices=("encode", "pipeline", "analysis", "storage", "nodes", "embeddings"),
                    default="encode",
                    help="encode (default); pipeline: CPU-ms per tile of each stage around a null encoder "
                         "(D = 384, 768; float16, float32); analysis; storage: encode from --s3-url vs local "
-                        "disk; nodes: encode on the cluster at --address vs embedded single node")
+                        "disk; nodes: encode on the cluster at --address vs embedded single node; "
+                        "embeddings: table rows/s, search and change pixels/s on generated --pixels x "
+                        "--bands float16 rasters vs a numpy loop, and the search scorers' ROC AUC")
     p.add_argument("--s3-url", help="storage: where to upload the raster (s3://bucket/prefix)")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
@@ -572,6 +574,9 @@ def run_bench(args) -> int:
     elif args.what in ("storage", "nodes"):
         from .bench import bench_compare
         bench_compare(args.what, args.tiles, args.size, args.model, args.s3_url, args.address, args.workdir)
+    elif args.what == "embeddings":
+        from .bench import bench_embeddings
+        bench_embeddings(args.pixels, args.bands or 384, args.workdir, args.address)
     elif args.what == "analysis":
         bench_analysis(args.pixels, args.bands or 384, (0.25, 1.0), args.k, args.kmeans_iter, args.sklearn_pixels,
                        args.workdir, args.address)

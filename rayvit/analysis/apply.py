@@ -137,6 +137,7 @@ class Product:
     method: str = "apply"
     colormap: dict | None = None
     categories: list | None = None
+    quantized: bool = False       # int8/uint8 features with a scale/offset per band (io.quantize)
 
 
 @dataclass
@@ -319,7 +320,7 @@ def run(stage: str, input_path: str | Mosaic, output: str, config: dict, fit: Ca
         run_id = fingerprint(config)
         planned = products(model)
         writers = [FeatureWriter(output, mosaic.grid, p.count, p.descriptions, p.dtype, product=p.name,
-                                 nodata=p.nodata, colormap=p.colormap) for p in planned]
+                                 nodata=p.nodata, colormap=p.colormap, quantized=p.quantized) for p in planned]
         state = writers[0].check(run_id, overwrite)
         writers[0].start(run_id, config, overwrite=state == "overwrite")
         writers[0].check_reachable()

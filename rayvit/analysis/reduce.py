@@ -81,7 +81,7 @@ def reduce(input: str, output: str, method: str = "PCA", n_components: int | Non
               "standardize": standardize, "sample": sample_size, "seed": seed, "dtype": dtype}
     def products(m):
         return [Product("reduced", m.n_outputs, dtype, np.nan,
-                        [f"component_{i + 1}" for i in range(m.n_outputs)])]
+                        [f"component_{i + 1}" for i in range(m.n_outputs)], quantized=dtype in ("int8", "uint8"))]
 
     return run("reduce", input, output, config, fit, model, products, metrics, bands, block_size,
                overwrite, address, progress, dry_run=dry_run)

@@ -2,8 +2,9 @@
 
 from .analysis import bench_analysis
 from .compare import bench_compare
+from .embeddings import bench_embeddings
 from .encode import bench_encode
 from .monitor import ProcessMonitor
 from .pipeline import bench_pipeline
 
-__all__ = ["bench_analysis", "bench_compare", "bench_encode", "bench_pipeline", "ProcessMonitor"]
+__all__ = ["bench_analysis", "bench_compare", "bench_embeddings", "bench_encode", "bench_pipeline", "ProcessMonitor"]

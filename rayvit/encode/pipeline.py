@@ -23,6 +23,7 @@ from .. import __version__
 from ..errors import InputError
 from .. import report
 from ..console import Progress
+from ..io import quantize
 from ..io.writer import FeatureWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
                    pool_shape, unwrap_worker_error)
@@ -185,7 +186,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
 
     d = plan.info.num_features
     writer = FeatureWriter(output, plan.feature_grid, d, [f"feature_{i + 1:04d}" for i in range(d)],
-                           o.dtype, o.compress)
+                           o.dtype, o.compress, quantized=quantize.is_quantized(o.dtype))
     fingerprint = plan.fingerprint()
     state = writer.check(fingerprint, o.overwrite)
     if state == "complete":

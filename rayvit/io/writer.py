@@ -65,6 +65,10 @@ class FeatureWriter:
     product: str = "features"
     nodata: float = np.nan
     colormap: dict | None = None
+    # int8/uint8 *features*: workers write float32 blocks and their band ranges; the commit
+    # quantises them with one scale/offset per band into blocks/.../q (io.quantize). Not for
+    # products whose integers are the values (cluster labels, classes).
+    quantized: bool = False
 
     def __post_init__(self) -> None:
         # Object-store outputs are staged in a local directory (blocks, resume state) and
@@ -73,9 +77,8 @@ class FeatureWriter:
         self.outdir = staging_dir(self.remote) if self.remote else storage.local_path(self.outdir)
         # analysis stages may write several products into one directory: one block folder each
         self.block_dir = os.path.join(self.outdir, BLOCK_DIR, *([] if self.product == "features" else [self.product]))
-        # int8/uint8 products: workers write float32 blocks and their band ranges; the commit
-        # quantises them with one scale/offset per band into blocks/.../q (io.quantize)
-        self.quantized = quantize.is_quantized(self.dtype)
+        if self.quantized and not quantize.is_quantized(self.dtype):
+            raise ValueError(f"quantised products are int8 or uint8, not {self.dtype}")
         if self.quantized and np.isnan(self.nodata):
             self.nodata = quantize.nodata(self.dtype)
         self.scales: tuple = ()
