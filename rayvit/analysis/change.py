@@ -25,7 +25,8 @@ from . import sampling
 from .apply import AnalysisResult, Product, open_input, run, run_windows, source_sidecar
 from .similarity import unit
 
-WINDOW = 1024
+WINDOW = 1024         # hot spots: windows of the one-band change raster
+READ_WINDOW = 256     # the statistics pass: windows of both feature rasters (D bands each)
 COMPARED = ("model", "preset", "layer", "weights_sha256")
 
 
@@ -229,7 +230,7 @@ def change(a: str, b: str, output: str, zscore: bool = False, threshold: float |
 
     def fit(mosaic, pixels):
         g = mosaic.grid
-        parts = run_windows(_distance_moments, mosaic, sampling.grid_windows(g.height, g.width, WINDOW),
+        parts = run_windows(_distance_moments, mosaic, sampling.grid_windows(g.height, g.width, READ_WINDOW),
                             label="statistics")
         n = sum(p[0] for p in parts)
         if n == 0:
