@@ -357,11 +357,12 @@ def run(stage: str, input_path: str | Mosaic, output: str, config: dict, fit: Ca
             if product.categories:
                 write_category_names(finals[-1], product.categories)
         first = planned[0]
-        quicklook(finals[0], writers[0].path("quicklook.png"), categorical=first.colormap is not None,
+        readable = writers[0].readable(finals[0])
+        quicklook(readable, writers[0].path("quicklook.png"), categorical=first.colormap is not None,
                   colormap=first.colormap)
         phase("commit_s", t1)
         timings["total_s"] = time.monotonic() - t0
-        report.write(writers[0].outdir, first.name)
+        report.write(writers[0].outdir, first.name, raster=readable)
         writers[0].publish(sidecars=[f"{p.name}.json" for p in planned])
         finals = [writers[0].url(os.path.relpath(f, writers[0].outdir)) for f in finals]
         model_file = writers[0].url("model.joblib") if not bundle else model_path

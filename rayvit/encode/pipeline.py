@@ -270,7 +270,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
                                           nodes=len(nodes)))
 
     final = writer.commit(with_data, plan.single_file, finish)
-    report.write(writer.outdir, "features")
+    report.write(writer.outdir, "features", raster=writer.readable(final))
     writer.publish()
     return EncodeResult(writer.url(os.path.basename(final)), output, t.n_tiles, todo, written, len(finished),
                         timings["total_s"], km2, plan, first_batch, nodes, first_block_tiles=first_tiles,

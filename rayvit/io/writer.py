@@ -346,6 +346,17 @@ class FeatureWriter:
         _atomic_write_text(self.path(f"{self.product}.json"), json.dumps(sidecar, indent=1))
         return final
 
+    def readable(self, final: str) -> str:
+        """Where the driver can read the product it just committed (report, quicklook): the
+        local file, or, for the block VRT of an object-store output, that VRT uploaded beside
+        the blocks the workers put there (the local one points at blocks that are not here).
+        Publish order still holds: the sidecars go last."""
+        if not self.remote or not final.endswith(".vrt"):
+            return final
+        url = self.url(os.path.relpath(final, self.outdir).replace(os.sep, "/"))
+        storage.fs_for(self.remote).put_file(final, url)
+        return url
+
     def publish(self, sidecars: Sequence[str] = ()) -> None:
         """Upload a staged object-store output: blocks, then other files, then VRTs, then the
         product sidecars (``<product>.json`` and ``sidecars``) last, so that a reader who sees

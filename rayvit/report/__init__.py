@@ -10,9 +10,10 @@ from typing import Sequence
 from .html import page, save, section
 
 
-def write(outdir: str, product: str) -> str:
-    """Write ``report.html`` for the product ``product`` in the local directory ``outdir``."""
-    s = section(outdir, product)
+def write(outdir: str, product: str, raster: str | None = None) -> str:
+    """Write ``report.html`` for the product ``product`` in the local directory ``outdir``
+    (its raster read from ``raster`` when given: see :func:`.html.section`)."""
+    s = section(outdir, product, raster=raster)
     return save(os.path.join(outdir, "report.html"), page(f"rayvit {s.title}", [s]))
 
 

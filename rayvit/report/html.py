@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
-import rasterio
 
 from . import charts
 from .quicklook import imagery_of, imagery_view, quicklook, read_small
@@ -172,14 +171,19 @@ def _charts(stage: str, metrics: dict, raster: str, colormap: dict, names: list)
     return '<div class="figures">' + "".join(out) + "</div>" if out else ""
 
 
-def section(outdir: str, product: str, anchor: str | None = None, title: str | None = None) -> Section:
-    """The report section of the product ``product`` in ``outdir`` (local)."""
+def section(outdir: str, product: str, anchor: str | None = None, title: str | None = None,
+            raster: str | None = None) -> Section:
+    """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
+    from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket)."""
+    from ..io import storage
+    from ..io.mosaic import open_raster
+
     with open(os.path.join(outdir, f"{product}.json")) as fh:
         sidecar = json.load(fh)
     metrics = sidecar.get("metrics") or {}
-    raster = os.path.join(outdir, sidecar["output"])
+    raster = raster or os.path.join(outdir, sidecar["output"])
     stage = sidecar.get("stage", "encode")
-    with rasterio.open(raster) as ds:
+    with open_raster(raster, storage.storage_options(raster)) as ds:
         try:
             colormap = ds.colormap(1)
         except ValueError:

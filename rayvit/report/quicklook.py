@@ -17,6 +17,8 @@ import rasterio
 from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 
+from ..io import storage
+
 MAX_SIDE = 1024
 MIN_SIDE = 512
 
@@ -47,9 +49,11 @@ def enlarge(rgba: np.ndarray) -> np.ndarray:
 
 
 def read_small(path: str) -> np.ma.MaskedArray:
-    """All bands of a raster, decimated (nearest) to at most MAX_SIDE px, masked; bands with
-    a scale/offset (int8 features) as floats."""
-    with rasterio.open(path) as ds:
+    """All bands of a raster (a path or an object-store URL), decimated (nearest) to at most
+    MAX_SIDE px, masked; bands with a scale/offset (int8 features) as floats."""
+    from ..io.mosaic import open_raster
+
+    with open_raster(path, storage.storage_options(path)) as ds:
         data = ds.read(out_shape=(ds.count, *small_shape(ds.height, ds.width)), masked=True,
                        resampling=Resampling.nearest)
         scales, offsets = np.array(ds.scales), np.array(ds.offsets)
@@ -113,8 +117,6 @@ def quicklook(path: str, png: str, categorical: bool = False, colormap: dict | N
 
 def sidecar_of(raster: str) -> dict | None:
     """The rayvit sidecar of a product raster (``features.tif`` -> ``features.json``)."""
-    from ..io import storage
-
     path = os.path.splitext(raster)[0] + ".json"
     try:
         if storage.is_local(path):

@@ -70,7 +70,9 @@ def test_s3_errors_name_the_url(s3, tmp_path):
 
 
 def test_encode_reduce_cluster_classify_with_inputs_and_outputs_in_the_bucket(s3, tmp_path):
-    """The whole chain on object storage; each product appears with its sidecar, last."""
+    """The whole chain on object storage; each product appears with its sidecar, last. The
+    features are blocks + VRT (what large outputs get): the workers upload the blocks, and the
+    report reads them there."""
     import geopandas as gpd
     from shapely.geometry import Point
 
@@ -82,8 +84,9 @@ def test_encode_reduce_cluster_classify_with_inputs_and_outputs_in_the_bucket(s3
     s3["fs"].mkdir("results")
     env = dict(s3_env(s3), RAYVIT_STAGING=str(tmp_path / "staging"))
     enc = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
-    steps = [("encode", "s3://rasters/scene.tif", "-o", "s3://results/feat", *enc),
-             ("reduce", "s3://results/feat/features.tif", "-o", "s3://results/red", "--quiet"),
+    blocks = ["--blocks", "--block-size", "2"]
+    steps = [("encode", "s3://rasters/scene.tif", "-o", "s3://results/feat", *blocks, *enc),
+             ("reduce", "s3://results/feat/features.vrt", "-o", "s3://results/red", "--quiet"),
              ("cluster", "s3://results/red/reduced.tif", "-o", "s3://results/clu", "--n-clusters", "3", "--quiet"),
              ("classify", "s3://results/red/reduced.tif", "s3://rasters/pts.gpkg", "-o", "s3://results/cls",
               "--label", "Type", "--cv", "none", "--quiet")]
@@ -93,14 +96,17 @@ def test_encode_reduce_cluster_classify_with_inputs_and_outputs_in_the_bucket(s3
         assert s3["secret"] not in r.stdout + r.stderr
     listing = {p.split("/", 2)[1]: sorted(q.rsplit("/", 1)[1] for q in s3["fs"].find(p))
                for p in ("results/feat", "results/red", "results/clu", "results/cls")}
-    assert listing["feat"] == ["features.json", "features.tif", "report.html", "run.json"]
+    assert {"features.json", "features.vrt", "report.html", "run.json"} <= set(listing["feat"])
+    assert sum(name.startswith("block_") for name in listing["feat"]) == 12   # 6 x 8 features, 2 x 2 each
+    report = s3["fs"].cat("results/feat/report.html").decode()
+    assert report.count("data:image/png;base64,") == 1                # the features' quicklook
     assert {"clusters.tif", "clusters.json", "model.joblib", "metrics.json", "quicklook.png"} <= set(listing["clu"])
     assert {"prediction.tif", "prediction.json", "samples.gpkg"} <= set(listing["cls"])
     assert not (tmp_path / "staging").exists() or not any((tmp_path / "staging").iterdir())
     # the chain equals the same chain on local disk
-    local = ["encode", write_raster(tmp_path / "l.tif", data), "-o", tmp_path / "lf", *enc]
+    local = ["encode", write_raster(tmp_path / "l.tif", data), "-o", tmp_path / "lf", *blocks, *enc]
     assert run_cli(*local).returncode == 0
-    assert run_cli("reduce", tmp_path / "lf" / "features.tif", "-o", tmp_path / "lr", "--quiet").returncode == 0
+    assert run_cli("reduce", tmp_path / "lf" / "features.vrt", "-o", tmp_path / "lr", "--quiet").returncode == 0
     s3["fs"].get("results/red/reduced.tif", str(tmp_path / "from_s3.tif"))
     np.testing.assert_array_equal(read(tmp_path / "from_s3.tif")[0], read(tmp_path / "lr" / "reduced.tif")[0])
     # re-applying a model stored in the bucket
@@ -117,3 +123,46 @@ def test_output_bucket_errors(s3, tmp_path):
     wrong = run_cli("reduce", path, "-o", "s3://results/out", env=dict(env, AWS_SECRET_ACCESS_KEY="wrong"))
     assert wrong.returncode == 2 and "access was denied; check the credentials" in wrong.stderr
     assert "wrong" not in wrong.stderr.replace("--", "") and s3["secret"] not in wrong.stderr
+
+
+def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path):
+    """Quantisation of blocks that live in the bucket, and the embedding products written there."""
+    import geopandas as gpd
+    import pyarrow.parquet as pq
+    from shapely.geometry import Point
+
+    data = seeded_image((3, 96, 128), seed=9)
+    s3["fs"].put(write_raster(tmp_path / "scene.tif", data), "rasters/scene8.tif")
+    gpd.GeoDataFrame(crs="EPSG:32633", geometry=[Point(500040, 3999960)]).to_file(tmp_path / "pos.gpkg")
+    s3["fs"].put(str(tmp_path / "pos.gpkg"), "rasters/pos.gpkg")
+    s3["fs"].mkdir("emb")
+    env = dict(s3_env(s3), RAYVIT_STAGING=str(tmp_path / "staging"))
+    enc = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
+    steps = [("encode", "s3://rasters/scene8.tif", "-o", "s3://emb/feat", "--dtype", "int8", "--blocks",
+              "--block-size", "2", *enc),
+             ("table", "s3://emb/feat/features.vrt", "-o", "s3://emb/table", "--tile", "2", "--quiet"),
+             ("search", "s3://emb/feat/features.vrt", "s3://rasters/pos.gpkg", "-o", "s3://emb/search",
+              "--top-k", "3", "--quiet"),
+             ("change", "s3://emb/feat/features.vrt", "s3://emb/feat/features.vrt", "-o", "s3://emb/change",
+              "--quiet")]
+    for step in steps:
+        r = run_cli(*step, env=env)
+        assert r.returncode == 0, r.stderr
+    files = {p.split("/", 2)[1]: sorted(q.split("/", 2)[2] for q in s3["fs"].find(p))
+             for p in ("emb/feat", "emb/table", "emb/search", "emb/change")}
+    assert {"features.vrt", "report.html"} <= set(files["feat"])
+    assert any(f.startswith("blocks/q/block_") for f in files["feat"])
+    assert not any(f.startswith("blocks/block_") for f in files["feat"])    # float blocks dropped
+    assert "_table.json" in files["table"] and any(f.startswith("part-") for f in files["table"])
+    assert not any(f.startswith(".parts") for f in files["table"])
+    assert {"hits.parquet", "score.tif", "score.json"} <= set(files["search"])
+    assert {"hotspots.parquet", "change.tif"} <= set(files["change"])
+    # the bucket's int8 product equals the same run on disk
+    local = run_cli("encode", write_raster(tmp_path / "l.tif", data), "-o", tmp_path / "l", "--dtype", "int8",
+                    "--blocks", "--block-size", "2", *enc)
+    assert local.returncode == 0, local.stderr
+    s3["fs"].get("emb/feat/", str(tmp_path / "froms3"), recursive=True)
+    np.testing.assert_array_equal(read(tmp_path / "froms3" / "features.vrt")[0],
+                                  read(tmp_path / "l" / "features.vrt")[0])
+    s3["fs"].get("emb/search/hits.parquet", str(tmp_path / "hits.parquet"))
+    assert pq.read_table(tmp_path / "hits.parquet").num_rows == 3
