@@ -28,3 +28,7 @@ class ModelError(RayvitError, ValueError):
 
 class OutputError(RayvitError, OSError):
     """An output location that cannot be written, or that holds another run."""
+
+
+class MissingDependencyError(RayvitError, ImportError):
+    """An optional package that a URL scheme or a model needs is not installed."""

@@ -23,7 +23,7 @@ from .. import __version__
 from ..errors import InputError
 from .. import report
 from ..console import Progress
-from ..io import quantize
+from ..io import quantize, storage
 from ..io.writer import FeatureWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
                    pool_shape, unwrap_worker_error)
@@ -241,7 +241,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
                          "nothing to encode.")
     sidecar = {
         "rayvit_version": __version__, "run_id": fingerprint,
-        "inputs": [s.url for s in plan.mosaic.sources],
+        "inputs": [storage.redact(s.url) for s in plan.mosaic.sources],
         "skipped_inputs": list(plan.mosaic.skipped),
         "model": plan.spec.name, "pretrained": plan.spec.pretrained, "weights": plan.spec.weights,
         "weights_sha256": plan.info.weights_sha256, "layer": plan.info.layer,

@@ -15,6 +15,7 @@ from rasterio.crs import CRS
 from ..analysis.sampling import band_statistics
 from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
+from ..io import storage
 from ..io.mosaic import Grid, Mosaic, open_mosaic
 from ..io.writer import DTYPES
 from . import presets
@@ -157,7 +158,7 @@ class EncodePlan:
         """Everything that determines the output bytes (and nothing that does not)."""
         o = self.options
         return {
-            "inputs": [asdict(s) for s in self.mosaic.sources],
+            "inputs": [dict(asdict(s), url=storage.redact(s.url)) for s in self.mosaic.sources],
             "skipped_inputs": [d["input"] for d in self.mosaic.skipped],
             "bands": list(self.mosaic.bands), "band_map": list(self.band_map),
             "grid": asdict(self.mosaic.grid),

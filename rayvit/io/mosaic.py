@@ -154,6 +154,7 @@ atexit.register(close_cached)
 
 def open_raster(url: str, options: dict | None = None):
     """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file."""
+    storage.backend(url)      # an unknown scheme or a missing package: said as such
     try:
         if storage.is_local(url):
             path = storage.local_path(url)
@@ -162,7 +163,7 @@ def open_raster(url: str, options: dict | None = None):
             return rasterio.open(path)
         close_cached(url)
         fs = storage.filesystem(url, options)
-        return rasterio.open(url, opener=fs)
+        return rasterio.open(url, opener=storage.RasterOpener(fs))
     except RasterOpenError:
         raise
     except (RasterioError, OSError, ValueError) as exc:
@@ -178,12 +179,11 @@ def open_raster(url: str, options: dict | None = None):
             if denied:
                 raise RasterOpenError(
                     f"access to input raster {url!r} was denied; check the credentials "
-                    "(AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY, AWS_PROFILE or ~/.aws/credentials "
-                    "for s3://) and that they may read this object.") from None
+                    f"({storage.credentials_hint(url)}) and that they may read this object.") from None
             if not found:
                 raise RasterOpenError(f"input raster {url!r} does not exist or cannot be reached "
-                                      f"({type(exc).__name__}); check the URL, the endpoint "
-                                      "(--s3-endpoint / AWS_ENDPOINT_URL) and credentials.") from exc
+                                      f"({type(exc).__name__}); check the URL and the credentials "
+                                      f"({storage.credentials_hint(url)}).") from exc
         raise RasterOpenError(f"input raster {url!r} is not a readable raster "
                               f"(GDAL says: {str(exc).splitlines()[0]}); check the file is a complete "
                               "GeoTIFF/COG or another GDAL format.") from exc

@@ -420,6 +420,6 @@ def remote_state(remote: str, name: str) -> dict | None:
         return None
     except PermissionError:
         raise OutputError(f"output {remote!r}: access was denied; check the credentials "
-                          "(AWS_ACCESS_KEY_ID / AWS_PROFILE ...) and the endpoint.") from None
+                          f"({storage.credentials_hint(remote)}).") from None
     except ValueError:
         return {}
