@@ -1,7 +1,6 @@
-"""URL schemes, their packages, redaction of secrets and the raster opener (no server needed)."""
+"""URL schemes, their packages, redaction of secrets, and the raster opener's read-ahead."""
 
 import pytest
-
 
 from rayvit.errors import InputError, MissingDependencyError
 from rayvit.io import storage
