@@ -9,7 +9,7 @@ import textwrap
 from typing import Sequence
 
 from . import __version__
-from .errors import RayvitError
+from .errors import InputError, RayvitError
 
 
 def _ints(text: str) -> tuple[int, ...]:
@@ -37,6 +37,13 @@ def _floats(text: str) -> tuple[float, ...]:
         return tuple(float(v) for v in text.replace(" ", "").split(","))
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _names(text: str) -> tuple[str, ...]:
+    names = tuple(v for v in text.replace(" ", "").split(",") if v)
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names, got {text!r}")
+    return names
 
 
 def _size(text: str):
@@ -85,9 +92,14 @@ def add_encode(sub) -> None:
               rayvit encode scene.tif -o out/
               rayvit encode 'tiles/*.tif' s3://bucket/extra.tif -o out/ \\
                   --model vit_small_patch14_reg4_dinov2.lvd142m --bands 4,3,2 --size 448 --stride 224
+              rayvit encode --stac s3://bucket/catalog.json --assets red,green,blue,nir -o out/ \\
+                  --datetime 2025-06-01/2025-08-31 --query 'eo:cloud_cover<20' --composite least-cloudy
+              rayvit encode --stac https://stac.example/v1 --collection sentinel-2-l2a \\
+                  --bbox 5.0,43.5,5.2,43.6 --assets B02,B03,B04,B08 --by-date -o dates/
             """))
-    p.add_argument("inputs", nargs="+", help="raster paths, globs or URLs (s3://, gs://, az://, https://); "
-                                             "several form one mosaic (first listed wins on overlaps)")
+    p.add_argument("inputs", nargs="*", help="raster paths, globs or URLs (s3://, gs://, az:// or abfs://, "
+                                             "http(s)://); several form one mosaic (first listed wins on "
+                                             "overlaps). Or none, with --stac")
     p.add_argument("-o", "--output", required=True, help="output directory")
     g = p.add_argument_group("model")
     g.add_argument("--model", default=DEFAULT_MODEL, help="a remote-sensing preset (`rayvit models` lists "
@@ -120,7 +132,24 @@ def add_encode(sub) -> None:
     g.add_argument("--skip-bad-inputs", action="store_true",
                    help="leave out input files that cannot be opened (missing, unreachable, corrupt) instead "
                         "of failing; they are listed in features.json and their area stays nodata")
-    g.add_argument("--res", type=float, help="target pixel size in CRS units (default: the first input's)")
+    g.add_argument("--res", type=float, help="target pixel size in CRS units (default: the first input's; "
+                                             "with --stac the finest asset's)")
+    g = p.add_argument_group("STAC input (instead of input files)")
+    g.add_argument("--stac", metavar="SOURCE",
+                   help="a STAC ItemCollection, Item or static Catalog/Collection (JSON, local or in object "
+                        "storage), a stac-geoparquet file, or a STAC API URL (searched with the filters below)")
+    g.add_argument("--assets", type=_names, help="assets to read as bands, in order: asset keys or band "
+                   "(common) names, e.g. red,green,blue,nir or B02,B03,B04,B08")
+    g.add_argument("--bbox", type=_extent, help="lon/lat minx,miny,maxx,maxy the items must intersect")
+    g.add_argument("--datetime", help="a date, a date-time, or START/END (.. for open), RFC 3339")
+    g.add_argument("--collection", type=_names, help="collection id(s), comma-separated")
+    g.add_argument("--query", action="append", default=[], metavar="PROP<OP>VALUE",
+                   help="item property filter, e.g. 'eo:cloud_cover<20' (repeatable)")
+    g.add_argument("--composite", choices=("first", "last", "least-cloudy"),
+                   help="several items over a pixel: the oldest (first), newest (last) or least cloudy "
+                        "(eo:cloud_cover) valid one wins (default: least-cloudy)")
+    g.add_argument("--by-date", action="store_true",
+                   help="one product per date in OUTPUT/YYYY-MM-DD/, all on one grid (for rayvit change)")
     g.add_argument("--normalize", choices=NORMALIZE_MODES,
                    help="preset: the preset's input scaling and mean/std (default for presets that "
                         "have them); stats: per-band mean/std from a seeded sample of windows (default "
@@ -170,6 +199,17 @@ def run_encode(args) -> int:
     fields = EncodeOptions.__dataclass_fields__
     opts = {k: v for k, v in vars(args).items() if k in fields}
     opts["progress"] = not args.quiet
+    if not args.inputs and not args.stac:
+        raise InputError("give input rasters, or a STAC source with --stac.")
+    if args.by_date:
+        from .encode.pipeline import encode_dates
+
+        for date, result in encode_dates(args.output, EncodeOptions(**opts)).items():
+            print(f"{date}:")
+            print(result.plan.describe() + "\n" + result.estimate if args.dry_run else result.summary())
+        if args.dry_run:
+            print("dry run: nothing written.")
+        return 0
     result = encode(args.inputs, args.output, EncodeOptions(**opts))
     if args.dry_run:
         print(result.plan.describe())
@@ -485,7 +525,6 @@ def run_models(args) -> int:
     from dataclasses import asdict
 
     from .encode import presets
-    from .errors import InputError
 
     chosen = list(presets.PRESETS.values())
     if args.name:

@@ -16,7 +16,7 @@ import os
 import sys
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
 from .. import __version__
@@ -26,7 +26,7 @@ from ..console import Progress
 from ..io import quantize, storage
 from ..io.writer import FeatureWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
-                   pool_shape, unwrap_worker_error)
+                   pool_shape, stac_sources, unwrap_worker_error)
 
 # Write tasks reserve no CPU, at most one per CPU at once: with a reservation they waited
 # behind read-ahead for the CPU share the actors leave (the first block was written after
@@ -156,13 +156,48 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
         raise unwrap_worker_error(exc) from exc
 
 
-def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | None = None,
+def stac_record(plan: EncodePlan) -> dict:
+    """``{"stac": ...}`` for the sidecar of a STAC run (items, dates, assets and their
+    resolution, which were warped), else {}."""
+    from ..io import stac
+
+    items = [s for s in plan.mosaic.sources if s.item]
+    if not items:
+        return {}
+    o = plan.options
+    return {"stac": {"source": storage.redact(o.stac or ""), "assets": list(o.assets or ()),
+                     "composite": None if o.by_date or o.grid else (o.composite or "least-cloudy"),
+                     "target_res": plan.mosaic.grid.res[0], "resampling": "nearest",
+                     "items": stac.record(items, plan.mosaic.grid)}}
+
+
+def encode_dates(output: str, options: EncodeOptions | None = None, **kwargs) -> dict[str, "EncodeResult"]:
+    """``--stac ... --by-date``: one product per date in ``output/YYYY-MM-DD/``, all on one
+    grid (the union of every date's items), ready for ``rayvit change``."""
+    from ..io import stac
+    from ..io.mosaic import target_grid
+
+    o = options or EncodeOptions(**kwargs)
+    o.check()
+    sources = stac_sources(o)
+    grid = o.grid or target_grid(sources, o.crs, o.res, o.extent, o.extent_crs)
+    results = {}
+    for date, group in stac.by_date(sources).items():
+        one = replace(o, by_date=False, composite=None, grid=grid)
+        results[date] = encode(stac.order(group, "least-cloudy"), storage.join(str(output), date), one)
+    return results
+
+
+def encode(inputs: str | Sequence[str] = (), output: str | None = None, options: EncodeOptions | None = None,
            **kwargs) -> EncodeResult:
     """Encode raster(s) into a georeferenced ViT feature raster in directory ``output``.
 
     ``rayvit.encode(["a.tif", "b.tif"], "out/", model="vit_small_patch14_reg4_dinov2",
-    size=448, stride=224)``; keyword arguments are :class:`EncodeOptions` fields.
+    size=448, stride=224)``; keyword arguments are :class:`EncodeOptions` fields. With
+    ``stac=SOURCE, assets=[...]`` (and no inputs) the mosaic is the STAC items'.
     """
+    if output is None:
+        raise InputError("encode needs an output directory (output=...).")
     import ray
 
     from ..runtime import cluster_resources, init_ray
@@ -242,6 +277,7 @@ def encode(inputs: str | Sequence[str], output: str, options: EncodeOptions | No
     sidecar = {
         "rayvit_version": __version__, "run_id": fingerprint,
         "inputs": [storage.redact(s.url) for s in plan.mosaic.sources],
+        **stac_record(plan),
         "skipped_inputs": list(plan.mosaic.skipped),
         "model": plan.spec.name, "pretrained": plan.spec.pretrained, "weights": plan.spec.weights,
         "weights_sha256": plan.info.weights_sha256, "layer": plan.info.layer,

@@ -16,7 +16,7 @@ from ..analysis.sampling import band_statistics
 from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io import storage
-from ..io.mosaic import Grid, Mosaic, open_mosaic
+from ..io.mosaic import Grid, Mosaic, Source, open_mosaic
 from ..io.writer import DTYPES
 from . import presets
 from .bands import FILLS, Binding, bind, sensor_names
@@ -75,6 +75,16 @@ class EncodeOptions:
     s3_endpoint: str | None = None
     progress: bool = True
     seed: int = 0
+    # STAC input (io.stac): a catalogue/search instead of input files
+    stac: str | None = None
+    assets: Sequence[str] | None = None
+    bbox: Sequence[float] | None = None
+    datetime: str | None = None
+    collection: Sequence[str] | None = None
+    query: Sequence[str] = ()
+    composite: str | None = None     # None: least-cloudy
+    by_date: bool = False
+    grid: Grid | None = None         # imposed target grid (the dates of a --by-date run share one)
 
     def check(self) -> None:
         for name, value, valid in (("--resize", self.resize, RESIZE_MODES),
@@ -95,6 +105,34 @@ class EncodeOptions:
             raise InputError(f"--batch-size must be >= 1, got {self.batch_size}.")
         if self.device not in ("auto", "cpu") and not self.device.startswith("cuda"):
             raise InputError(f"unknown --device {self.device!r}; valid: auto, cpu, cuda, cuda:N.")
+        stac_only = {"--assets": self.assets, "--bbox": self.bbox, "--datetime": self.datetime,
+                     "--collection": self.collection, "--query": self.query, "--composite": self.composite,
+                     "--by-date": self.by_date}
+        given = [flag for flag, value in stac_only.items() if value]
+        if given and not self.stac:
+            raise InputError(f"{', '.join(given)} select STAC items: give them with --stac SOURCE.")
+        if self.stac and not self.assets:
+            raise InputError("--stac needs --assets: the asset keys or band names to read, in order "
+                             "(e.g. --assets red,green,blue,nir).")
+        if self.by_date and self.composite:
+            raise InputError("--by-date writes one product per date; --composite merges the dates into "
+                             "one: choose one of them.")
+
+
+def stac_sources(o: EncodeOptions) -> list:
+    """The mosaic sources of ``--stac``: the matching items, one band per asset, in composite
+    order (io.stac)."""
+    from ..io import stac
+
+    items = stac.load_items(o.stac, o.bbox, o.datetime, o.collection, o.query)
+    if not items:
+        filters = ", ".join(f"{k} {v}" for k, v in (("--bbox", o.bbox), ("--datetime", o.datetime),
+                                                   ("--collection", o.collection), ("--query", o.query)) if v)
+        raise InputError(f"no STAC item in {storage.redact(o.stac)!r} matches"
+                         + (f" {filters}" if filters else "") + "; widen the search.")
+    options = storage.storage_options(o.stac, o.s3_endpoint)
+    sources = [stac.item_source(item, base, o.assets, options) for item, base in items]
+    return stac.order(sources, o.composite or "least-cloudy")
 
 
 def choose_device(requested: str, gpus: float) -> str:
@@ -197,11 +235,26 @@ class EncodePlan:
                          f"{label} <- band {r['raster_band']}" + (f" ({r['raster_name']})" if r.get("raster_name") else ""))
         return ", ".join(parts)
 
+    def items_lines(self) -> list[str]:
+        """STAC items: one line each (id, date, cloud cover, assets)."""
+        items = [s for s in self.mosaic.sources if s.item]
+        if not items:
+            return []
+        dates = sorted({(dict(s.item)["datetime"] or "undated")[:10] for s in items})
+        lines = [f"items:    {len(items)} STAC item(s), {len(dates)} date(s) ({', '.join(dates)}), "
+                 f"composite {self.options.composite or 'least-cloudy'} (first valid pixel in this order)"]
+        for s in items:
+            m = dict(s.item)
+            cloud = f", cloud {m['cloud_cover']:g} %" if m["cloud_cover"] is not None else ""
+            lines.append(f"          {m['id']} ({m['datetime']}{cloud}): "
+                         + ", ".join(f"{key} {abs(p.affine.a):g} m" for (key, _), p in zip(m["assets"], s.parts)))
+        return lines
+
     def describe(self) -> str:
         g, t = self.feature_grid, self.tiling
         a = g.affine
         redundancy = t.redundancy()
-        return "\n".join([
+        return "\n".join([*self.items_lines(),
             f"inputs:   {len(self.mosaic.sources)} raster(s), {self.mosaic.grid.width}x"
             f"{self.mosaic.grid.height} px, bands {','.join(map(str, self.mosaic.bands))}, "
             f"{self.mosaic.grid.area_km2():.3f} km2",
@@ -339,8 +392,12 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     preset = presets.find(o.model)
     check_model_options(o, preset)
     sensor = o.bands if isinstance(o.bands, str) else None
+    if o.stac and not inputs:
+        inputs = stac_sources(o)
+    elif o.stac and not all(isinstance(i, Source) for i in inputs):
+        raise InputError("give input rasters or --stac, not both.")
     mosaic = open_mosaic(inputs, None if sensor else o.bands, o.crs, o.res, o.extent, o.extent_crs,
-                         o.s3_endpoint, skip_bad_inputs=o.skip_bad_inputs)
+                         o.s3_endpoint, skip_bad_inputs=o.skip_bad_inputs, grid=o.grid)
     size = _pair(o.size)
     stride = _pair(o.stride if o.stride is not None else size)
     binding = bind_bands(o, preset, mosaic, sensor)

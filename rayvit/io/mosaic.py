@@ -55,6 +55,12 @@ class Source:
     names: tuple[str | None, ...] = ()   # per band: its description, else red/green/blue colour
     scales: tuple[float, ...] = ()       # per band: GDAL scale and offset (value = stored * s + o)
     offsets: tuple[float, ...] = ()
+    # a STAC item (io.stac): band i is band ``part_bands[i]`` of the file ``parts[i]`` (an asset,
+    # each on its own grid: 10 m and 20 m bands are warped onto the target grid on read);
+    # ``item`` holds its id, collection, datetime and cloud cover as (key, value) pairs
+    parts: tuple["Source", ...] = ()
+    part_bands: tuple[int, ...] = ()
+    item: tuple = ()
 
     def scaled(self, bands: Sequence[int]) -> bool:
         """Whether any of ``bands`` (1-based) declares a scale or offset other than 1 and 0."""
@@ -337,6 +343,27 @@ class Mosaic:
         return data, valid
 
     def _read_source(self, src: Source, row, col, rows, cols, options):
+        if src.parts:
+            return self._read_item(src, row, col, rows, cols, options)
+        return self._read_file(src, self.bands, row, col, rows, cols, options)
+
+    def _read_item(self, src: Source, row, col, rows, cols, options):
+        """A STAC item's bands, each read from its asset onto the window; valid where all are."""
+        data = np.zeros((self.count, rows, cols), dtype=self.dtype)
+        ok = np.ones((rows, cols), dtype=bool)
+        for i, b in enumerate(self.bands):
+            part, band = src.parts[b - 1], src.part_bands[b - 1]
+            arr, part_ok, (r0, c0) = self._read_file(part, (band,), row, col, rows, cols, options)
+            if arr is None:
+                return None, None, (0, 0)
+            h, w = part_ok.shape
+            data[i, r0:r0 + h, c0:c0 + w] = arr[0]
+            inside = np.zeros_like(ok)
+            inside[r0:r0 + h, c0:c0 + w] = part_ok
+            ok &= inside
+        return data, ok, (0, 0)
+
+    def _read_file(self, src: Source, bands, row, col, rows, cols, options):
         try:
             ds = _cached(src.url, options)
             if _aligned(src, self.grid):
@@ -350,7 +377,7 @@ class Mosaic:
                 window = Window(c0, r0, c1 - c0, r1 - r0)
                 with warnings.catch_warnings():   # told once, in plain words, by describe()
                     warnings.simplefilter("ignore", NodataShadowWarning)
-                    arr = ds.read(self.bands, window=window, masked=True)
+                    arr = ds.read(bands, window=window, masked=True)
                 offset = (r0 - srow0, c0 - scol0)
             else:
                 key = (src.url, self.grid)
@@ -366,7 +393,7 @@ class Mosaic:
                     return None, None, (0, 0)
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NodataShadowWarning)
-                    arr = vrt.read(self.bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                    arr = vrt.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
                 offset = (r0 - row, c0 - col)
         except RasterioError as exc:
             raise RasterOpenError(f"reading input raster {src.url!r} failed "
@@ -374,10 +401,10 @@ class Mosaic:
         mask = np.ma.getmaskarray(arr)
         ok = ~mask.any(axis=0)
         data = np.ma.getdata(arr)
-        if self.dequantize and src.scaled(self.bands):
+        if self.dequantize and src.scaled(bands):
             from .quantize import dequantize
 
-            index = [b - 1 for b in self.bands]
+            index = [b - 1 for b in bands]
             data = dequantize(data, np.array(src.scales)[index], np.array(src.offsets)[index])
         return data, ok, offset
 
@@ -424,11 +451,14 @@ def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -
     return tuple(out)
 
 
-def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None, crs: str | None = None,
+def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | None = None, crs: str | None = None,
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
-                skip_bad_inputs: bool = False, dequantize: bool = False) -> Mosaic:
+                skip_bad_inputs: bool = False, dequantize: bool = False, grid: Grid | None = None) -> Mosaic:
     """Expand globs, read every file's metadata, check bands and build the target grid.
+
+    ``inputs`` may also hold sources already described (STAC items, :mod:`.stac`); ``grid``
+    imposes the target grid (the dates of a STAC ``--by-date`` run share one).
 
     ``dequantize``: bands with a GDAL scale/offset are read as floats (``stored * scale +
     offset``), and an int8 raster without them is an error (its codes are not features).
@@ -439,9 +469,14 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None,
     """
     if not inputs:
         raise InputError("no input raster given.")
-    urls: list[str] = []
-    options = storage.storage_options(str(inputs[0]), s3_endpoint)
+    urls: list[str | Source] = []
+    first = inputs[0]
+    first_url = (first.parts or (first,))[0].url if isinstance(first, Source) else str(first)
+    options = storage.storage_options(first_url, s3_endpoint)
     for pattern in inputs:
+        if isinstance(pattern, Source):
+            urls.append(pattern)
+            continue
         found = storage.expand(str(pattern), options)
         if not found:
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
@@ -449,7 +484,7 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None,
     described, skipped = [], []
     for u in urls:
         try:
-            described.append(describe(u, options))
+            described.append(u if isinstance(u, Source) else describe(u, options))
         except RasterOpenError as exc:
             if not skip_bad_inputs:
                 raise RasterOpenError(f"{exc} (or pass --skip-bad-inputs to leave it out)") from None
@@ -460,11 +495,12 @@ def open_mosaic(inputs: Sequence[str], bands: Sequence[int | str] | None = None,
                               f"{skipped[0]['error']}")
     sources = tuple(described)
     bands = select_bands(sources, bands)
-    grid = target_grid(sources, crs, res, extent, extent_crs)
-    warped = [s for s in sources if not _aligned(s, grid)]
+    grid = grid or target_grid(sources, crs, res, extent, extent_crs)
+    files = [p for s in sources for p in (s.parts or (s,))]
+    warped = [s for s in files if not _aligned(s, grid)]
     if warped:
         first = warped[0]
-        warn(f"{len(warped)} of {len(sources)} input rasters are not on the target grid "
+        warn(f"{len(warped)} of {len(files)} input rasters are not on the target grid "
              f"({_crs_name(grid.crs)}, {grid.res[0]:g} x {grid.res[1]:g}), e.g. {first.url!r} "
              f"({_crs_name(first.crs)}, {first.affine.a:g} x {-first.affine.e:g}): they are warped "
              "onto it with nearest-neighbour resampling. Choose the grid with --crs/--res, or "
