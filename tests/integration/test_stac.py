@@ -3,13 +3,18 @@ collections, stac-geoparquet, several resolutions, composites, one product per d
 
 import json
 import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
 import rasterio
 from conftest import UTM, X0, Y0, read, run_cli, seeded_image, write_raster
 from rasterio.transform import from_origin
-from s3server import weed_mini
+from s3server import free_ports, weed_mini
 
 ENC = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
 BANDS = {"B02": "blue", "B03": "green", "B04": "red", "B11": "swir16"}
@@ -26,7 +31,9 @@ def item(item_id, when, assets, cloud=None, bbox=(15.0, 36.1, 15.1, 36.2)):
     if cloud is not None:
         props["eo:cloud_cover"] = cloud
     return {"type": "Feature", "stac_version": "1.0.0", "id": item_id, "collection": "scenes",
-            "bbox": list(bbox), "geometry": None, "properties": props, "links": [],
+            "bbox": list(bbox), "properties": props, "links": [],
+            "geometry": {"type": "Polygon", "coordinates": [[[bbox[0], bbox[1]], [bbox[2], bbox[1]], [bbox[2], bbox[3]],
+                                                             [bbox[0], bbox[3]], [bbox[0], bbox[1]]]]},
             "assets": {k: asset(*v) for k, v in assets.items()}}
 
 
@@ -146,19 +153,18 @@ def test_composites_take_each_pixel_from_the_first_valid_item_in_their_order(tmp
 
 def test_by_date_writes_one_product_per_date_on_one_grid_ready_for_change(tmp_path):
     """Items of two dates that cover different parts of the area: both products share the grid
-    of the whole; stac-geoparquet as the source; rayvit change runs on the pair."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
+    of the whole; a stac-geoparquet file (written by rustac) as the source; rayvit change runs
+    on the pair."""
     a = seeded_image((64, 64), seed=6, dtype="uint16", high=3000) + 1
     b = seeded_image((64, 64), seed=7, dtype="uint16", high=3000) + 1
     pa_ = write_raster(tmp_path / "d1.tif", a, nodata=0)
     pb = write_raster(tmp_path / "d2.tif", b, from_origin(X0 + 320, Y0 - 320, 10, 10), nodata=0)
-    rows = [{"id": "d1", "collection": "scenes", "datetime": "2025-05-01T10:00:00Z", "eo:cloud_cover": 1.0,
-             "assets": {"red": {"href": pa_, "type": "image/tiff"}}},
-            {"id": "d2", "collection": "scenes", "datetime": "2025-08-01T10:00:00Z", "eo:cloud_cover": 3.0,
-             "assets": {"red": {"href": pb, "type": "image/tiff"}}}]
-    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "items.parquet")
+    items = [item("d1", "2025-05-01T10:00:00Z", {"red": (pa_, None)}, cloud=1.0),
+             item("d2", "2025-08-01T10:00:00Z", {"red": (pb, None)}, cloud=3.0)]
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    rustac = Path(sys.executable).with_name("rustac")
+    subprocess.run([str(rustac), "translate", str(tmp_path / "items.json"), str(tmp_path / "items.parquet")],
+                   check=True, timeout=60)
     out = tmp_path / "dates"
     r = run_cli("encode", "--stac", tmp_path / "items.parquet", "--assets", "red", "--by-date", "-o", out, *ENC)
     assert r.returncode == 0, r.stderr
@@ -234,3 +240,45 @@ def test_bad_stac_inputs_are_clear_errors_and_write_nothing(tmp_path):
         assert not (tmp_path / "o").exists()
     assert "has no CRS" in run_cli("encode", "--stac", tmp_path / "nocrs.json", "--assets", "red",
                                    "-o", tmp_path / "o", *ENC).stderr
+
+
+def test_a_stac_api_search_through_pystac_client(tmp_path):
+    """A real STAC API (rustac's server, memory backend) on 127.0.0.1: the search's collection,
+    bbox and datetime pick the items, and the run equals the same file given as a path."""
+    data10, data20 = scene(10)
+    hrefs = band_files(tmp_path / "data", "s", data10, data20)
+    items = [item("june", "2025-06-01T10:00:00Z", {b: (h, [b]) for b, h in hrefs.items()}, cloud=3),
+             item("july", "2025-07-01T10:00:00Z", {b: (h, [b]) for b, h in hrefs.items()}, cloud=60),
+             item("far", "2025-06-02T10:00:00Z", {b: (h, [b]) for b, h in hrefs.items()}, cloud=1,
+                  bbox=(20, 40, 21, 41))]
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    (port,) = free_ports(1)
+    rustac = Path(sys.executable).with_name("rustac")
+    server = subprocess.Popen([str(rustac), "serve", "--addr", f"127.0.0.1:{port}", "--create-collections",
+                               str(tmp_path / "items.json")], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    api = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                urllib.request.urlopen(api, timeout=2)
+                break
+            except OSError:
+                assert time.monotonic() < deadline and server.poll() is None, "rustac serve did not start"
+                time.sleep(0.3)
+        search = ["--stac", api, "--collection", "scenes", "--bbox", "14.9,36,15.2,36.3", "--assets", "B04,B03,B02"]
+        dry = run_cli("encode", *search, "--dry-run", "-o", tmp_path / "o", *ENC)
+        assert dry.returncode == 0, dry.stderr
+        assert "2 STAC item(s), 2 date(s) (2025-06-01, 2025-07-01)" in dry.stdout and "far" not in dry.stdout
+        r = run_cli("encode", *search, "--datetime", "2025-06-01/2025-06-30", "-o", tmp_path / "api", *ENC)
+        assert r.returncode == 0, r.stderr
+    finally:
+        server.terminate()
+        server.wait(10)
+    p = run_cli("encode", stacked(tmp_path / "stack.tif", data10, data20), "--bands", "3,2,1",
+                "-o", tmp_path / "paths", *ENC)
+    assert p.returncode == 0, p.stderr
+    np.testing.assert_array_equal(read(tmp_path / "api" / "features.tif")[0],
+                                  read(tmp_path / "paths" / "features.tif")[0])
+    side = json.loads((tmp_path / "api" / "features.json").read_text())["stac"]
+    assert side["source"] == api and [i["id"] for i in side["items"]] == ["june"]
