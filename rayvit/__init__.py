@@ -7,6 +7,7 @@ __version__ = "0.1.0"
 # not import scikit-learn nor a read task torch.
 _EXPORTS = {
     "encode": ".encode.pipeline", "EncodeOptions": ".encode.pipeline", "EncodeResult": ".encode.pipeline",
+    "encode_dates": ".encode.pipeline",
     "reduce": ".analysis.reduce", "cluster": ".analysis.cluster", "RayvitError": ".errors",
     "table": ".analysis.table", "search": ".analysis.search", "change": ".analysis.change",
 }

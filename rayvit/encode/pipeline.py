@@ -198,6 +198,9 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     """
     if output is None:
         raise InputError("encode needs an output directory (output=...).")
+    if (options.by_date if options else kwargs.get("by_date")):
+        raise InputError("by_date writes one product per date: call rayvit.encode_dates(output, ...) "
+                         "(the CLI's encode --by-date).")
     import ray
 
     from ..runtime import cluster_resources, init_ray
