@@ -282,3 +282,20 @@ def test_a_stac_api_search_through_pystac_client(tmp_path):
                                   read(tmp_path / "paths" / "features.tif")[0])
     side = json.loads((tmp_path / "api" / "features.json").read_text())["stac"]
     assert side["source"] == api and [i["id"] for i in side["items"]] == ["june"]
+
+
+def test_asset_band_names_reach_a_presets_band_matching(tmp_path):
+    """Assets asked for by common name, out of the preset's order: the Sentinel-2 preset finds
+    B02/B03/B04/B11 by the names the STAC metadata gives them and fills the rest."""
+    data10, data20 = scene(12)
+    hrefs = band_files(tmp_path / "data", "s", data10, data20)
+    it = item("s", "2025-06-01T10:00:00Z", {b: (h, [b]) for b, h in hrefs.items()})
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": [it]}))
+    r = run_cli("encode", "--stac", tmp_path / "items.json", "--assets", "swir16,red,green,blue",
+                "--model", "ssl4eo-s2-vit-s16-dino", "--no-pretrained", "--band-fill", "zero", "--size", "32",
+                "-o", tmp_path / "o", "--quiet")
+    assert r.returncode == 0, r.stderr
+    side = json.loads((tmp_path / "o" / "features.json").read_text())
+    fed = {row["band"]: (row.get("raster_band"), row.get("raster_name")) for row in side["band_map"]}
+    assert fed["B02"] == (4, "B02") and fed["B03"] == (3, "B03") and fed["B04"] == (2, "B04")
+    assert fed["B11"] == (1, "B11") and "fill" in next(row for row in side["band_map"] if row["band"] == "B08")
