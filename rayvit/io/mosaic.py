@@ -40,6 +40,29 @@ EPS = 1e-6
 os.environ.setdefault("GDAL_CACHEMAX", "256")
 
 
+def cache_bytes() -> int:
+    """GDAL's block cache in bytes (``GDAL_CACHEMAX`` in MB; a percentage counts as 256 MB)."""
+    value = os.environ.get("GDAL_CACHEMAX", "256")
+    return int(value) * 2**20 if value.isdigit() else 256 * 2**20
+
+
+def tile_chunks(window: Window, block: tuple[int, int], tile_bytes: int, cache: int) -> list[Window]:
+    """``window`` cut along the file's tiles when the tiles it touches would not fit in half of
+    GDAL's cache, else ``[window]``. GDAL decodes a pixel-interleaved tile for all bands at
+    once and caches each band's part: when a window's tiles do not fit, they are evicted and
+    decoded again for every band. Measured on a 384-band float16 raster in 256-px tiles:
+    416-px windows read 7,100 px/s, tile-aligned 256-px windows 112,000 px/s."""
+    bh, bw = block
+    r0, c0 = int(window.row_off), int(window.col_off)
+    r1, c1 = r0 + int(window.height), c0 + int(window.width)
+    rows = range(r0 // bh * bh, r1, bh)
+    cols = range(c0 // bw * bw, c1, bw)
+    if len(rows) * len(cols) <= 1 or len(rows) * len(cols) * tile_bytes <= cache // 2:
+        return [window]
+    return [Window(max(c, c0), max(r, r0), min(c + bw, c1) - max(c, c0), min(r + bh, r1) - max(r, r0))
+            for r in rows for c in cols]
+
+
 @dataclass(frozen=True)
 class Source:
     """Metadata of one input raster (no open handle: it travels to workers)."""
@@ -375,9 +398,18 @@ class Mosaic:
                 if r1 <= r0 or c1 <= c0:
                     return None, None, (0, 0)
                 window = Window(c0, r0, c1 - c0, r1 - r0)
+                tile_bytes = ds.block_shapes[0][0] * ds.block_shapes[0][1] * ds.count * np.dtype(ds.dtypes[0]).itemsize
+                chunks = tile_chunks(window, ds.block_shapes[0], tile_bytes, cache_bytes())
                 with warnings.catch_warnings():   # told once, in plain words, by describe()
                     warnings.simplefilter("ignore", NodataShadowWarning)
-                    arr = ds.read(bands, window=window, masked=True)
+                    if len(chunks) == 1:
+                        arr = ds.read(bands, window=window, masked=True)
+                    else:
+                        arr = np.ma.masked_array(np.empty((len(bands), r1 - r0, c1 - c0), ds.dtypes[0]),
+                                                 mask=np.zeros((len(bands), r1 - r0, c1 - c0), bool))
+                        for w in chunks:
+                            y, x = int(w.row_off) - r0, int(w.col_off) - c0
+                            arr[:, y:y + int(w.height), x:x + int(w.width)] = ds.read(bands, window=w, masked=True)
                 offset = (r0 - srow0, c0 - scol0)
             else:
                 key = (src.url, self.grid)

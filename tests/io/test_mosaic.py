@@ -118,3 +118,40 @@ def test_warnings_the_user_can_act_on_are_printed_once_in_plain_words(tmp_path, 
     assert len(warped) == 1 and "1 of 2 input rasters" in warped[0] and other in warped[0]
     assert "EPSG:32632, 20 x 20" in warped[0] and "nearest-neighbour" in warped[0]
     assert len(err) == 2
+
+
+def test_tile_chunks_cut_a_window_along_the_files_tiles_only_when_they_do_not_fit():
+    from rasterio.windows import Window
+
+    from rayvit.io.mosaic import tile_chunks
+
+    window = Window(100, 40, 416, 300)                        # cols 100..516, rows 40..340
+    assert tile_chunks(window, (256, 256), 10, 2**20) == [window]          # 6 small tiles fit
+    chunks = tile_chunks(window, (256, 256), 100 * 2**20, 256 * 2**20)    # 6 x 100 MB do not
+    assert len(chunks) == 6
+    covered = np.zeros((340, 516), int)
+    for w in chunks:
+        r, c, h, wd = int(w.row_off), int(w.col_off), int(w.height), int(w.width)
+        assert r // 256 == (r + h - 1) // 256 and c // 256 == (c + wd - 1) // 256   # inside one tile
+        covered[r:r + h, c:c + wd] += 1
+    assert (covered[40:, 100:] == 1).all() and covered.sum() == 416 * 300
+    assert tile_chunks(Window(0, 0, 256, 256), (256, 256), 10**12, 1) == [Window(0, 0, 256, 256)]
+
+
+def test_a_window_read_tile_by_tile_equals_one_read(tmp_path, monkeypatch):
+    """With a cache too small for the window's tiles the mosaic reads tile by tile: same
+    pixels and mask as one read."""
+    import rasterio
+
+    data = np.random.default_rng(0).normal(size=(40, 70, 90)).astype("float32")
+    data[:, 5:9, 60:70] = np.nan
+    path = write_raster(tmp_path / "f.tif", data, nodata=np.nan, tiled=True, blockxsize=16, blockysize=16)
+    m = open_mosaic([path])
+    whole = m.read(-3, 7, 60, 80)
+    monkeypatch.setenv("GDAL_CACHEMAX", "0")                  # every window is cut along its tiles
+    cut = m.read(-3, 7, 60, 80)
+    np.testing.assert_array_equal(whole[0], cut[0])
+    np.testing.assert_array_equal(whole[1], cut[1])
+    with rasterio.open(path) as ds:
+        np.testing.assert_array_equal(cut[0][:, 3:, :], np.nan_to_num(ds.read(window=((0, 57), (7, 87))), nan=0.0))
+    assert not cut[1][3 + 5, 60 - 7] and cut[1][3, 0]
