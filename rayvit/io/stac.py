@@ -151,14 +151,23 @@ def _search(url, bbox, datetime, collections, query) -> list[tuple[dict, str]]:
         from ..errors import MissingDependencyError
         raise MissingDependencyError(f"searching the STAC API {url!r} needs pystac-client: "
                                      "pip install 'rayvit[stac]'.") from None
+    from pystac_client.conformance import ConformanceClasses
+
     try:
-        search = Client.open(url).search(bbox=bbox, datetime=datetime, collections=collections,
-                                         query=_api_query(query) if query else None)
+        client = Client.open(url)
+        # an API without the query extension answers a query with nothing (or an error):
+        # then --query is applied here, to what the rest of the search returns
+        server_side = bool(query) and client.conforms_to(ConformanceClasses.QUERY)
+        search = client.search(bbox=bbox, datetime=datetime, collections=collections,
+                               query=_api_query(query) if server_side else None)
         found = search.item_collection_as_dict()
     except Exception as exc:   # pystac-client raises APIError, requests' and pystac's own errors
         raise InputError(f"STAC API search at {storage.redact(url)!r} failed ({type(exc).__name__}: "
                          f"{str(exc)[:300]}); check the URL, --collection and --query.") from None
-    return [(f, url) for f in found.get("features", [])]
+    features = found.get("features", [])
+    if query and not server_side:
+        features = [f for f in features if matches(f, query=query)]
+    return [(f, url) for f in features]
 
 
 # --------------------------------------------------------------------------- filtering

@@ -94,6 +94,17 @@ def test_a_static_catalogue_in_the_bucket_equals_the_same_files_as_paths(tmp_pat
         r = run_cli("encode", "--stac", "s3://stac/cat/catalog.json", "--assets", "red,green,blue",
                     "-o", tmp_path / "stac", *ENC, env=env)
         assert r.returncode == 0, r.stderr
+        # the same items as stac-geoparquet (written by rustac) in the bucket, hrefs absolute
+        absolute = [dict(it, assets={"visual": dict(it["assets"]["visual"], href=f"s3://stac/{it['id']}.tif")})
+                    for it in items]
+        (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": absolute}))
+        subprocess.run([str(Path(sys.executable).with_name("rustac")), "translate", str(tmp_path / "items.json"),
+                        str(tmp_path / "items.parquet")], check=True, timeout=60)
+        fs.put(str(tmp_path / "items.parquet"), "stac/items.parquet")
+        g = run_cli("encode", "--stac", "s3://stac/items.parquet", "--assets", "red,green,blue", "--dry-run",
+                    "-o", tmp_path / "gp", *ENC, env=env)
+        assert g.returncode == 0, g.stderr
+        assert "2 STAC item(s), 1 date(s) (2025-06-01)" in g.stdout and "a (2025-06-01T10:00:00Z, cloud 5 %)" in g.stdout
     p = run_cli("encode", *files, "-o", tmp_path / "paths", *ENC)
     assert p.returncode == 0, p.stderr
     np.testing.assert_array_equal(read(tmp_path / "stac" / "features.tif")[0],
@@ -270,6 +281,10 @@ def test_a_stac_api_search_through_pystac_client(tmp_path):
         dry = run_cli("encode", *search, "--dry-run", "-o", tmp_path / "o", *ENC)
         assert dry.returncode == 0, dry.stderr
         assert "2 STAC item(s), 2 date(s) (2025-06-01, 2025-07-01)" in dry.stdout and "far" not in dry.stdout
+        # this server lacks the query extension: --query is applied to what it returns
+        clear = run_cli("encode", *search, "--query", "eo:cloud_cover<20", "--dry-run", "-o", tmp_path / "o", *ENC)
+        assert clear.returncode == 0, clear.stderr
+        assert "1 STAC item(s), 1 date(s) (2025-06-01)" in clear.stdout and "DoesNotConformTo" not in clear.stderr
         r = run_cli("encode", *search, "--datetime", "2025-06-01/2025-06-30", "-o", tmp_path / "api", *ENC)
         assert r.returncode == 0, r.stderr
     finally:
