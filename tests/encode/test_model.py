@@ -104,7 +104,7 @@ def test_weights_of_another_shape_are_a_clear_error(tmp_path):
 
 
 def test_unknown_model_and_unreachable_hub():
-    with pytest.raises(ModelError, match="unknown model 'vit_tinyy_patch16'.*timm architecture \(similar:"):
+    with pytest.raises(ModelError, match=r"unknown model 'vit_tinyy_patch16'.*timm architecture \(similar:"):
         build_model(ModelSpec("vit_tinyy_patch16", 3, (224, 224)))
     with pytest.raises(ModelError, match="could not be fetched.*--weights FILE.*--no-pretrained"):
         build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), pretrained=True))

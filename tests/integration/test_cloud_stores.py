@@ -1,5 +1,5 @@
 """gs://, az:// and http(s):// against real local servers: gcp-storage-emulator, Azurite and
-an HTTP server with Range requests. (s3:// has its own file, test_storage.py.)"""
+an HTTP server with Range requests. (s3:// has its own file, test_s3.py.)"""
 
 import json
 import os
