@@ -241,33 +241,40 @@ def _bands_of(asset: dict) -> list[dict]:
     return asset.get("eo:bands") or asset.get("bands") or []
 
 
-def match_assets(item: dict, wanted: Sequence[str]) -> list[tuple[str, int, str]]:
-    """``(asset key, 1-based band in its file, band name)`` for each requested name: an asset
-    key, or the name/common name of one of an asset's bands. A name no asset has is an error
-    naming the item and its assets."""
+def _band_names(band: dict) -> tuple[str, ...]:
+    """A band's name, then its common name (STAC 1.0 ``common_name``, 1.1 ``eo:common_name``)."""
+    return tuple(n for n in (band.get("name"), band.get("common_name"), band.get("eo:common_name")) if n)
+
+
+def _find(assets: dict, name: str) -> tuple[str, int, str] | None:
     from ..encode.presets import canonical
 
+    key = canonical(name)
+    for akey, asset in assets.items():           # an asset key first ...
+        if canonical(akey) == key:
+            bands = _bands_of(asset)
+            names = _band_names(bands[0]) if len(bands) == 1 else ()
+            return akey, 1, (names or (akey,))[0]
+    for akey, asset in assets.items():           # ... then a band's name or common name
+        for i, band in enumerate(_bands_of(asset)):
+            names = _band_names(band)
+            if any(canonical(n) == key for n in names):
+                return akey, i + 1, names[0]
+    return None
+
+
+def match_assets(item: dict, wanted: Sequence[str]) -> list[tuple[str, int, str]]:
+    """``(asset key, 1-based band in its file, band name)`` for each requested name: an asset
+    key, else the name/common name of one of an asset's bands (loosely: ``B4`` = ``B04``). A
+    name no asset has is an error naming the item and listing its assets and their bands."""
     assets = item.get("assets", {})
     out = []
     for name in wanted:
-        key = canonical(name)
-        found = None
-        for akey, asset in assets.items():
-            bands = _bands_of(asset)
-            if canonical(akey) == key:
-                b = bands[0] if len(bands) == 1 else {}
-                found = (akey, 1, b.get("name") or b.get("common_name") or b.get("eo:common_name") or akey)
-                break
-            for i, b in enumerate(bands):
-                names = (b.get("name"), b.get("common_name"), b.get("eo:common_name"))
-                if any(n and canonical(n) == key for n in names):
-                    found = (akey, i + 1, b.get("name") or name)
-                    break
-            if found:
-                break
+        found = _find(assets, name)
         if found is None:
-            listing = ", ".join(f"{k}" + (f" ({', '.join(filter(None, (b.get('name') or b.get('common_name') for b in _bands_of(a))))})"
-                                          if _bands_of(a) else "") for k, a in assets.items())
+            listing = ", ".join(
+                key + (f" ({', '.join(_band_names(b)[0] for b in _bands_of(a) if _band_names(b))})"
+                       if _bands_of(a) else "") for key, a in assets.items())
             raise InputError(f"STAC item {item.get('id')!r} has no asset {name!r}; its assets: {listing or 'none'}. "
                              "Name assets by key or by band name/common name (--assets).")
         out.append(found)
