@@ -135,6 +135,14 @@ def stac_sources(o: EncodeOptions) -> list:
     return stac.order(sources, o.composite or "least-cloudy")
 
 
+def _public(source: Source) -> dict:
+    """A source as recorded in run.json: its URLs (and its STAC assets') without secrets."""
+    out = asdict(source)
+    out["url"] = storage.redact(source.url)
+    out["parts"] = [dict(p, url=storage.redact(p["url"])) for p in out["parts"]]
+    return out
+
+
 def choose_device(requested: str, gpus: float) -> str:
     """The device encoder actors use, from the **cluster's** GPUs (not the driver's: a
     CPU-only head node with GPU workers is the usual cloud layout). ``auto``: one CUDA actor
@@ -196,7 +204,7 @@ class EncodePlan:
         """Everything that determines the output bytes (and nothing that does not)."""
         o = self.options
         return {
-            "inputs": [dict(asdict(s), url=storage.redact(s.url)) for s in self.mosaic.sources],
+            "inputs": [_public(s) for s in self.mosaic.sources],
             "skipped_inputs": [d["input"] for d in self.mosaic.skipped],
             "bands": list(self.mosaic.bands), "band_map": list(self.band_map),
             "grid": asdict(self.mosaic.grid),
