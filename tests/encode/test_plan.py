@@ -32,3 +32,24 @@ def test_one_actor_per_gpu_across_nodes_and_cpu_actors_leave_room_for_reads():
     assert actor_cpus(2, 2, on_gpu=False) == 0.75      # 0.5 CPU stays free for read/write tasks
     with pytest.raises(InputError, match="--actors 40 is too many for the 2 CPUs"):
         actor_cpus(2, 40, on_gpu=False)
+
+
+def test_run_record_of_a_stac_item_hides_signed_asset_urls():
+    from rayvit.encode.plan import _public
+    from rayvit.io.mosaic import Source
+
+    asset = Source("https://acct.blob.core.windows.net/c/b04.tif?sv=1&sig=SECRET", "", (10, 0, 0, 0, -10, 0),
+                   4, 4, 1, "uint16", None)
+    item = Source("stac:s2/x", "", (10, 0, 0, 0, -10, 0), 4, 4, 1, "uint16", None, parts=(asset,), part_bands=(1,))
+    record = _public(item)
+    assert "SECRET" not in repr(record) and record["parts"][0]["url"].endswith("sv=1&sig=***")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(assets=("red",)), "--assets select STAC items: give them with --stac"),
+    (dict(stac="items.json"), "--stac needs --assets"),
+    (dict(stac="items.json", assets=("red",), by_date=True, composite="last"), "choose one of them"),
+])
+def test_stac_options_that_do_not_go_together(kwargs, message):
+    with pytest.raises(InputError, match=message):
+        EncodeOptions(**kwargs).check()
