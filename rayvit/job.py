@@ -59,12 +59,14 @@ def fields(stage: str) -> dict[str, tuple[Any, Any]]:
     for name, p in inspect.signature(fn).parameters.items():
         if p.kind in (p.VAR_KEYWORD, p.VAR_POSITIONAL) or name in ("options", "progress"):
             continue
-        out[name] = (hints.get(name, Any), ... if p.default is p.empty else p.default)
+        required = p.default is p.empty or name == "output"    # encode's inputs may be --stac instead
+        out[name] = (hints.get(name, Any), ... if required else p.default)
     if stage == "encode":
         from .encode.pipeline import EncodeOptions
         ehints = typing.get_type_hints(EncodeOptions)
         for f in dataclasses.fields(EncodeOptions):
-            if f.name not in ("progress", "dry_run"):
+            # by_date writes several products (rayvit.encode_dates); grid is set by it
+            if f.name not in ("progress", "dry_run", "by_date", "grid"):
                 out[f.name] = (ehints[f.name], f.default)
     return out
 
