@@ -130,8 +130,7 @@ def stac_sources(o: EncodeOptions) -> list:
                                                    ("--collection", o.collection), ("--query", o.query)) if v)
         raise InputError(f"no STAC item in {storage.redact(o.stac)!r} matches"
                          + (f" {filters}" if filters else "") + "; widen the search.")
-    options = storage.storage_options(o.stac, o.s3_endpoint)
-    sources = [stac.item_source(item, base, o.assets, options) for item, base in items]
+    sources = [stac.item_source(item, base, o.assets, o.s3_endpoint) for item, base in items]
     return stac.order(sources, o.composite or "least-cloudy")
 
 

@@ -281,34 +281,31 @@ def match_assets(item: dict, wanted: Sequence[str]) -> list[tuple[str, int, str]
     return out
 
 
-def item_source(item: dict, base: str, wanted: Sequence[str], options: dict | None = None) -> Source:
+def item_source(item: dict, base: str, wanted: Sequence[str], s3_endpoint: str | None = None) -> Source:
     """The mosaic source of a STAC item: one band per requested asset, each read from its own
     file (on its own grid); its grid is the finest asset's."""
-    parts, bands, names = [], [], []
     matched = match_assets(item, wanted)
-    for akey, band, name in matched:
-        href = resolve(base, item["assets"][akey]["href"])
-        try:
-            part = describe(href, options)
+    hrefs = [resolve(base, item["assets"][akey]["href"]) for akey, _, _ in matched]
+    parts = []
+    for (akey, band, _), href in zip(matched, hrefs):
+        try:     # each href's own storage options: assets need not live where the catalogue does
+            part = describe(href, storage.storage_options(href, s3_endpoint))
         except (InputError, RasterOpenError) as exc:
             raise type(exc)(f"STAC item {item.get('id')!r}, asset {akey!r}: {exc}") from None
         if not 1 <= band <= part.count:
             raise InputError(f"STAC item {item.get('id')!r}: asset {akey!r} ({href}) has {part.count} "
                              f"band(s), not the band {band} its metadata names.")
         parts.append(part)
-        bands.append(band)
-        names.append(name)
     finest = min(parts, key=lambda p: abs(p.affine.a))
     props = item.get("properties", {})
     meta = (("id", item.get("id")), ("collection", item.get("collection")),
             ("datetime", props.get("datetime") or props.get("start_datetime")),
             ("cloud_cover", props.get("eo:cloud_cover")),
-            ("assets", tuple((a, storage.redact(resolve(base, item["assets"][a]["href"])))
-                             for a, _, _ in matched)))
+            ("assets", tuple((akey, storage.redact(href)) for (akey, _, _), href in zip(matched, hrefs))))
     dtype = np.result_type(*[np.dtype(p.dtype) for p in parts]).name
     return replace(finest, url=f"stac:{item.get('collection') or ''}/{item.get('id')}", count=len(parts),
-                   dtype=dtype, nodata=None, names=tuple(names), scales=(), offsets=(),
-                   parts=tuple(parts), part_bands=tuple(bands), item=meta)
+                   dtype=dtype, nodata=None, names=tuple(name for _, _, name in matched), scales=(), offsets=(),
+                   parts=tuple(parts), part_bands=tuple(band for _, band, _ in matched), item=meta)
 
 
 def order(sources: Sequence[Source], composite: str) -> list[Source]:
