@@ -53,18 +53,23 @@ def _xp(array):
     return np
 
 
-def _full(like, shape, value, dtype: str):
+def _full(like, shape, value, dtype: str | None = None):
+    """An array like ``like`` (module, device; dtype unless ``dtype`` is given) full of ``value``."""
     xp = _xp(like)
     if xp is np:
-        return np.full(shape, value, dtype=dtype)
-    return xp.full(shape, value, dtype=getattr(xp, dtype), device=like.device)
+        return np.full(shape, value, dtype=dtype or like.dtype)
+    # empty + fill_: torch.full of a float16 block took 7x as long on CPU (16 vs 2.3 ms, 768 x 126 x 126)
+    return xp.empty(shape, dtype=getattr(xp, dtype) if dtype else like.dtype, device=like.device).fill_(value)
 
 
 class Merger:
-    """Incremental merge of one block: ``add`` contributions in rank order, then ``result``."""
+    """Incremental merge of one block: ``add`` contributions in rank order, then ``result``.
+    The block has ``like``'s dtype (float32 features may merge straight into a float16 block:
+    rounding is monotonic, so rounding each kept value once gives the bits of rounding the
+    float32 result; ``mean`` sums in float64 whatever ``like`` is)."""
 
     def __init__(self, shape: tuple[int, int, int], like):
-        self.out = _full(like, shape, math.nan, "float32")
+        self.out = _full(like, shape, math.nan)
         self.valid = _full(like, shape[1:], False, "bool")
         self.last_rank = -1
 
@@ -80,7 +85,7 @@ class Merger:
         raise NotImplementedError
 
     def result(self):
-        """``(data (D, rows, cols) float32, valid (rows, cols) bool)``."""
+        """``(data (D, rows, cols) in the block's dtype, valid (rows, cols) bool)``."""
         return self.out, self.valid
 
 
@@ -187,7 +192,7 @@ def merge(shape: tuple[int, int, int], contributions: Sequence[Contribution],
     """Merge ``contributions`` (any order) into a ``shape`` = (D, rows, cols) block:
     ``(float32 data, bool valid)``, numpy or torch like the contributions."""
     ordered = sorted(contributions, key=lambda c: c.rank)
-    like = ordered[0].features if ordered else np.zeros(0, np.float32)
+    like = _full(ordered[0].features if ordered else np.zeros(0), (0,), 0, "float32")
     merger = get_merger(method)(shape, like)
     for c in ordered:
         merger.add(c)

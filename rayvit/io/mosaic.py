@@ -21,7 +21,7 @@ import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
-from rasterio.enums import ColorInterp, Resampling
+from rasterio.enums import ColorInterp, MaskFlags, Resampling
 from rasterio.errors import NodataShadowWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
@@ -61,6 +61,56 @@ def tile_chunks(window: Window, block: tuple[int, int], tile_bytes: int, cache: 
         return [window]
     return [Window(max(c, c0), max(r, r0), min(c + bw, c1) - max(c, c0), min(r + bh, r1) - max(r, r0))
             for r in rows for c in cols]
+
+
+def nodata_valid(data: np.ndarray, nodata: float) -> np.ndarray:
+    """``(rows, cols)`` bool: where no band of ``data (bands, rows, cols)`` holds ``nodata``;
+    GDAL's nodata mask (the value cast to the band's type, so 2.5 is 2 in uint16; NaN by
+    ``isnan``; an integer type never holds a value outside its range), computed once for all
+    bands."""
+    if np.issubdtype(data.dtype, np.floating):
+        value = data.dtype.type(nodata)
+        hit = np.isnan if np.isnan(value) else (lambda band, out: np.equal(band, value, out=out))
+    else:
+        info = np.iinfo(data.dtype)
+        if not info.min <= nodata <= info.max:
+            return np.ones(data.shape[1:], bool)
+        value = data.dtype.type(nodata)
+        hit = lambda band, out: np.equal(band, value, out=out)   # noqa: E731
+    bad, scratch = np.zeros(data.shape[1:], bool), np.empty(data.shape[1:], bool)
+    for band in data:
+        bad |= hit(band, out=scratch)
+    return ~bad
+
+
+def read_valid(ds, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np.ndarray]:
+    """``(data (bands, rows, cols), valid (rows, cols))`` of a window of an open dataset: valid
+    where no selected band is masked. Bands whose only mask is their nodata value (most
+    rasters) are read plainly and compared once: GDAL's masked read builds a mask per band
+    (measured: 3.3 against 2.5 ms per 224-px tile, 4-band uint16, deflate). Windows whose
+    tiles would overflow GDAL's cache are read tile by tile (:func:`tile_chunks`)."""
+    flags = {tuple(ds.mask_flag_enums[b - 1]) for b in bands}
+    plain = flags <= {(MaskFlags.all_valid,), (MaskFlags.nodata,)}
+    tile_bytes = ds.block_shapes[0][0] * ds.block_shapes[0][1] * ds.count * np.dtype(ds.dtypes[0]).itemsize
+    chunks = tile_chunks(window, ds.block_shapes[0], tile_bytes, cache_bytes())
+    with warnings.catch_warnings():   # told once, in plain words, by describe()
+        warnings.simplefilter("ignore", NodataShadowWarning)
+        if len(chunks) == 1:
+            arr = ds.read(bands, window=window, masked=not plain)
+        else:
+            r0, c0 = int(window.row_off), int(window.col_off)
+            shape = (len(bands), int(window.height), int(window.width))
+            arr = np.empty(shape, ds.dtypes[0])
+            if not plain:
+                arr = np.ma.masked_array(arr, mask=np.zeros(shape, bool))
+            for w in chunks:
+                y, x = int(w.row_off) - r0, int(w.col_off) - c0
+                arr[:, y:y + int(w.height), x:x + int(w.width)] = ds.read(bands, window=w, masked=not plain)
+    if not plain:
+        return np.ma.getdata(arr), ~np.ma.getmaskarray(arr).any(axis=0)
+    if flags == {(MaskFlags.all_valid,)} or ds.nodata is None:
+        return arr, np.ones(arr.shape[1:], bool)
+    return arr, nodata_valid(arr, ds.nodata)
 
 
 @dataclass(frozen=True)
@@ -349,20 +399,27 @@ class Mosaic:
         Pixels outside every file, on nodata, or masked in any selected band are invalid
         (their data value is 0). The window may extend past the grid (edge tiles).
         """
-        data = np.zeros((self.count, rows, cols), dtype=self.dtype)
-        valid = np.zeros((rows, cols), dtype=bool)
+        data, valid = None, np.zeros((rows, cols), dtype=bool)
         options = dict(self.options)
         for src in self._sources_in(self.grid.window_bounds(row, col, rows, cols)):
-            if valid.all():
+            if data is not None and valid.all():
                 break
             part, ok, (r0, c0) = self._read_source(src, row, col, rows, cols, options)
             if part is None:
                 continue
             h, w = ok.shape
+            if data is None and (h, w) == (rows, cols) and part.dtype == self.dtype:
+                part[:, ~ok] = 0     # the first file over the whole window: its arrays are the window's
+                data, valid = part, ok
+                continue
+            if data is None:
+                data = np.zeros((self.count, rows, cols), dtype=self.dtype)
             dst_valid = valid[r0:r0 + h, c0:c0 + w]
             take = ok & ~dst_valid
             np.copyto(data[:, r0:r0 + h, c0:c0 + w], part, where=take[None])
             dst_valid |= take
+        if data is None:
+            data = np.zeros((self.count, rows, cols), dtype=self.dtype)
         return data, valid
 
     def _read_source(self, src: Source, row, col, rows, cols, options):
@@ -397,19 +454,7 @@ class Mosaic:
                 r1, c1 = min(srow0 + rows, src.height), min(scol0 + cols, src.width)
                 if r1 <= r0 or c1 <= c0:
                     return None, None, (0, 0)
-                window = Window(c0, r0, c1 - c0, r1 - r0)
-                tile_bytes = ds.block_shapes[0][0] * ds.block_shapes[0][1] * ds.count * np.dtype(ds.dtypes[0]).itemsize
-                chunks = tile_chunks(window, ds.block_shapes[0], tile_bytes, cache_bytes())
-                with warnings.catch_warnings():   # told once, in plain words, by describe()
-                    warnings.simplefilter("ignore", NodataShadowWarning)
-                    if len(chunks) == 1:
-                        arr = ds.read(bands, window=window, masked=True)
-                    else:
-                        arr = np.ma.masked_array(np.empty((len(bands), r1 - r0, c1 - c0), ds.dtypes[0]),
-                                                 mask=np.zeros((len(bands), r1 - r0, c1 - c0), bool))
-                        for w in chunks:
-                            y, x = int(w.row_off) - r0, int(w.col_off) - c0
-                            arr[:, y:y + int(w.height), x:x + int(w.width)] = ds.read(bands, window=w, masked=True)
+                data, ok = read_valid(ds, bands, Window(c0, r0, c1 - c0, r1 - r0))
                 offset = (r0 - srow0, c0 - scol0)
             else:
                 key = (src.url, self.grid)
@@ -426,13 +471,11 @@ class Mosaic:
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", NodataShadowWarning)
                     arr = vrt.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+                data, ok = np.ma.getdata(arr), ~np.ma.getmaskarray(arr).any(axis=0)
                 offset = (r0 - row, c0 - col)
         except RasterioError as exc:
             raise RasterOpenError(f"reading input raster {src.url!r} failed "
                                   f"(GDAL says: {str(exc).splitlines()[0]}).") from exc
-        mask = np.ma.getmaskarray(arr)
-        ok = ~mask.any(axis=0)
-        data = np.ma.getdata(arr)
         if self.dequantize and src.scaled(bands):
             from .quantize import dequantize
 

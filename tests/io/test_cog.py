@@ -1,10 +1,11 @@
 """The write stage's block writer, in process: records, atomic files, values, tile sizes."""
 
 import numpy as np
+import pytest
 import rasterio
 
 from rayvit.grid import Block
-from rayvit.io.cog import BlockWriter
+from rayvit.io.cog import BAND_INTERLEAVE_MIN, BlockWriter, block_profile
 from rayvit.io.storage import sha256_file
 
 
@@ -34,3 +35,44 @@ def test_a_block_without_valid_pixels_writes_nothing(tmp_path):
                                     np.zeros((4, 4), np.uint8))
     assert record == {"by": 0, "bx": 0, "file": "block_00000_00000.tif", "data": False}
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("bands", [3, 40])
+def test_float16_blocks_are_the_bytes_gdal_writes_for_nbits_16(tmp_path, bands):
+    """The float16 words go to the file as they are (no conversion by GDAL), and the file is
+    byte for byte the one GDAL writes from float32 values with NBITS=16, NaN pixels included."""
+    rng = np.random.default_rng(bands)
+    data = rng.normal(size=(bands, 90, 70)).astype(np.float16)
+    data[:, :4] = np.nan
+    valid = np.ones((90, 70), np.uint8)
+    block = Block(0, 1, 0, 70, 90, 70)
+    names = tuple(f"f{i}" for i in range(bands))
+    w = BlockWriter(str(tmp_path), "EPSG:32633", (160.0, 0.0, 500000.0, 0.0, -160.0, 4000000.0), bands,
+                    names, "float16")
+    w.write(block, data, valid)
+    ours = tmp_path / "block_00000_00001.tif"
+    reference = tmp_path / "gdal.tif"
+    with rasterio.open(reference, "w", width=70, height=90, count=bands, crs="EPSG:32633",
+                       transform=rasterio.Affine(160, 0, 500000 + 70 * 160, 0, -160, 4000000),
+                       **block_profile("float16", "zstd", np.nan, 90, 70, bands)) as dst:
+        dst.descriptions = names
+        dst.write(data.astype(np.float32))
+    assert ours.read_bytes() == reference.read_bytes()
+    with rasterio.open(ours) as ds:
+        assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
+        assert ds.tags(1, "IMAGE_STRUCTURE").get("NBITS") == "16"
+        np.testing.assert_array_equal(ds.read(), data.astype(np.float32))
+
+
+def test_many_band_blocks_are_band_interleaved(tmp_path):
+    """Feature blocks (more than 16 bands) are compressed band by band, without the transpose
+    pixel interleaving needs; display rasters stay pixel-interleaved."""
+    assert block_profile("float32", "zstd", count=BAND_INTERLEAVE_MIN)["interleave"] == "band"
+    assert block_profile("float32", "zstd", count=BAND_INTERLEAVE_MIN - 1)["interleave"] == "pixel"
+    data = np.random.default_rng(1).normal(size=(BAND_INTERLEAVE_MIN, 20, 20)).astype(np.float32)
+    w = BlockWriter(str(tmp_path), "EPSG:32633", (160.0, 0.0, 500000.0, 0.0, -160.0, 4000000.0),
+                    BAND_INTERLEAVE_MIN, tuple(map(str, range(BAND_INTERLEAVE_MIN))))
+    w.write(Block(0, 0, 0, 0, 20, 20), data, np.ones((20, 20), np.uint8))
+    with rasterio.open(tmp_path / "block_00000_00000.tif") as ds:
+        assert ds.interleaving == rasterio.enums.Interleaving.band
+        np.testing.assert_array_equal(ds.read(), data)

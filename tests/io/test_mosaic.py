@@ -155,3 +155,52 @@ def test_a_window_read_tile_by_tile_equals_one_read(tmp_path, monkeypatch):
     with rasterio.open(path) as ds:
         np.testing.assert_array_equal(cut[0][:, 3:, :], np.nan_to_num(ds.read(window=((0, 57), (7, 87))), nan=0.0))
     assert not cut[1][3 + 5, 60 - 7] and cut[1][3, 0]
+
+
+@pytest.mark.parametrize("dtype, nodata", [("uint16", 0), ("uint8", 255), ("int16", -9999), ("float32", np.nan),
+                                           ("float32", -3.4e38), ("float64", 1e-3),
+                                           ("uint16", 2.5), ("float32", None)])
+def test_validity_equals_gdals_masked_read(tmp_path, dtype, nodata):
+    """The plain read + one comparison (:func:`read_valid`) gives GDAL's masked read's
+    pixels and validity, for every kind of nodata value (NaN, one rounded to float32, one an
+    fraction in an integer type, none)."""
+    import rasterio
+    from rasterio.windows import Window
+
+    from rayvit.io.mosaic import read_valid
+
+    rng = np.random.default_rng(3)
+    info = np.finfo(dtype) if np.dtype(dtype).kind == "f" else np.iinfo(dtype)
+    data = rng.uniform(max(info.min, -100), min(info.max, 100), (3, 40, 50)).astype(dtype)
+    holds = nodata is not None and (np.dtype(dtype).kind == "f" or info.min <= nodata <= info.max)
+    if holds:
+        data[1, 3:7, 4:9] = nodata       # one band only: the pixel is invalid (float32: rounded)
+        data[:, 20, 20] = nodata
+    path = write_raster(tmp_path / "n.tif", data, nodata=nodata, tiled=True, blockxsize=16, blockysize=16)
+    with rasterio.open(path) as ds:
+        masked = ds.read((1, 2, 3), window=Window(2, 1, 45, 37), masked=True)
+        pixels, valid = read_valid(ds, (1, 2, 3), Window(2, 1, 45, 37))
+    np.testing.assert_array_equal(pixels, np.ma.getdata(masked))
+    np.testing.assert_array_equal(valid, ~np.ma.getmaskarray(masked).any(axis=0))
+    if holds:
+        assert not valid[20 - 1, 20 - 2] and not valid[4 - 1, 5 - 2]      # the test did set nodata
+
+
+def test_validity_from_an_alpha_band_or_an_internal_mask(tmp_path):
+    """Rasters whose validity is not a nodata value keep GDAL's masked read."""
+    import rasterio
+
+    data = seeded_image((4, 30, 40))
+    data[3] = 255
+    data[3, 5:9, 10:20] = 0
+    alpha = write_raster(tmp_path / "alpha.tif", data, photometric="rgb", alpha="yes")
+    m = open_mosaic([alpha], bands=(1, 2, 3))
+    _, valid = m.read(0, 0, 30, 40)
+    assert not valid[5:9, 10:20].any() and valid.sum() == 30 * 40 - 40
+    path = write_raster(tmp_path / "mask.tif", data[:3])
+    with rasterio.open(path, "r+") as ds:
+        mask = np.full((30, 40), 255, np.uint8)
+        mask[0, :7] = 0
+        ds.write_mask(mask)
+    _, valid = open_mosaic([path]).read(0, 0, 30, 40)
+    assert not valid[0, :7].any() and valid.sum() == 30 * 40 - 7

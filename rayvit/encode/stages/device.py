@@ -37,9 +37,11 @@ from ..model import build_model, model_info
 from ..spec import ModelInfo, ModelSpec
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-# unsigned types torch cannot compute with: moved as their signed twin, widened on the device
-_WIDEN = {np.dtype("uint16"): (torch.int16, torch.int32, 0xFFFF),
-          np.dtype("uint32"): (torch.int32, torch.int64, 0xFFFFFFFF)}
+# unsigned types torch only copies and converts ("barebones" dtypes): moved and indexed as their
+# signed twin (same bytes), viewed as unsigned again to convert. Widening the twin to a larger
+# signed type and masking instead cost 10x the conversion on CPU (14 vs 1.3 ms per batch of 16
+# 4-band 224-px tiles).
+_UNSIGNED = {np.dtype("uint16"): (torch.int16, torch.uint16), np.dtype("uint32"): (torch.int32, torch.uint32)}
 
 
 def autocast(device: str, precision: str):
@@ -53,10 +55,10 @@ def autocast(device: str, precision: str):
 def to_device(array: np.ndarray, device: str) -> torch.Tensor:
     """A host array on ``device``: through pinned memory with a non-blocking copy on CUDA.
     Unsigned 16/32-bit pixels travel as their signed twin (same bytes): torch indexes those
-    on every device; :func:`to_float` widens the gathered tiles only."""
-    widen = _WIDEN.get(array.dtype)
-    if widen:
-        array = array.view(np.dtype(str(widen[0]).replace("torch.", "")))
+    on every device; :func:`to_float` converts the gathered tiles only."""
+    twin = _UNSIGNED.get(array.dtype)
+    if twin:
+        array = array.view(np.dtype(str(twin[0]).replace("torch.", "")))
     with warnings.catch_warnings():  # arrays from Ray's object store are read-only; never written
         warnings.simplefilter("ignore", UserWarning)
         t = torch.from_numpy(array)
@@ -66,11 +68,12 @@ def to_device(array: np.ndarray, device: str) -> torch.Tensor:
 
 
 def to_float(x: torch.Tensor, native: np.dtype) -> torch.Tensor:
-    """Pixels moved by :func:`to_device` as float32, with their native (unsigned) values."""
-    widen = _WIDEN.get(np.dtype(native))
-    if widen:
-        x = x.to(widen[1]) & widen[2]
-    return x.to(torch.float32)
+    """Pixels moved by :func:`to_device` as a new float32 tensor, with their native (unsigned)
+    values."""
+    twin = _UNSIGNED.get(np.dtype(native))
+    if twin:
+        x = x.view(twin[1])
+    return x.to(torch.float32, copy=True)
 
 
 @dataclass(frozen=True)
@@ -97,8 +100,7 @@ def encode_tiles(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, x: to
     Pixels are normalised ``(x - mean) / std`` and invalid ones set to 0 (the band mean);
     with ``spec.resize == 'model'`` tiles are resized (bilinear) to the model's input size,
     as IAMAP does."""
-    x = (to_float(x, native) - mean) / std
-    x = x * valid.unsqueeze(1)
+    x = to_float(x, native).sub_(mean).div_(std).mul_(valid.unsqueeze(1))   # in place: half the memory traffic
     if spec.resize == "model":
         x = F.interpolate(x, size=info.model_input, mode="bilinear", align_corners=False)
     with torch.inference_mode(), autocast(str(x.device), precision):
@@ -187,7 +189,8 @@ class DeviceStage:
             valid.append(v)
             encoded.append(task.n_tiles)
             seconds.append(time.perf_counter() - t0)
-        return {"by": batch["by"], "bx": batch["bx"], "features": np.stack(feats), "valid": np.stack(valid),
+        stack = (lambda arrays: arrays[0][None]) if len(feats) == 1 else np.stack   # no copy of a lone block
+        return {"by": batch["by"], "bx": batch["bx"], "features": stack(feats), "valid": stack(valid),
                 "tiles": np.array(encoded, np.int32), "node": np.full(len(feats), self.node),
                 "read_s": batch["read_s"], "device_s": np.array(seconds),
                 "model_load_s": np.full(len(feats), self.model_load_s)}
