@@ -35,3 +35,17 @@ def test_principal_components_separate_two_groups_on_the_first_component():
     left, right = rgb[0, :, :5], rgb[0, :, 5:]
     assert max(left.max(), right.max()) > 0 and (np.sign(left.mean()) != np.sign(right.mean()))
     assert min(abs(left.mean()), abs(right.mean())) > 5 * max(left.std(), right.std())
+
+
+def test_a_many_band_quicklook_reads_a_bounded_number_of_values(tmp_path, monkeypatch):
+    """Feature rasters are read decimated to MAX_VALUES values in all (the driver's memory
+    does not grow with the feature width or the area), then enlarged for viewing."""
+    from rayvit.report import quicklook as module
+
+    assert module.small_shape(896, 896, 768) == (209, 209) and 209 * 209 * 768 <= module.MAX_VALUES
+    assert module.small_shape(896, 896, 3) == (896, 896) and module.small_shape(4096, 2048, 1) == (1024, 512)
+    monkeypatch.setattr(module, "MAX_VALUES", 40 * 20 * 20)
+    data = np.random.default_rng(0).normal(size=(40, 80, 80)).astype(np.float32)
+    quicklook(write_raster(tmp_path / "f.tif", data), str(tmp_path / "q.png"), components=True)
+    factor = -(-MIN_SIDE // 20)
+    assert np.asarray(Image.open(tmp_path / "q.png")).shape == (20 * factor, 20 * factor, 4)
