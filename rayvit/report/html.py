@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from . import charts
-from .quicklook import imagery_of, imagery_view, quicklook, read_small
+from .quicklook import COMPONENT_BANDS, imagery_of, imagery_view, quicklook, read_small
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -122,22 +122,26 @@ def _read(path: str) -> bytes:
 
 
 def _figures(outdir: str, sidecar: dict, raster: str, categorical: bool) -> str:
-    figures = []
+    figures, notes = [], []
     encode = imagery_of(sidecar)
     with tempfile.TemporaryDirectory() as tmp:
-        if encode and imagery_view(encode, os.path.join(tmp, "input.jpg")):
+        shown, why = imagery_view(encode, os.path.join(tmp, "input.jpg")) if encode else (False, "")
+        if shown:
             figures.append(image(_read(os.path.join(tmp, "input.jpg")), "image/jpeg", "input imagery",
                                  "Input imagery (true colour where the file says which bands are red, "
                                  "green and blue; else its first three bands), 2-98 % stretch"))
+        elif why:
+            notes.append(f'<p class="note">{html.escape(why)}</p>')
         look = os.path.join(outdir, "quicklook.png")
         if not os.path.exists(look):      # an encode: principal components of the features
             look = os.path.join(tmp, "quicklook.png")
             quicklook(raster, look, components=True)
         caption = ("Map (one pixel per output pixel, enlarged with nearest neighbour)" if categorical else
-                   "First three principal components of the features, 2-98 % stretch" if "inputs" in sidecar
+                   f"First three principal components of the features (of {COMPONENT_BANDS} evenly spaced "
+                   "features when there are more), 2-98 % stretch" if "inputs" in sidecar
                    else "First three bands, 2-98 % stretch")
         figures.append(image(_read(look), "image/png", "quicklook", caption))
-    return '<div class="figures">' + "".join(figures) + "</div>"
+    return '<div class="figures">' + "".join(figures) + "</div>" + "".join(notes)
 
 
 def _charts(stage: str, metrics: dict, raster: str, colormap: dict, names: list) -> str:

@@ -6,6 +6,15 @@ A quicklook is read at most :data:`MAX_SIDE` px on its long side, and at most
 :data:`MIN_SIDE` px, so that a 80 x 80 feature grid is viewable and its pixels stay sharp.
 The driver's memory for a report is therefore bounded whatever the area and feature width
 (reading a 896 x 896 x 768 product whole took the driver 12 GB and 36 CPU-ms per tile).
+
+A report is written by the driver at commit, so what it decodes must not grow with the run:
+
+* a feature raster's principal components are fitted on :data:`COMPONENT_BANDS` evenly
+  spaced bands: blocks are band-interleaved, so only those bands are decoded (all 768 bands
+  of a 4096-tile product: 6.5 CPU-s, ~1.6 ms per tile, as much as the whole write stage);
+* the input imagery view is drawn only when the inputs hold at most
+  :data:`IMAGERY_MAX_PIXELS` pixels: GDAL decodes every source tile for a decimated read (a
+  14336 x 14336 4-band input took 27 CPU-s); the report says so otherwise.
 """
 
 from __future__ import annotations
@@ -25,6 +34,8 @@ from ..io import storage
 MAX_SIDE = 1024
 MIN_SIDE = 512
 MAX_VALUES = 2**25
+COMPONENT_BANDS = 32
+IMAGERY_MAX_PIXELS = 2**26
 
 
 def palette(n: int) -> dict[int, tuple[int, int, int, int]]:
@@ -53,15 +64,24 @@ def enlarge(rgba: np.ndarray) -> np.ndarray:
     return rgba if factor <= 1 else rgba.repeat(factor, axis=0).repeat(factor, axis=1)
 
 
-def read_small(path: str) -> np.ma.MaskedArray:
-    """All bands of a raster (a path or an object-store URL), decimated (nearest) to at most
-    MAX_SIDE px, masked; bands with a scale/offset (int8 features) as floats."""
+def spread_bands(count: int, n: int) -> list[int]:
+    """At most ``n`` of bands 1..``count``, evenly spaced, first and last included."""
+    if count <= n:
+        return list(range(1, count + 1))
+    return sorted({round(1 + i * (count - 1) / (n - 1)) for i in range(n)})
+
+
+def read_small(path: str, max_bands: int | None = None) -> np.ma.MaskedArray:
+    """The bands of a raster (a path or an object-store URL; at most ``max_bands``, evenly
+    spaced), decimated (nearest) to at most MAX_SIDE px and MAX_VALUES values, masked; bands
+    with a scale/offset (int8 features) as floats."""
     from ..io.mosaic import open_raster
 
     with open_raster(path, storage.storage_options(path)) as ds:
-        data = ds.read(out_shape=(ds.count, *small_shape(ds.height, ds.width, ds.count)), masked=True,
-                       resampling=Resampling.nearest)
-        scales, offsets = np.array(ds.scales), np.array(ds.offsets)
+        bands = spread_bands(ds.count, max_bands or ds.count)
+        data = ds.read(bands, out_shape=(len(bands), *small_shape(ds.height, ds.width, len(bands))),
+                       masked=True, resampling=Resampling.nearest)
+        scales, offsets = np.array(ds.scales)[np.array(bands) - 1], np.array(ds.offsets)[np.array(bands) - 1]
     if (scales != 1).any() or (offsets != 0).any():
         data = data.astype(np.float32) * scales[:, None, None] + offsets[:, None, None]
     return data
@@ -115,7 +135,7 @@ def quicklook(path: str, png: str, categorical: bool = False, colormap: dict | N
     """A PNG of a raster: labels through ``colormap`` (categorical), the first three
     principal components (``components``: feature rasters), or its first three bands
     (2-98 % stretch)."""
-    data = read_small(path)
+    data = read_small(path, COMPONENT_BANDS if components else None)
     mask = np.ma.getmaskarray(data).any(axis=0)
     if categorical:
         rgba = labels_rgba(np.ma.getdata(data[0]).astype(np.int64), mask, colormap or {})
@@ -160,10 +180,11 @@ def rgb_bands(url: str, bands: list[int]) -> list[int]:
     return picked if len(picked) == 3 and set(picked) <= set(bands) else (list(bands) * 3)[:3]
 
 
-def imagery_view(encode_sidecar: dict, jpeg: str) -> bool:
+def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
     """A true-colour view of the imagery an encode read, over its feature grid's extent, as
-    ``jpeg`` (photographic content: a tenth of a PNG's size); False when it cannot be read
-    here (e.g. the inputs are gone)."""
+    ``jpeg`` (photographic content: a tenth of a PNG's size): ``(True, "")``, or ``(False,
+    why)`` when it cannot be read here (the inputs are gone: why is empty) or would decode
+    more than IMAGERY_MAX_PIXELS input pixels."""
     from rasterio.crs import CRS
     from rasterio.vrt import WarpedVRT
 
@@ -173,6 +194,11 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> bool:
     t = rasterio.Affine(*s["transform"][:6])
     h, w = small_shape(s["height"] * 8, s["width"] * 8)      # finer than the feature grid
     view = rasterio.Affine(t.a * s["width"] / w, 0, t.c, 0, t.e * s["height"] / h, t.f)
+    grid = s.get("input_grid", {})
+    pixels = grid.get("width", 0) * grid.get("height", 0)
+    if pixels > IMAGERY_MAX_PIXELS:
+        return False, (f"Input imagery not shown: its {pixels / 1e6:.0f} Mpx would all be decoded by the "
+                       f"process writing this report (at most {IMAGERY_MAX_PIXELS / 1e6:.0f} Mpx are).")
     try:
         bands = rgb_bands(s["inputs"][0], s["bands"])
         out = np.zeros((3, h, w))
@@ -186,8 +212,8 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> bool:
             out[:, ok] = np.ma.getdata(part)[:, ok]
             filled |= ok
     except (OSError, rasterio.errors.RasterioError, ValueError, KeyError, IndexError):
-        return False
+        return False, ""
     rgba = enlarge(stretch(out, ~filled))
     rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)   # no data: white
     Image.fromarray(rgb, "RGB").save(jpeg, quality=85)
-    return True
+    return True, ""

@@ -38,14 +38,34 @@ def test_principal_components_separate_two_groups_on_the_first_component():
 
 
 def test_a_many_band_quicklook_reads_a_bounded_number_of_values(tmp_path, monkeypatch):
-    """Feature rasters are read decimated to MAX_VALUES values in all (the driver's memory
-    does not grow with the feature width or the area), then enlarged for viewing."""
+    """Feature rasters are read on COMPONENT_BANDS evenly spaced bands, decimated to
+    MAX_VALUES values in all (what the driver decodes and holds does not grow with the
+    feature width or the area), then enlarged for viewing."""
     from rayvit.report import quicklook as module
 
     assert module.small_shape(896, 896, 768) == (209, 209) and 209 * 209 * 768 <= module.MAX_VALUES
     assert module.small_shape(896, 896, 3) == (896, 896) and module.small_shape(4096, 2048, 1) == (1024, 512)
-    monkeypatch.setattr(module, "MAX_VALUES", 40 * 20 * 20)
+    spread = module.spread_bands(768, module.COMPONENT_BANDS)
+    assert len(spread) == module.COMPONENT_BANDS and spread[0] == 1 and spread[-1] == 768
+    assert module.spread_bands(5, module.COMPONENT_BANDS) == [1, 2, 3, 4, 5]
+    monkeypatch.setattr(module, "MAX_VALUES", module.COMPONENT_BANDS * 20 * 20)
     data = np.random.default_rng(0).normal(size=(40, 80, 80)).astype(np.float32)
     quicklook(write_raster(tmp_path / "f.tif", data), str(tmp_path / "q.png"), components=True)
     factor = -(-MIN_SIDE // 20)
     assert np.asarray(Image.open(tmp_path / "q.png")).shape == (20 * factor, 20 * factor, 4)
+
+
+def test_the_imagery_view_is_not_drawn_from_inputs_too_large_to_decode_at_commit(tmp_path):
+    """The report's true-colour view decodes every input pixel in the committing process:
+    above IMAGERY_MAX_PIXELS it is left out, and the reason is given."""
+    from rayvit.report import quicklook as module
+
+    data = np.random.default_rng(0).integers(0, 255, (3, 40, 40)).astype(np.uint8)
+    path = write_raster(tmp_path / "in.tif", data)
+    sidecar = {"inputs": [path], "bands": [1, 2, 3], "crs": "EPSG:32633", "width": 10, "height": 10,
+               "transform": [40.0, 0.0, 500000.0, 0.0, -40.0, 4000000.0],
+               "input_grid": {"width": 40, "height": 40}}
+    assert module.imagery_view(sidecar, str(tmp_path / "a.jpg")) == (True, "")
+    big = dict(sidecar, input_grid={"width": 2**13, "height": 2**13 + 1})
+    shown, why = module.imagery_view(big, str(tmp_path / "b.jpg"))
+    assert not shown and "67 Mpx" in why and not (tmp_path / "b.jpg").exists()
