@@ -4,10 +4,9 @@ A quicklook is read at most :data:`MAX_SIDE` px on its long side, and at most
 :data:`MAX_VALUES` values in all (bands x pixels: a 768-band feature raster is read at about
 209 x 209 px), and, when smaller, enlarged with nearest neighbour to at least
 :data:`MIN_SIDE` px, so that a 80 x 80 feature grid is viewable and its pixels stay sharp.
-The driver's memory for a report is therefore bounded whatever the area and feature width
-(reading a 896 x 896 x 768 product whole took the driver 12 GB and 36 CPU-ms per tile).
 
-A report is written by the driver at commit, so what it decodes must not grow with the run:
+A report is written by the driver at commit, so what it holds and decodes must not grow with
+the run (reading a 896 x 896 x 768 product whole took the driver 12 GB and 36 CPU-ms per tile):
 
 * a feature raster's principal components are fitted on :data:`COMPONENT_BANDS` evenly
   spaced bands: blocks are band-interleaved, so only those bands are decoded (all 768 bands
@@ -81,7 +80,8 @@ def read_small(path: str, max_bands: int | None = None) -> np.ma.MaskedArray:
         bands = spread_bands(ds.count, max_bands or ds.count)
         data = ds.read(bands, out_shape=(len(bands), *small_shape(ds.height, ds.width, len(bands))),
                        masked=True, resampling=Resampling.nearest)
-        scales, offsets = np.array(ds.scales)[np.array(bands) - 1], np.array(ds.offsets)[np.array(bands) - 1]
+        index = np.array(bands) - 1
+        scales, offsets = np.array(ds.scales)[index], np.array(ds.offsets)[index]
     if (scales != 1).any() or (offsets != 0).any():
         data = data.astype(np.float32) * scales[:, None, None] + offsets[:, None, None]
     return data
@@ -191,14 +191,14 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
     from ..io.mosaic import open_raster
 
     s = encode_sidecar
-    t = rasterio.Affine(*s["transform"][:6])
-    h, w = small_shape(s["height"] * 8, s["width"] * 8)      # finer than the feature grid
-    view = rasterio.Affine(t.a * s["width"] / w, 0, t.c, 0, t.e * s["height"] / h, t.f)
     grid = s.get("input_grid", {})
     pixels = grid.get("width", 0) * grid.get("height", 0)
     if pixels > IMAGERY_MAX_PIXELS:
         return False, (f"Input imagery not shown: its {pixels / 1e6:.0f} Mpx would all be decoded by the "
                        f"process writing this report (at most {IMAGERY_MAX_PIXELS / 1e6:.0f} Mpx are).")
+    t = rasterio.Affine(*s["transform"][:6])
+    h, w = small_shape(s["height"] * 8, s["width"] * 8)      # finer than the feature grid
+    view = rasterio.Affine(t.a * s["width"] / w, 0, t.c, 0, t.e * s["height"] / h, t.f)
     try:
         bands = rgb_bands(s["inputs"][0], s["bands"])
         out = np.zeros((3, h, w))
