@@ -16,7 +16,7 @@ from ray.data.block import BlockAccessor, BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from ...grid import BlockTask, Tiling
-from ...io.mosaic import Mosaic
+from ...io.mosaic import Mosaic, close_cached
 
 
 def read_window(mosaic: Mosaic, tiling: Tiling, window: tuple[int, int, int, int]) -> tuple[np.ndarray, np.ndarray]:
@@ -30,8 +30,18 @@ def read_window(mosaic: Mosaic, tiling: Tiling, window: tuple[int, int, int, int
 
 
 def read_block(mosaic: Mosaic, tiling: Tiling, task: BlockTask):
+    """One row: the block's window, read; then this process's input handles are closed.
+
+    Block windows overlap by the tiles' margin at most, so the input tiles GDAL decoded and
+    cached for this window serve no later read task, and GDAL frees a file's cached tiles
+    only when the file is closed: kept open, every worker that ran read tasks held up to
+    ``GDAL_CACHEMAX`` (256 MB) of them, so memory grew with the area encoded.
+    """
     t0 = time.perf_counter()
-    pixels, valid = read_window(mosaic, tiling, task.window)
+    try:
+        pixels, valid = read_window(mosaic, tiling, task.window)
+    finally:
+        close_cached()
     yield BlockAccessor.batch_to_block({
         "by": np.array([task.block.by], np.int32), "bx": np.array([task.block.bx], np.int32),
         "pixels": pixels[None], "valid": valid[None], "read_s": np.array([time.perf_counter() - t0])})
