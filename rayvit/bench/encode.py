@@ -30,7 +30,7 @@ from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: int = 224, bands: int = 3,
                  batch_size: int | None = None, scale_area: int = 4, work: str | None = None,
                  address: str | None = None) -> dict:
-    from ..encode.pipeline import encode
+    from ..encode.pipeline import encode, timing_line
     from ..encode.plan import choose_device, device_defaults, local_gpus
     from ..encode.spec import ModelSpec
     from ..encode.stages.device import forward_rate
@@ -90,6 +90,8 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
                   f"{row['tiles_per_s']:.2f} tiles/s end to end; RATIO to bare forward "
                   f"{row['ratio']:.3f} (start-up to the first written block {r.first_batch_s:.1f} s; after it "
                   f"{steady:.2f} tiles/s, ratio {row['steady_ratio']:.3f})", flush=True)
+            print(f"bench: {factor}x area: {timing_line(r.timings)}; {len(cpu.started)} Ray worker processes "
+                  "started during the run", flush=True)
             print(f"bench: {factor}x area: CPU-seconds used {sum(roles.values()):.1f} of "
                   f"{cpus * elapsed:.1f} ({int(cpus)} CPUs x {elapsed:.1f} s): "
                   + ", ".join(f"{k} {v:.1f}" for k, v in roles.items())

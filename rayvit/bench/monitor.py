@@ -44,6 +44,7 @@ class ProcessMonitor:
         self.interval, self.memory, self.driver, self.tree = interval, memory, 0, 0
         self.tree_by_role: dict[str, tuple[int, int]] = {}  # at the peak: (processes, USS)
         self._cpu: dict[int, float] = {}
+        self._before: set[int] = set()      # processes that existed when monitoring began
         self._by_role = dict.fromkeys(self.ROLES, 0.0)
         self._actor: set[int] = set()
         self._last_task: dict[int, str] = {}
@@ -101,6 +102,12 @@ class ProcessMonitor:
             self._sweep(me)
             time.sleep(self.interval)
 
+    @property
+    def started(self) -> set[int]:
+        """PIDs of the processes (Ray workers, actors) that started while monitoring: each new
+        Ray worker imports Ray and rayvit, an actor also torch and the model's library."""
+        return set(self._cpu) - self._before
+
     def cpu_by_role(self) -> dict[str, float]:
         """CPU seconds spent while monitoring, per role (processes that started and ended
         between two sweeps are missed; ended ones count up to their last sample)."""
@@ -108,6 +115,7 @@ class ProcessMonitor:
 
     def __enter__(self):
         self._sweep(psutil.Process())
+        self._before = set(self._cpu)
         self._by_role = dict.fromkeys(self.ROLES, 0.0)
         self.driver = self.tree = 0
         self.tree_by_role = {}
