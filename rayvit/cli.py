@@ -647,17 +647,19 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
-    if getattr(args, "s3_endpoint", None):     # every stage (and Ray workers started here) sees it
-        import os
-        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
-    from .console import native_stderr_filter, set_verbose
-
-    verbose = getattr(args, "verbose", False)
-    set_verbose(verbose)
-    quiet_native = not verbose and sys.stderr is sys.__stderr__   # not when a caller captures it
+    """Run one ``rayvit`` command in this process and return its exit code (the console
+    script exits with it). Callable again and again in one process: it joins the Ray this
+    process is already connected to instead of starting its own, and leaves behind no state
+    that changes the next call (see :func:`_call_state`)."""
     try:
-        with native_stderr_filter() if quiet_native else contextlib.nullcontext():
+        args = parser().parse_args(argv)
+    except SystemExit as exc:           # --help, --version, or a usage error argparse printed
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    from .console import native_stderr_filter
+
+    quiet_native = not getattr(args, "verbose", False) and sys.stderr is sys.__stderr__   # not when captured
+    try:
+        with _call_state(args), native_stderr_filter() if quiet_native else contextlib.nullcontext():
             return args.func(args)
     except RayvitError as exc:
         print(f"rayvit {args.command}: error: {exc}", file=sys.stderr)
@@ -665,6 +667,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"rayvit {args.command}: interrupted; re-run the same command to resume.", file=sys.stderr)
         return 130
+
+
+@contextlib.contextmanager
+def _call_state(args):
+    """What one command sets for itself, and undoes when it ends:
+
+    - ``--s3-endpoint`` as ``AWS_ENDPOINT_URL`` (every stage, and Ray workers started by
+      this command, see it), restored afterwards;
+    - ``--verbose`` (Ray's and GDAL's logs) for this command only;
+    - each command starts with no cached filesystem (credentials are read from the
+      environment when one is made) and no "warned once" memory, and ends with its cached
+      raster handles closed (a file rewritten between two commands is read afresh).
+    """
+    import os
+
+    from .console import reset_warnings, set_verbose, verbose
+    from .io import mosaic, storage
+
+    saved, was_verbose = os.environ.get("AWS_ENDPOINT_URL"), verbose()
+    if getattr(args, "s3_endpoint", None):
+        os.environ["AWS_ENDPOINT_URL"] = args.s3_endpoint
+    storage.clear_filesystems()
+    reset_warnings()
+    set_verbose(getattr(args, "verbose", False))
+    try:
+        yield
+    finally:
+        mosaic.close_cached()
+        set_verbose(was_verbose)
+        if saved is None:
+            os.environ.pop("AWS_ENDPOINT_URL", None)
+        else:
+            os.environ["AWS_ENDPOINT_URL"] = saved
 
 
 if __name__ == "__main__":

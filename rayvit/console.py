@@ -29,9 +29,11 @@ _warned: set[str] = set()
 def set_verbose(on: bool) -> None:
     """Show (or hide) Ray's and GDAL's logs; call before Ray starts."""
     global _verbose
-    _verbose = bool(on)
     if on:
         os.environ["CPL_DEBUG"] = "ON"        # GDAL's debug messages, through rasterio's logger
+    elif _verbose:
+        os.environ.pop("CPL_DEBUG", None)     # set by the verbose call before this one
+    _verbose = bool(on)
     level = logging.DEBUG if on else logging.WARNING
     for name in ("rasterio", "rasterio._env", "rasterio._base", "rasterio._io"):
         logging.getLogger(name).setLevel(level if on else logging.ERROR)
@@ -56,6 +58,11 @@ def progress_enabled(on: bool):
         yield
     finally:
         _progress = saved
+
+
+def reset_warnings() -> None:
+    """Forget which warnings were printed: each CLI command warns afresh."""
+    _warned.clear()
 
 
 def warn(message: str, file: TextIO | None = None) -> None:

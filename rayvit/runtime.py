@@ -16,10 +16,21 @@ def init_ray(address: str | None = None) -> None:
     machine) joins an existing cluster; otherwise Ray starts embedded in this process, using
     this machine's CPUs and GPUs, even if a `ray start` cluster runs here (``ray.init()``
     alone would silently join that one).
+
+    A process already connected to Ray (a notebook, a test session, an earlier command run
+    in-process through ``rayvit.cli.main``) keeps that connection; an ``address`` that names
+    another cluster is then an error rather than silently ignored.
     """
     from .console import verbose
 
-    if not ray.is_initialized():
+    if ray.is_initialized():
+        connected = ray.get_runtime_context().gcs_address
+        if address not in (None, "auto", connected):
+            from .errors import InputError
+            raise InputError(f"this process is already connected to Ray at {connected}, so --address "
+                             f"{address} cannot be joined: run the command in a process of its own, or "
+                             "call ray.shutdown() first.")
+    else:
         address = address or os.environ.get("RAY_ADDRESS") or "local"
         kwargs = {"include_dashboard": False} if address == "local" else {}
         if address == "local":

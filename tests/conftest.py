@@ -54,16 +54,104 @@ def seeded_image(shape, seed=0, high=200, dtype="uint8"):
     return np.random.default_rng(seed).integers(0, high, size=shape).astype(dtype)
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _servers_before_ray(request):
+    """The object-store emulators start before Ray when any selected test uses them: Ray's
+    workers inherit the environment Ray started with, as they do a user's shell."""
+    if any("stores" in item.fixturenames for item in request.session.items):
+        request.getfixturevalue("stores")
+
+
 @pytest.fixture(scope="session")
 def ray_local():
+    """One embedded Ray for the session, started by the product's own start-up
+    (``rayvit.runtime.init_ray``, what ``rayvit`` does on a user's machine); every in-process
+    command (:func:`run_cli`) and Python API call of the session joins it."""
     import ray
 
     from rayvit.runtime import init_ray
-    if not ray.is_initialized():
-        ray.init(address="local", num_cpus=2, include_dashboard=False, logging_level="ERROR")
     init_ray()
     yield ray
     ray.shutdown()
+
+
+@pytest.fixture(scope="session")
+def stores(tmp_path_factory):
+    """One server per object store for the session: S3 (SeaweedFS `weed mini`), Google Cloud
+    Storage (gcp-storage-emulator) and Azure Blob Storage (Azurite), each with the buckets
+    ``rasters``, ``results``, ``emb`` and ``stac``, their credentials in this process's
+    environment. ``stores[scheme]`` holds ``fs`` (an fsspec filesystem) and ``env``; a store
+    that cannot start here is ``{"missing": reason}`` and its tests skip saying so."""
+    from contextlib import ExitStack
+
+    from emulators import azurite, gcs_emulator
+    from s3server import weed_mini
+
+    saved = dict(os.environ)
+    out = {}
+    with ExitStack() as stack:
+        s3 = stack.enter_context(weed_mini(tmp_path_factory.mktemp("weed")))
+        s3["env"] = {"AWS_ACCESS_KEY_ID": s3["key"], "AWS_SECRET_ACCESS_KEY": s3["secret"],
+                     "AWS_ENDPOINT_URL": s3["endpoint"], "AWS_DEFAULT_REGION": "us-east-1"}
+        out["s3"] = s3
+        out["gs"] = stack.enter_context(gcs_emulator())
+        try:
+            out["az"] = stack.enter_context(azurite(tmp_path_factory.mktemp("azurite")))
+        except (RuntimeError, OSError, subprocess.SubprocessError) as exc:
+            out["az"] = {"missing": f"Azurite (npm package azurite) could not start here: {exc}"}
+        for scheme, store in out.items():
+            if "fs" in store:
+                os.environ.update(store["env"])
+                for bucket in ("rasters", "results", "emb", "stac"):
+                    store["fs"].mkdir(bucket)
+                store["scheme"] = scheme
+        yield out
+    os.environ.clear()
+    os.environ.update(saved)
+
+
+def store(stores, scheme):
+    """``stores[scheme]``, or a skip naming what is missing."""
+    if "missing" in stores[scheme]:
+        pytest.skip(stores[scheme]["missing"])
+    return stores[scheme]
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory):
+    """One local multi-node Ray cluster for the session (`ray start`: a head with the
+    dashboard, for `ray job submit`, and a worker node, one CPU each), for the tests whose
+    subject is several nodes. Drivers join it from processes of their own (``--address``).
+    A test that kills a node adds its own first (``add_node``), so the two stay."""
+    from raycluster import ray_cluster
+
+    with ray_cluster(tmp_path_factory.mktemp("cluster"), node_cpus=(1, 1), dashboard=True) as c:
+        yield c
+
+
+FAULT_ARGS = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
+              "--block-size", "4", "--batch-size", "4", "--quiet"]
+FAULT_BLOCKS = 4 * 16     # (256 / 16 / 4) x (1024 / 16 / 4) blocks of 4 x 4 feature pixels
+
+
+def blocks_done(out: Path) -> int:
+    """Blocks an encode into ``out`` has finished so far (its manifest's records)."""
+    try:
+        return len((out / "blocks" / "manifest.jsonl").read_text().splitlines())
+    except FileNotFoundError:
+        return 0
+
+
+@pytest.fixture(scope="session")
+def clean_run(tmp_path_factory, ray_local):
+    """A 256 x 1024 px raster and the features of an uninterrupted run over it with
+    ``FAULT_ARGS`` (64 blocks): what runs with a fault (a killed driver, actor or node) must
+    give, byte for byte. Returns (raster, output directory)."""
+    tmp = tmp_path_factory.mktemp("clean")
+    path = write_raster(tmp / "big.tif", seeded_image((3, 256, 1024), seed=5))
+    r = run_cli("encode", path, "-o", tmp / "clean", *FAULT_ARGS)
+    assert r.returncode == 0, r.stderr
+    return path, tmp / "clean"
 
 
 @pytest.fixture
@@ -78,8 +166,47 @@ def read(path):
         return ds.read(), ds.profile, ds.transform, ds.descriptions
 
 
-def run_cli(*args, timeout=600, **kwargs):
-    """Run the real ``rayvit`` console script in a fresh process."""
+class Result:
+    """What a command gave: ``returncode``, ``stdout``, ``stderr`` (as subprocess.run's)."""
+
+    def __init__(self, returncode, stdout, stderr):
+        self.returncode, self.stdout, self.stderr = returncode, stdout, stderr
+
+
+def run_cli(*args, env=None):
+    """Run a ``rayvit`` command in this process: ``rayvit.cli.main(argv)``, on the session's
+    Ray (joined, or started by the product's own start-up if no test started it yet), with
+    stdout and stderr captured. ``env``: this process's environment during the call (the
+    driver's; Ray's workers keep the session's). An exception that escapes ``main`` is exit
+    code 1 with its traceback on stderr, as the console script would give."""
+    import contextlib
+    import io
+    import traceback
+
+    from rayvit.cli import main
+    out, err = io.StringIO(), io.StringIO()
+    saved = dict(os.environ)
+    if env is not None:
+        os.environ.clear()
+        os.environ.update({k: str(v) for k, v in env.items()})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main([str(a) for a in args])
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else 1
+            except Exception:
+                traceback.print_exc()
+                code = 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+    return Result(code, out.getvalue(), err.getvalue())
+
+
+def run_process(*args, timeout=600, **kwargs):
+    """Run the real ``rayvit`` console script in a fresh process: for the tests whose subject
+    is the process itself (a killed driver, a driver joining another cluster, start-up)."""
     exe = Path(sys.executable).with_name("rayvit")
     return subprocess.run([str(exe), *map(str, args)], capture_output=True, text=True,
                           timeout=timeout, **kwargs)

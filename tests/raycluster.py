@@ -28,7 +28,7 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
                RAY_USAGE_STATS_ENABLED="0")
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_ports(2)
-    procs = []
+    procs, killed = [], set()
     log = open(workdir / "ray_cluster.log", "w")
 
     def start(args):
@@ -38,6 +38,7 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
 
     def kill_node(i):
         """SIGKILL node ``i`` (0: head) and all its processes (raylet, workers)."""
+        killed.add(i)
         children = _descendants(procs[i].pid)
         try:
             os.killpg(procs[i].pid, signal.SIGKILL)
@@ -58,8 +59,16 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
         for cpus in node_cpus[1:]:
             start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block((gcs, dash))))
         _wait_nodes(address, len(node_cpus), env, timeout)
+
+        def add_node(cpus: int) -> int:
+            """Start one more worker node; returns its index for ``kill_node``."""
+            alive = len(procs) - len(killed)
+            start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block((gcs, dash))))
+            _wait_nodes(address, alive + 1, env, timeout)
+            return len(procs) - 1
+
         yield {"address": address, "dashboard": f"http://127.0.0.1:{dash}", "env": env, "kill_node": kill_node,
-               "wait_idle": lambda: _wait_idle(address, sum(node_cpus), env, timeout)}
+               "add_node": add_node, "wait_idle": lambda: _wait_idle(address, sum(node_cpus), env, timeout)}
     finally:
         # nothing to keep: no graceful drain (it waits 30 s per node for a GCS that is going away)
         for i in reversed(range(len(procs))):

@@ -244,6 +244,10 @@ def open_raster(url: str, options: dict | None = None):
             return rasterio.open(path)
         close_cached(url)
         fs = storage.filesystem(url, options)
+        # A worker process outlives a command (Ray reuses it for the next job, or the next
+        # command run in the same process): a listing it cached earlier (GDAL's probes for
+        # sidecar files list the folder) may predate this object, and would hide it.
+        fs.invalidate_cache()
         return rasterio.open(url, opener=storage.RasterOpener(fs))
     except RasterOpenError:
         raise

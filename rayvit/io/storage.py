@@ -73,7 +73,14 @@ def storage_options(url: str, s3_endpoint: str | None = None) -> dict:
 
 @lru_cache(maxsize=32)
 def _filesystem(proto: str, options_key: tuple) -> fsspec.AbstractFileSystem:
-    return fsspec.filesystem(proto, **unfreeze(options_key))
+    # this cache is the only one (not fsspec's own as well), so clear_filesystems() empties it
+    return fsspec.filesystem(proto, skip_instance_cache=True, **unfreeze(options_key))
+
+
+def clear_filesystems() -> None:
+    """Forget this process's filesystems: the next one made reads its credentials from the
+    environment again (each CLI command starts so)."""
+    _filesystem.cache_clear()
 
 
 def freeze(obj):

@@ -1,4 +1,6 @@
-"""The real `rayvit` command in fresh processes: help, dry run, resume, bad input."""
+"""The `rayvit` command: in this process through ``rayvit.cli.main`` (dry run, refusals,
+bad input, what one call leaves for the next), and in fresh processes where the process is
+the subject (start-up with --help, a killed driver and its resume)."""
 
 import json
 import os
@@ -11,10 +13,11 @@ from pathlib import Path
 
 import pytest
 import timm
-from conftest import ROOT, read, run_cli, seeded_image, write_raster
+from conftest import FAULT_ARGS, FAULT_BLOCKS, ROOT, blocks_done, read, run_cli, run_process, seeded_image, write_raster
 from safetensors.torch import save_file
 
 TINY = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--quiet"]
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 JOB = ROOT / "jobs" / "unsupervised-map.yaml"
@@ -26,13 +29,47 @@ def raster(tmp_path_factory):
 
 
 def test_help_documents_every_option():
-    out = run_cli("encode", "--help").stdout
+    """In a fresh process: the console script starts and prints help without Ray."""
+    wide = dict(os.environ, COLUMNS="100")         # argparse wraps help to the terminal's width
+    r = run_process("encode", "--help", env=wide)
+    assert r.returncode == 0, r.stderr
+    out = r.stdout
     for flag in ("--model", "--pretrained", "--no-pretrained", "--weights", "--layer", "--bands", "--extent",
                  "--extent-crs", "--crs", "--res", "--size", "--stride", "--resize", "--merge", "--normalize",
                  "--mean", "--std", "--dtype", "--blocks", "--block-size", "--device", "--precision", "--actors",
                  "--threads", "--batch-size", "--overwrite", "--dry-run", "--address", "--output"):
         assert flag in out, flag
     assert "rayvit encode scene.tif -o out/" in out
+    assert run_cli("encode", "--help", env=wide).stdout == out     # the same text in process
+
+
+def test_a_command_leaves_nothing_behind_that_changes_the_next(raster, tmp_path, capsys):
+    """``main`` twice in one process: the same output both times (a warning included: not
+    "once per process"), and --s3-endpoint does not outlive its command."""
+    from rasterio.transform import from_origin
+
+    from rayvit.cli import main
+    coarse = write_raster(tmp_path / "coarse.tif", seeded_image((3, 16, 24)), from_origin(500960, 4000000, 20, 20))
+    before = os.environ.get("AWS_ENDPOINT_URL")
+    args = ["encode", raster, coarse, "-o", str(tmp_path / "o"), *TINY, "--size", "32", "--dry-run",
+            "--s3-endpoint", "http://127.0.0.1:9"]
+    outputs = []
+    for _ in range(2):
+        assert main(args) == 0
+        assert os.environ.get("AWS_ENDPOINT_URL") == before
+        outputs.append(capsys.readouterr())
+    assert "1 of 2 input rasters are not on the target grid" in outputs[0].err
+    assert outputs[0].err == outputs[1].err
+
+    def plan(out):    # the estimate line holds a rate measured by each run
+        return [line for line in out.splitlines() if not line.startswith("estimate:")]
+    assert plan(outputs[0].out) == plan(outputs[1].out) and "tiles:    10 (2x5)" in outputs[0].out
+
+
+def test_an_address_other_than_the_connected_ray_is_an_error(raster, tmp_path):
+    r = run_cli("encode", raster, "-o", tmp_path / "o", *TINY, "--size", "32", "--address", "127.0.0.1:9")
+    assert r.returncode == 2 and "already connected to Ray at" in r.stderr and "--address 127.0.0.1:9" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_dry_run_prints_the_plan_and_writes_nothing(raster, tmp_path):
@@ -66,38 +103,27 @@ def test_encode_then_refuse_another_run_unless_overwrite(raster, tmp_path):
     assert json.loads((out / "features.json").read_text())["size"] == [64, 64]
 
 
-def _blocks_done(out: Path) -> int:
-    try:
-        return len((out / "blocks" / "manifest.jsonl").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
-def test_resume_after_a_kill_is_byte_identical(tmp_path):
-    path = write_raster(tmp_path / "big.tif", seeded_image((3, 256, 1024), seed=5))
-    args = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
-            "--block-size", "4", "--batch-size", "4", "--quiet"]
-    clean = run_cli("encode", path, "-o", tmp_path / "clean", *args)
-    assert clean.returncode == 0, clean.stderr
+def test_resume_after_a_kill_is_byte_identical(clean_run, tmp_path):
+    """The driver process killed mid-run; the same command, run again, resumes."""
+    path, clean = clean_run
     out = tmp_path / "killed"
     exe = Path(sys.executable).with_name("rayvit")
-    proc = subprocess.Popen([str(exe), "encode", path, "-o", str(out), *args], start_new_session=True,
+    proc = subprocess.Popen([str(exe), "encode", path, "-o", str(out), *FAULT_ARGS], start_new_session=True,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 300
-    while _blocks_done(out) < 8 and proc.poll() is None and time.monotonic() < deadline:
+    while blocks_done(out) < 8 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
-    done = _blocks_done(out)
-    total = 4 * 16  # (256/16/4) x (1024/16/4) blocks of 4x4 feature pixels
-    assert 0 < done < total, f"the kill landed after {done} of {total} blocks: not an interruption"
+    done = blocks_done(out)
+    assert 0 < done < FAULT_BLOCKS, f"the kill landed after {done} of {FAULT_BLOCKS} blocks: not an interruption"
     assert not list(out.glob("features.*"))  # nothing that looks complete
-    resumed = run_cli("encode", path, "-o", out, *args)
+    resumed = run_cli("encode", path, "-o", out, *FAULT_ARGS)
     assert resumed.returncode == 0, resumed.stderr
     assert f"{done} blocks resumed" in resumed.stdout or f"{done + 1} blocks resumed" in resumed.stdout
-    assert (out / "features.tif").read_bytes() == (tmp_path / "clean" / "features.tif").read_bytes()
+    assert (out / "features.tif").read_bytes() == (clean / "features.tif").read_bytes()
     sidecar = json.loads((out / "features.json").read_text())
-    clean_sidecar = json.loads((tmp_path / "clean" / "features.json").read_text())
+    clean_sidecar = json.loads((clean / "features.json").read_text())
     # identical but for what each run did: its timings and the tiles it encoded
     assert sidecar.pop("timings")["tiles_encoded"] < clean_sidecar.pop("timings")["tiles_encoded"]
     assert sidecar == clean_sidecar

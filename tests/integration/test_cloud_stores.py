@@ -1,67 +1,67 @@
-"""gs://, az:// and http(s):// against real local servers: gcp-storage-emulator, Azurite and
-an HTTP server with Range requests. (s3:// has its own file, test_s3.py.)"""
+"""Object stores against the session's real local servers: the bucket round trip over s3://
+(SeaweedFS), gs:// (gcp-storage-emulator) and az:// (Azurite); and http(s):// against an HTTP
+server with Range requests. (What only s3:// does has its own file, test_s3.py.)"""
 
 import json
 import os
-import subprocess
 import sys
 
 import numpy as np
 import pytest
-from conftest import read, run_cli, seeded_image, write_raster
-from emulators import azurite, gcs_emulator, range_http_server
+from conftest import read, run_cli, seeded_image, store, write_raster
+from emulators import range_http_server
 
 ENC = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
-@pytest.fixture(scope="module", params=["gs", "az"])
-def store(request, tmp_path_factory):
-    """A bucket/container named ``rasters`` on the emulator of the scheme."""
-    if request.param == "gs":
-        server = gcs_emulator()
-    else:
-        server = azurite(tmp_path_factory.mktemp("azurite"))
-    with server as s:
-        s["fs"].mkdir("rasters")
-        s["fs"].mkdir("results")
-        yield dict(s, scheme=request.param)
+ROUND_TRIP = seeded_image((3, 96, 128), seed=11)
+BLOCKS = ["--blocks", "--block-size", "2"]
 
 
-def test_encode_then_reduce_in_the_bucket_equals_the_run_on_disk(store, tmp_path):
+@pytest.fixture(scope="module")
+def on_disk(tmp_path_factory):
+    """The round trip's two steps on local disk: its reduced.tif's pixels."""
+    tmp = tmp_path_factory.mktemp("disk")
+    local = write_raster(tmp / "l.tif", ROUND_TRIP)
+    assert run_cli("encode", local, "-o", tmp / "lf", *BLOCKS, *ENC).returncode == 0
+    assert run_cli("reduce", tmp / "lf" / "features.vrt", "-o", tmp / "lr", "--quiet").returncode == 0
+    return read(tmp / "lr" / "reduced.tif")[0]
+
+
+@pytest.mark.parametrize("scheme", ["s3", "gs", "az"])
+def test_encode_then_reduce_in_the_bucket_equals_the_run_on_disk(stores, scheme, on_disk, tmp_path):
     """Inputs and outputs in the bucket (features as blocks the workers upload, and a single
     COG from reduce) give the same pixels as on local disk; no credential in any output."""
-    proto, fs = store["scheme"], store["fs"]
-    data = seeded_image((3, 96, 128), seed=11)
-    fs.put_file(write_raster(tmp_path / "scene.tif", data), "rasters/scene.tif")
-    env = dict(os.environ, **store["env"], RAYVIT_STAGING=str(tmp_path / "staging"))
-    blocks = ["--blocks", "--block-size", "2"]
-    enc = run_cli("encode", f"{proto}://rasters/scene.tif", "-o", f"{proto}://results/feat", *blocks, *ENC, env=env)
+    bucket = store(stores, scheme)
+    proto, fs = scheme, bucket["fs"]
+    fs.put_file(write_raster(tmp_path / "scene.tif", ROUND_TRIP), "rasters/rt-scene.tif")
+    env = dict(os.environ, RAYVIT_STAGING=str(tmp_path / "staging"))
+    enc = run_cli("encode", f"{proto}://rasters/rt-scene.tif", "-o", f"{proto}://results/rt/feat", *BLOCKS, *ENC,
+                  env=env)
     assert enc.returncode == 0, enc.stderr
-    red = run_cli("reduce", f"{proto}://results/feat/features.vrt", "-o", f"{proto}://results/red", "--quiet",
+    red = run_cli("reduce", f"{proto}://results/rt/feat/features.vrt", "-o", f"{proto}://results/rt/red", "--quiet",
                   env=env)
     assert red.returncode == 0, red.stderr
-    listing = {p.rsplit("/", 1)[1] for p in fs.find("results/feat")}
+    listing = {p.rsplit("/", 1)[1] for p in fs.find("results/rt/feat")}
     assert {"features.json", "features.vrt", "report.html", "run.json"} <= listing
     assert sum(name.startswith("block_") for name in listing) == 12
-    assert {"reduced.tif", "reduced.json"} <= {p.rsplit("/", 1)[1] for p in fs.find("results/red")}
-    # the same two steps on local disk
-    local = write_raster(tmp_path / "l.tif", data)
-    assert run_cli("encode", local, "-o", tmp_path / "lf", *blocks, *ENC).returncode == 0
-    assert run_cli("reduce", tmp_path / "lf" / "features.vrt", "-o", tmp_path / "lr", "--quiet").returncode == 0
-    fs.get_file("results/red/reduced.tif", str(tmp_path / "red.tif"))
-    np.testing.assert_array_equal(read(tmp_path / "red.tif")[0], read(tmp_path / "lr" / "reduced.tif")[0])
-    sidecar = fs.cat_file("results/feat/features.json").decode()
-    assert json.loads(sidecar)["inputs"] == [f"{proto}://rasters/scene.tif"]
-    secrets = [v for v in store["env"].values() if "AccountKey" in v] + ([store["key"]] if "key" in store else [])
+    assert {"reduced.tif", "reduced.json"} <= {p.rsplit("/", 1)[1] for p in fs.find("results/rt/red")}
+    fs.get_file("results/rt/red/reduced.tif", str(tmp_path / "red.tif"))
+    np.testing.assert_array_equal(read(tmp_path / "red.tif")[0], on_disk)        # the same two steps on disk
+    sidecar = fs.cat_file("results/rt/feat/features.json").decode()
+    assert json.loads(sidecar)["inputs"] == [f"{proto}://rasters/rt-scene.tif"]
+    secrets = {"s3": [bucket.get("secret")], "gs": [],
+               "az": [bucket.get("key"), *bucket["env"].values()]}[scheme]
     for text in (enc.stdout, enc.stderr, red.stdout, red.stderr, sidecar,
-                 fs.cat_file("results/red/reduced.json").decode()):
+                 fs.cat_file("results/rt/red/reduced.json").decode()):
         assert not any(secret in text for secret in secrets)
 
 
-def test_a_missing_object_is_an_error_naming_it_and_where_credentials_come_from(store, tmp_path):
-    proto = store["scheme"]
-    env = dict(os.environ, **store["env"], RAYVIT_STAGING=str(tmp_path / "staging"))
-    r = run_cli("encode", f"{proto}://rasters/nope.tif", "-o", tmp_path / "o", *ENC, env=env)
+@pytest.mark.parametrize("proto", ["gs", "az"])
+def test_a_missing_object_is_an_error_naming_it_and_where_credentials_come_from(stores, proto, tmp_path):
+    store(stores, proto)
+    r = run_cli("encode", f"{proto}://rasters/nope.tif", "-o", tmp_path / "o", *ENC)
     assert r.returncode == 2 and f"{proto}://rasters/nope.tif" in r.stderr, r.stderr
     assert ("STORAGE_EMULATOR_HOST" if proto == "gs" else "AZURE_STORAGE_CONNECTION_STRING") in r.stderr
     assert "Traceback" not in r.stderr and not (tmp_path / "o").exists()
@@ -70,14 +70,12 @@ def test_a_missing_object_is_an_error_naming_it_and_where_credentials_come_from(
 @pytest.mark.parametrize("url, package, extra", [("gs://bucket/x.tif", "gcsfs", "gcs"),
                                                  ("az://container/x.tif", "adlfs", "azure"),
                                                  ("abfs://container/x.tif", "adlfs", "azure")])
-def test_a_scheme_whose_package_is_missing_says_how_to_install_it(tmp_path, url, package, extra):
+def test_a_scheme_whose_package_is_missing_says_how_to_install_it(tmp_path, monkeypatch, url, package, extra):
     """As an input and as an output: exit 2, the install command, no traceback, nothing written."""
     local = write_raster(tmp_path / "in.tif", seeded_image((3, 32, 32)))
+    monkeypatch.setitem(sys.modules, package, None)                # as if it were not installed
     for args in ([url, "-o", str(tmp_path / "o")], [local, "-o", url.rsplit("/", 1)[0] + "/out"]):
-        code = (f"import sys; sys.modules[{package!r}] = None\n"     # as if it were not installed
-                "from rayvit.cli import main\n"
-                f"sys.exit(main(['encode', *{args!r}, *{ENC!r}]))")
-        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        r = run_cli("encode", *args, *ENC)
         assert r.returncode == 2, r.stderr
         assert f"pip install 'rayvit[{extra}]'" in r.stderr and "Traceback" not in r.stderr, r.stderr
         assert not (tmp_path / "o").exists()

@@ -2,7 +2,6 @@
 real GeoTIFFs with named bands), and the bad inputs around presets and bands."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -135,13 +134,10 @@ def test_weights_of_another_preset_fail_naming_both(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
-def test_a_preset_that_needs_the_extra_says_how_to_install_it(tmp_path):
+def test_a_preset_that_needs_the_extra_says_how_to_install_it(tmp_path, monkeypatch):
     path = named_raster(tmp_path / "in.tif", DOFA_BANDS, shape=(32, 32))
-    code = ("import sys; sys.modules['torchgeo'] = None\n"     # as if torchgeo were not installed
-            "from rayvit.cli import main\n"
-            f"sys.exit(main(['encode', {path!r}, '-o', {str(tmp_path / 'o')!r}, '--model', 'dofa-vit-b16', "
-            "'--no-pretrained', '--size', '32']))")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    monkeypatch.setitem(sys.modules, "torchgeo", None)              # as if torchgeo were not installed
+    r = run_cli("encode", path, "-o", tmp_path / "o", "--model", "dofa-vit-b16", "--no-pretrained", "--size", "32")
     assert r.returncode == 2 and "pip install 'rayvit[torchgeo]'" in r.stderr, r.stderr
     assert not (tmp_path / "o").exists()
 

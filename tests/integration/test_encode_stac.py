@@ -14,9 +14,10 @@ import pytest
 import rasterio
 from conftest import UTM, X0, Y0, read, run_cli, seeded_image, write_raster
 from rasterio.transform import from_origin
-from s3server import free_ports, weed_mini
+from s3server import free_ports
 
 ENC = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
+pytestmark = pytest.mark.usefixtures("ray_local")
 BANDS = {"B02": "blue", "B03": "green", "B04": "red", "B11": "swir16"}
 
 
@@ -69,7 +70,7 @@ def stacked(path, data10, data20):
     return write_raster(path, np.concatenate([data10, up[None]]), from_origin(X0, Y0, 10, 10))
 
 
-def test_a_static_catalogue_in_the_bucket_equals_the_same_files_as_paths(tmp_path):
+def test_a_static_catalogue_in_the_bucket_equals_the_same_files_as_paths(stores, tmp_path):
     """Two items side by side, each one 3-band COG asset with eo:bands: --assets by common name
     reads them as the same mosaic the two files give as paths."""
     left = seeded_image((3, 64, 64), seed=1, dtype="uint16", high=3000)
@@ -80,31 +81,26 @@ def test_a_static_catalogue_in_the_bucket_equals_the_same_files_as_paths(tmp_pat
     items = [item("a", "2025-06-01T10:00:00Z", {"visual": ("../../a.tif", names)}, cloud=5),
              item("b", "2025-06-01T10:00:00Z", {"visual": ("../../b.tif", names)}, cloud=5)]
     cat = static_catalog(tmp_path / "cat", items)
-    (tmp_path / "weed").mkdir()
-    with weed_mini(tmp_path / "weed") as s3:
-        fs = s3["fs"]
-        fs.mkdir("stac")
-        fs.put(files[0], "stac/a.tif")
-        fs.put(files[1], "stac/b.tif")
-        fs.put(str(cat), "stac/cat/catalog.json")
-        for it in items:
-            fs.put(str(tmp_path / "cat" / "items" / f"{it['id']}.json"), f"stac/cat/items/{it['id']}.json")
-        env = dict(os.environ, AWS_ACCESS_KEY_ID=s3["key"], AWS_SECRET_ACCESS_KEY=s3["secret"],
-                   AWS_ENDPOINT_URL=s3["endpoint"], AWS_DEFAULT_REGION="us-east-1")
-        r = run_cli("encode", "--stac", "s3://stac/cat/catalog.json", "--assets", "red,green,blue",
-                    "-o", tmp_path / "stac", *ENC, env=env)
-        assert r.returncode == 0, r.stderr
-        # the same items as stac-geoparquet (written by rustac) in the bucket, hrefs absolute
-        absolute = [dict(it, assets={"visual": dict(it["assets"]["visual"], href=f"s3://stac/{it['id']}.tif")})
-                    for it in items]
-        (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": absolute}))
-        subprocess.run([str(Path(sys.executable).with_name("rustac")), "translate", str(tmp_path / "items.json"),
-                        str(tmp_path / "items.parquet")], check=True, timeout=60)
-        fs.put(str(tmp_path / "items.parquet"), "stac/items.parquet")
-        g = run_cli("encode", "--stac", "s3://stac/items.parquet", "--assets", "red,green,blue", "--dry-run",
-                    "-o", tmp_path / "gp", *ENC, env=env)
-        assert g.returncode == 0, g.stderr
-        assert "2 STAC item(s), 1 date(s) (2025-06-01)" in g.stdout and "a (2025-06-01T10:00:00Z, cloud 5 %)" in g.stdout
+    fs = stores["s3"]["fs"]          # the session's S3 server; its credentials are in the environment
+    fs.put(files[0], "stac/a.tif")
+    fs.put(files[1], "stac/b.tif")
+    fs.put(str(cat), "stac/cat/catalog.json")
+    for it in items:
+        fs.put(str(tmp_path / "cat" / "items" / f"{it['id']}.json"), f"stac/cat/items/{it['id']}.json")
+    r = run_cli("encode", "--stac", "s3://stac/cat/catalog.json", "--assets", "red,green,blue",
+                "-o", tmp_path / "stac", *ENC)
+    assert r.returncode == 0, r.stderr
+    # the same items as stac-geoparquet (written by rustac) in the bucket, hrefs absolute
+    absolute = [dict(it, assets={"visual": dict(it["assets"]["visual"], href=f"s3://stac/{it['id']}.tif")})
+                for it in items]
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": absolute}))
+    subprocess.run([str(Path(sys.executable).with_name("rustac")), "translate", str(tmp_path / "items.json"),
+                    str(tmp_path / "items.parquet")], check=True, timeout=60)
+    fs.put(str(tmp_path / "items.parquet"), "stac/items.parquet")
+    g = run_cli("encode", "--stac", "s3://stac/items.parquet", "--assets", "red,green,blue", "--dry-run",
+                "-o", tmp_path / "gp", *ENC)
+    assert g.returncode == 0, g.stderr
+    assert "2 STAC item(s), 1 date(s) (2025-06-01)" in g.stdout and "a (2025-06-01T10:00:00Z, cloud 5 %)" in g.stdout
     p = run_cli("encode", *files, "-o", tmp_path / "paths", *ENC)
     assert p.returncode == 0, p.stderr
     np.testing.assert_array_equal(read(tmp_path / "stac" / "features.tif")[0],

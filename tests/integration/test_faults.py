@@ -1,6 +1,8 @@
-"""Fault tolerance: an encoder actor or a whole worker node killed mid-run; the output is
-byte-identical to a clean run (nothing lost, nothing duplicated). (Killing the driver and
-resuming is tested in test_cli.py::test_resume_after_a_kill_is_byte_identical.)"""
+"""Fault tolerance, with real processes: an encoder actor or a whole worker node killed
+mid-run under a driver of its own; the output is byte-identical to a clean run (nothing
+lost, nothing duplicated). (Killing the driver and resuming is tested in
+test_cli.py::test_resume_after_a_kill_is_byte_identical.) A corrupt input fails by name or
+is skipped."""
 
 import os
 import signal
@@ -11,45 +13,27 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import cut_into_four, run_cli, seeded_image, write_raster
-from raycluster import ray_cluster
+from conftest import FAULT_ARGS, FAULT_BLOCKS, blocks_done, cut_into_four, run_cli, seeded_image
 
-ARGS = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
-        "--block-size", "4", "--batch-size", "4", "--quiet"]
-TOTAL_BLOCKS = 4 * 16
-
-
-def _blocks_done(out: Path) -> int:
-    try:
-        return len((out / "blocks" / "manifest.jsonl").read_text().splitlines())
-    except FileNotFoundError:
-        return 0
-
-
-@pytest.fixture(scope="module")
-def clean(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("clean")
-    path = write_raster(tmp / "big.tif", seeded_image((3, 256, 1024), seed=5))
-    r = run_cli("encode", path, "-o", tmp / "clean", *ARGS)
-    assert r.returncode == 0, r.stderr
-    return path, (tmp / "clean" / "features.tif").read_bytes()
+pytestmark = pytest.mark.usefixtures("ray_local")
 
 
 def _start(path, out, *extra, env=None):
     exe = Path(sys.executable).with_name("rayvit")
-    return subprocess.Popen([str(exe), "encode", path, "-o", str(out), *ARGS, *extra], env=env,
+    return subprocess.Popen([str(exe), "encode", path, "-o", str(out), *FAULT_ARGS, *extra], env=env,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
 def _wait_blocks(out, proc, n=8):
     deadline = time.monotonic() + 300
-    while _blocks_done(out) < n and proc.poll() is None and time.monotonic() < deadline:
+    while blocks_done(out) < n and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None and _blocks_done(out) < TOTAL_BLOCKS, "the run ended before the fault"
+    assert proc.poll() is None and blocks_done(out) < FAULT_BLOCKS, "the run ended before the fault"
 
 
-def test_killing_an_encoder_actor_mid_run_loses_nothing(clean, tmp_path):
-    path, want = clean
+def test_killing_an_encoder_actor_mid_run_loses_nothing(clean_run, tmp_path):
+    path, clean = clean_run
+    want = (clean / "features.tif").read_bytes()
     out = tmp_path / "o"
     proc = _start(path, out)
     _wait_blocks(out, proc)
@@ -62,18 +46,20 @@ def test_killing_an_encoder_actor_mid_run_loses_nothing(clean, tmp_path):
     assert (out / "features.tif").read_bytes() == want
 
 
-def test_killing_a_worker_node_mid_run_loses_nothing(clean, tmp_path):
-    path, want = clean
+def test_killing_a_worker_node_mid_run_loses_nothing(clean_run, cluster, tmp_path):
+    path, clean = clean_run
+    want = (clean / "features.tif").read_bytes()
     out = tmp_path / "o"
-    with ray_cluster(tmp_path, node_cpus=(2, 1)) as cluster:
-        proc = _start(path, out, "--address", cluster["address"], "--actors", "2", env=cluster["env"])
-        _wait_blocks(out, proc)
-        cluster["kill_node"](1)
-        try:
-            stdout, stderr = proc.communicate(timeout=600)
-        finally:
-            if proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGKILL)
+    node = cluster["add_node"](1)         # the session's cluster keeps its own two nodes
+    cluster["wait_idle"]()
+    proc = _start(path, out, "--address", cluster["address"], "--actors", "2", env=cluster["env"])
+    _wait_blocks(out, proc)
+    cluster["kill_node"](node)
+    try:
+        stdout, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 0, stderr[-3000:]
     assert (out / "features.tif").read_bytes() == want
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import yaml
 from conftest import ROOT, read, seeded_image, write_raster
-from raycluster import BIN, ray_cluster
+from raycluster import BIN
 
 from rayvit.errors import InputError
 from rayvit.job import validate
@@ -45,7 +45,7 @@ def test_example_job_specs_are_valid():
         validate(yaml.safe_load(path.read_text()), str(path))
 
 
-def test_ray_job_submit_runs_a_pipeline_on_a_ray_start_cluster(tmp_path):
+def test_ray_job_submit_runs_a_pipeline_on_a_ray_start_cluster(cluster, tmp_path):
     work = tmp_path / "job"
     work.mkdir()
     write_raster(work / "scene.tif", seeded_image((3, 64, 96), seed=2))
@@ -54,10 +54,10 @@ def test_ray_job_submit_runs_a_pipeline_on_a_ray_start_cluster(tmp_path):
                {"id": "pca", "reduce": {"input": "${features.output}", "output": str(out / "pca"), "n_components": 2}},
                {"id": "clusters", "cluster": {"input": "${pca.output}", "output": str(out / "clu"), "n_clusters": 3}})
     (work / "job.yaml").write_text(yaml.safe_dump(job))
-    with ray_cluster(tmp_path, node_cpus=(2,), dashboard=True) as cluster:
-        r = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
-                            "--working-dir", str(work), "--", "rayvit", "run", "job.yaml", "--quiet"],
-                           capture_output=True, text=True, env=cluster["env"], timeout=600)
+    cluster["wait_idle"]()
+    r = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"],
+                        "--working-dir", str(work), "--", "rayvit", "run", "job.yaml", "--quiet"],
+                       capture_output=True, text=True, env=cluster["env"], timeout=600)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
     assert "succeeded" in r.stdout.lower()
     assert read(out / "f" / "features.tif")[0].shape == (192, 4, 6)

@@ -8,11 +8,12 @@ one, which is right (no actor is waiting for work) but shows nothing about the s
 
 import re
 
-from conftest import run_cli, seeded_image, write_raster
-from raycluster import ray_cluster
+import pytest
+from conftest import run_cli, run_process, seeded_image, write_raster
 
 
-def test_two_nodes_give_the_single_node_output(tmp_path):
+@pytest.mark.usefixtures("ray_local")
+def test_two_nodes_give_the_single_node_output(cluster, tmp_path):
     src = write_raster(tmp_path / "scene.tif", seeded_image((3, 1024, 2048), seed=5))
     # 50 tiles of 224 px on a ViT-S, one per block: the device actors are the bottleneck
     enc = ["--model", "vit_small_patch16_224", "--no-pretrained", "--size", "224", "--block-size", "14", "--quiet"]
@@ -20,14 +21,15 @@ def test_two_nodes_give_the_single_node_output(tmp_path):
     assert single.returncode == 0, single.stderr
     assert run_cli("reduce", tmp_path / "one" / "features.tif", "-o", tmp_path / "one_pca", "--block-size", "16",
                    "--quiet").returncode == 0
-    with ray_cluster(tmp_path, node_cpus=(1, 1)) as cluster:
-        multi = run_cli("encode", src, "-o", tmp_path / "two", *enc, "--address", cluster["address"],
+    # drivers of their own that join the session's two-node cluster (this process is on its local Ray)
+    cluster["wait_idle"]()
+    multi = run_process("encode", src, "-o", tmp_path / "two", *enc, "--address", cluster["address"],
                         env=cluster["env"])
-        assert multi.returncode == 0, multi.stderr
-        cluster["wait_idle"]()  # else the encode's actors may still hold one node's CPU
-        pca = run_cli("reduce", tmp_path / "two" / "features.tif", "-o", tmp_path / "two_pca", "--block-size", "16",
+    assert multi.returncode == 0, multi.stderr
+    cluster["wait_idle"]()  # else the encode's actors may still hold one node's CPU
+    pca = run_process("reduce", tmp_path / "two" / "features.tif", "-o", tmp_path / "two_pca", "--block-size", "16",
                       "--quiet", "--address", cluster["address"], env=cluster["env"])
-        assert pca.returncode == 0, pca.stderr
+    assert pca.returncode == 0, pca.stderr
     assert "on 1 Ray node(s)" in single.stdout
     assert "on 2 Ray node(s)" in multi.stdout, multi.stdout     # device actors on both nodes
     split = [int(n) for n in re.search(r"\((\d+) \+ (\d+) tiles\)", multi.stdout).groups()]
