@@ -193,4 +193,8 @@ def report_path(spec: dict, outdirs: list[str]) -> str:
     name = "report.html"
     if any(os.path.abspath(d) == common for d in outdirs):
         name = f"{spec.get('name', 'job')}-report.html"
-    return os.path.relpath(os.path.join(common, name))
+    path = os.path.join(common, name)
+    try:
+        return os.path.relpath(path)
+    except FileNotFoundError:     # no current directory: a job's working_dir removed under it
+        return path

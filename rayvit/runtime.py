@@ -8,6 +8,9 @@ import os
 import ray
 
 
+_joined: str | None = None      # the address this module's ray.init was given (Ray reports another form)
+
+
 def init_ray(address: str | None = None) -> None:
     """Start (or join) Ray once per process; quiet, with Ray Data's own progress bars off
     unless :func:`rayvit.console.set_verbose` was called.
@@ -23,9 +26,10 @@ def init_ray(address: str | None = None) -> None:
     """
     from .console import verbose
 
+    global _joined
     if ray.is_initialized():
         connected = ray.get_runtime_context().gcs_address
-        if address not in (None, "auto", connected):
+        if address not in (None, "auto", connected, _joined):
             from .errors import InputError
             raise InputError(f"this process is already connected to Ray at {connected}, so --address "
                              f"{address} cannot be joined: run the command in a process of its own, or "
@@ -43,6 +47,7 @@ def init_ray(address: str | None = None) -> None:
             os.environ.setdefault("RAY_num_workers_soft_limit", str(max(8, 4 * (os.cpu_count() or 1))))
         ray.init(address=address, logging_level=logging.INFO if verbose() else logging.WARNING,
                  log_to_driver=True, **kwargs)
+        _joined = address
     ctx = ray.data.DataContext.get_current()
     ctx.enable_progress_bars = verbose()
     ctx.print_on_execution_start = verbose()

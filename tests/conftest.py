@@ -119,13 +119,13 @@ def store(stores, scheme):
 
 @pytest.fixture(scope="session")
 def cluster(tmp_path_factory):
-    """One local multi-node Ray cluster for the session (`ray start`: a head with the
-    dashboard, for `ray job submit`, and a worker node, one CPU each), for the tests whose
-    subject is several nodes. Drivers join it from processes of their own (``--address``).
-    A test that kills a node adds its own first (``add_node``), so the two stay."""
+    """One local multi-node Ray cluster for the session (`ray start`: a 2-CPU head with the
+    dashboard, for `ray job submit`, and a 1-CPU worker node), for the tests whose subject is
+    several nodes. Drivers join it from processes of their own (``--address``). A test that
+    kills a node adds its own first (``add_node``), so the two stay."""
     from raycluster import ray_cluster
 
-    with ray_cluster(tmp_path_factory.mktemp("cluster"), node_cpus=(1, 1), dashboard=True) as c:
+    with ray_cluster(tmp_path_factory.mktemp("cluster"), node_cpus=(2, 1), dashboard=True) as c:
         yield c
 
 

@@ -28,7 +28,9 @@ def _wait_blocks(out, proc, n=8):
     deadline = time.monotonic() + 300
     while blocks_done(out) < n and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    assert proc.poll() is None and blocks_done(out) < FAULT_BLOCKS, "the run ended before the fault"
+    if proc.poll() is not None:
+        raise AssertionError(f"the run ended before the fault (exit {proc.returncode}): {proc.stderr.read()[-2000:]}")
+    assert blocks_done(out) < FAULT_BLOCKS, "the run ended before the fault"
 
 
 def test_killing_an_encoder_actor_mid_run_loses_nothing(clean_run, tmp_path):

@@ -78,3 +78,34 @@ def test_unsigned_pixels_keep_their_values_on_the_device():
     for dtype, top in (("uint16", 65535), ("uint32", 2**32 - 1), ("uint8", 255), ("int16", -32768)):
         a = np.array([[0, 1, top]], dtype=dtype)
         assert to_float(to_device(a, "cpu"), a.dtype).tolist() == a.astype(np.float32).tolist()
+
+
+@pytest.mark.parametrize("size,stride", [((16, 16), (16, 16)), ((16, 16), (8, 8)), ((24, 24), (8, 8)),
+                                         ((32, 16), (16, 4))])
+@pytest.mark.parametrize("method", sorted(MERGERS))
+def test_a_raster_read_and_encoded_block_by_block_equals_tiling_by_brute_force(tmp_path, size, stride, method):
+    """The read and device stages in process over every block of a planned encode (a real
+    GeoTIFF with a nodata hole, uneven sizes) assemble exactly the brute-force tiling: every
+    tile painted onto the feature grid and merged. Through Ray, test_encode.py checks the
+    wiring once per kind of tiling."""
+    from bruteforce import tiled_features
+    from conftest import seeded_image, write_raster
+
+    from rayvit.encode.plan import EncodeOptions, plan_encode
+    from rayvit.encode.stages.read import read_window
+
+    data = seeded_image((3, 50, 70), seed=1)
+    data[:, 10:14, 20:30] = 255
+    path = write_raster(tmp_path / "scene.tif", data, nodata=255)
+    plan = plan_encode([path], EncodeOptions(model="rayvit_patchpos_p4", pretrained=False, size=size,
+                                             stride=stride, merge=method, block_size=5, normalize="none"))
+    cfg = DeviceConfig(plan.spec, plan.tiling, plan.mean, plan.std, plan.merge, batch_size=plan.batch_size)
+    model = build_model(plan.spec)
+    got = np.full((plan.info.num_features, plan.feature_grid.height, plan.feature_grid.width), np.nan, np.float32)
+    for task in plan.block_tasks():
+        b = task.block
+        features, valid, _ = encode_block(model, plan.info, cfg, task, *read_window(plan.mosaic, plan.tiling,
+                                                                                       task.window))
+        got[:, b.row:b.row + b.rows, b.col:b.col + b.cols] = np.where(valid.astype(bool), features, np.nan)
+    want = tiled_features(data.astype(np.float64), ~(data == 255).any(axis=0), size, stride, 4, method)
+    np.testing.assert_array_equal(got, want)
