@@ -134,6 +134,26 @@ FAULT_ARGS = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "6
 FAULT_BLOCKS = 4 * 16     # (256 / 16 / 4) x (1024 / 16 / 4) blocks of 4 x 4 feature pixels
 
 
+@pytest.fixture(scope="session")
+def product(tmp_path_factory, ray_local):
+    """The session's encoded product, for the tests that read one: real features of the IAMAP
+    Sentinel-2 raster (vit_tiny, random weights) as ``float32`` (one COG), ``int8`` (blocks +
+    VRT) and ``uint8`` (one COG), and ``table``: the float32 product as a GeoParquet table of
+    4 x 4-px cells (``rayvit table --pool tile --tile 4``). Paths, built once."""
+    from rayvit import encode, table
+
+    if not IAMAP.is_dir():
+        pytest.skip(f"real IAMAP data not found at {IAMAP} (../shared/data/iamap)")
+    root = tmp_path_factory.mktemp("product")
+    args = dict(model="vit_tiny_patch16_224", pretrained=False, progress=False)
+    out = {"float32": encode(str(IAMAP / "test.tif"), root / "f32", **args).output,
+           "int8": encode(str(IAMAP / "test.tif"), root / "i8", dtype="int8", blocks=True, block_size=14,
+                          **args).output,
+           "uint8": encode(str(IAMAP / "test.tif"), root / "u8", dtype="uint8", **args).output}
+    table(out["float32"], str(root / "cells"), pool="tile", tile=4, progress=False)
+    return dict(out, table=root / "cells")
+
+
 def blocks_done(out: Path) -> int:
     """Blocks an encode into ``out`` has finished so far (its manifest's records)."""
     try:

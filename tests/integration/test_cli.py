@@ -103,6 +103,7 @@ def test_encode_then_refuse_another_run_unless_overwrite(raster, tmp_path):
     assert json.loads((out / "features.json").read_text())["size"] == [64, 64]
 
 
+@pytest.mark.slow
 def test_resume_after_a_kill_is_byte_identical(clean_run, tmp_path):
     """The driver process killed mid-run; the same command, run again, resumes."""
     path, clean = clean_run

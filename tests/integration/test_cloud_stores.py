@@ -29,6 +29,7 @@ def on_disk(tmp_path_factory):
     return read(tmp / "lr" / "reduced.tif")[0]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("scheme", ["s3", "gs", "az"])
 def test_encode_then_reduce_in_the_bucket_equals_the_run_on_disk(stores, scheme, on_disk, tmp_path):
     """Inputs and outputs in the bucket (features as blocks the workers upload, and a single
@@ -87,6 +88,7 @@ def test_an_unknown_scheme_is_an_error_listing_the_ones_read(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_an_http_window_read_fetches_a_small_part_of_the_file(tmp_path):
     """A 2048 x 2048 COG (16 MB, 256-px tiles) over HTTP: encoding a 64 x 64 px extent of it
     downloads a small share of the file (range requests: the header and one tile, in each of

@@ -21,33 +21,16 @@ Q = {"progress": False}
 X0, Y0 = 500000.0, 4000000.0
 
 
-@pytest.fixture(scope="module")
-def iamap_features(tmp_path_factory, ray_local):
-    """Real features of the IAMAP Sentinel-2 raster (vit_tiny, random weights): float32 as one
-    COG, and int8 as several blocks + VRT, uint8 as one COG."""
-    from conftest import IAMAP
-
-    if not IAMAP.is_dir():
-        pytest.skip("real IAMAP data not found (../shared/data/iamap)")
-    root = tmp_path_factory.mktemp("iamap")
-    args = dict(model="vit_tiny_patch16_224", pretrained=False, progress=False)
-    out = {"float32": encode(str(IAMAP / "test.tif"), root / "f32", **args).output,
-           "int8": encode(str(IAMAP / "test.tif"), root / "i8", dtype="int8", blocks=True, block_size=14,
-                          **args).output,
-           "uint8": encode(str(IAMAP / "test.tif"), root / "u8", dtype="uint8", **args).output}
-    return out
-
-
 def feature_raster(path, data, x0=X0, y0=Y0, res=10.0):
     return write_raster(path, data.astype("float32"), from_origin(x0, y0, res, res), nodata=float("nan"))
 
 
-def test_int8_features_come_back_within_half_a_step(iamap_features):
-    with rasterio.open(iamap_features["float32"]) as ds:
+def test_int8_features_come_back_within_half_a_step(product):
+    with rasterio.open(product["float32"]) as ds:
         ref = ds.read(masked=True).astype(np.float64)
-        f32_size = os.path.getsize(iamap_features["float32"])
+        f32_size = os.path.getsize(product["float32"])
     for dtype in ("int8", "uint8"):
-        path = iamap_features[dtype]
+        path = product[dtype]
         with rasterio.open(path) as ds:
             assert ds.dtypes[0] == dtype and ds.nodata == quantize.nodata(dtype)
             codes, scale, offset = ds.read(masked=True), np.array(ds.scales), np.array(ds.offsets)
@@ -61,9 +44,9 @@ def test_int8_features_come_back_within_half_a_step(iamap_features):
         assert sidecar["dtype"] == dtype and sidecar["quantization"]["quantized_dtype"] == dtype
         np.testing.assert_allclose(sidecar["quantization"]["scale"], scale)
     # int8 blocks: the float blocks are gone, the VRT points at the quantised ones
-    blocks = os.path.join(os.path.dirname(iamap_features["int8"]), "blocks")
+    blocks = os.path.join(os.path.dirname(product["int8"]), "blocks")
     assert not [f for f in os.listdir(blocks) if f.endswith(".tif")] and os.listdir(os.path.join(blocks, "q"))
-    assert os.path.getsize(iamap_features["uint8"]) < f32_size / 2
+    assert os.path.getsize(product["uint8"]) < f32_size / 2
 
 
 def test_analysis_reads_int8_written_by_others_as_floats(tmp_path, ray_local):
@@ -83,8 +66,8 @@ def test_analysis_reads_int8_written_by_others_as_floats(tmp_path, ray_local):
     for src, name in ((i8, "a"), (f32, "b")):
         reduce(src, tmp_path / f"r{name}", **Q)
         cluster(src, tmp_path / f"c{name}", n_clusters=3, **Q)
-    for product in ("r{}/reduced.tif", "c{}/clusters.tif"):
-        a, b = (rasterio.open(tmp_path / product.format(n)).read() for n in "ab")
+    for output in ("r{}/reduced.tif", "c{}/clusters.tif"):
+        a, b = (rasterio.open(tmp_path / output.format(n)).read() for n in "ab")
         np.testing.assert_array_equal(a, b)
     raw = write_raster(tmp_path / "raw.tif", codes, from_origin(X0, Y0, 10, 10), nodata=-128)
     with pytest.raises(InputError, match=r"int8 codes without a scale and offset.*gdal_edit.py -scale"):
@@ -92,13 +75,13 @@ def test_analysis_reads_int8_written_by_others_as_floats(tmp_path, ray_local):
     assert not (tmp_path / "raw").exists()
 
 
-def test_table_pooled_and_per_pixel(iamap_features, tmp_path):
-    path = iamap_features["float32"]
+def test_table_pooled_and_per_pixel(product, tmp_path):
+    path = product["float32"]
     with rasterio.open(path) as ds:
         data, transform = ds.read(masked=True), ds.transform
     d, h, w = data.shape
-    r = table(path, str(tmp_path / "cells"), pool="tile", tile=4, **Q)
-    frame = gpd.read_parquet(tmp_path / "cells")
+    cells = product["table"]              # table(path, ..., pool="tile", tile=4), built once per session
+    frame = gpd.read_parquet(cells)
     # the same cells by a plain numpy loop
     expected = {}
     for i in range(0, h, 4):
@@ -107,7 +90,7 @@ def test_table_pooled_and_per_pixel(iamap_features, tmp_path):
             ok = ~cell.mask.any(axis=0)
             if ok.any():
                 expected[(i // 4, j // 4)] = (cell.data[:, ok].mean(axis=1), ok.sum() / ok.size)
-    assert r.rows == len(frame) == len(expected)
+    assert len(frame) == len(expected)
     for row in frame.itertuples():
         mean, fraction = expected[(row.row, row.col)]
         np.testing.assert_allclose(row.embedding, mean, rtol=1e-5, atol=1e-6)
@@ -116,7 +99,7 @@ def test_table_pooled_and_per_pixel(iamap_features, tmp_path):
         x1, y1 = transform @ (min(row.col * 4 + 4, w), min(row.row * 4 + 4, h))
         assert row.geometry.bounds == pytest.approx((x0, y1, x1, y0))
     assert frame.crs.to_epsg() == 32633
-    schema = pq.read_schema(next((tmp_path / "cells").glob("part-*.parquet")))
+    schema = pq.read_schema(next(cells.glob("part-*.parquet")))
     geo, emb = json.loads(schema.metadata[b"geo"]), json.loads(schema.metadata[b"emb"])
     assert geo["version"] == "1.1.0" and geo["columns"]["geometry"]["covering"]["bbox"]["xmin"] == ["bbox", "xmin"]
     assert emb["emb:type"] == "chip" and emb["emb:dimensions"] == d and emb["data_type"] == "float32"
@@ -126,11 +109,11 @@ def test_table_pooled_and_per_pixel(iamap_features, tmp_path):
     con = duckdb.connect()
     n, dims, bad = con.sql(
         f"select count(*), max(len(embedding)), sum(case when bbox.xmin > bbox.xmax then 1 else 0 end) "
-        f"from read_parquet('{tmp_path}/cells/*.parquet')").fetchall()[0]
+        f"from read_parquet('{cells}/*.parquet')").fetchall()[0]
     assert (n, dims, bad) == (len(expected), d, 0)
-    assert pq.read_table(tmp_path / "cells").num_rows == len(expected)
+    assert pq.read_table(cells).num_rows == len(expected)
     with pytest.raises(Exception, match="already holds a table"):
-        table(path, str(tmp_path / "cells"), **Q)
+        table(path, str(cells), **Q)
     # one row per valid pixel, embeddings int8 with their scales
     table(path, str(tmp_path / "px"), pool="none", dtype="int8", **Q)
     px = pq.read_table(tmp_path / "px")

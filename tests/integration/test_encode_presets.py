@@ -28,6 +28,7 @@ def named_raster(path, names, shape=(64, 128), dtype="uint16", seed=0, transform
     return path
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", list(PRESETS))
 def test_every_preset_gives_the_grid_and_width_it_declares(name, tmp_path):
     p = PRESETS[name]

@@ -70,6 +70,7 @@ def stacked(path, data10, data20):
     return write_raster(path, np.concatenate([data10, up[None]]), from_origin(X0, Y0, 10, 10))
 
 
+@pytest.mark.slow
 def test_a_static_catalogue_in_the_bucket_equals_the_same_files_as_paths(stores, tmp_path):
     """Two items side by side, each one 3-band COG asset with eo:bands: --assets by common name
     reads them as the same mosaic the two files give as paths."""
@@ -249,6 +250,7 @@ def test_bad_stac_inputs_are_clear_errors_and_write_nothing(tmp_path):
                                    "-o", tmp_path / "o", *ENC).stderr
 
 
+@pytest.mark.slow
 def test_a_stac_api_search_through_pystac_client(tmp_path):
     """A real STAC API (rustac's server, memory backend) on 127.0.0.1: the search's collection,
     bbox and datetime pick the items, and the run equals the same file given as a path."""
@@ -285,7 +287,11 @@ def test_a_stac_api_search_through_pystac_client(tmp_path):
         assert r.returncode == 0, r.stderr
     finally:
         server.terminate()
-        server.wait(10)
+        try:
+            server.wait(10)
+        except subprocess.TimeoutExpired:      # seen once under load: it does not always stop on SIGTERM
+            server.kill()
+            server.wait(10)
     p = run_cli("encode", stacked(tmp_path / "stack.tif", data10, data20), "--bands", "3,2,1",
                 "-o", tmp_path / "paths", *ENC)
     assert p.returncode == 0, p.stderr

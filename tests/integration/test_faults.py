@@ -15,7 +15,7 @@ import psutil
 import pytest
 from conftest import FAULT_ARGS, FAULT_BLOCKS, blocks_done, cut_into_four, run_cli, seeded_image
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 
 def _start(path, out, *extra, env=None):

@@ -45,6 +45,7 @@ def test_example_job_specs_are_valid():
         validate(yaml.safe_load(path.read_text()), str(path))
 
 
+@pytest.mark.slow
 def test_ray_job_submit_runs_a_pipeline_on_a_ray_start_cluster(cluster, tmp_path):
     work = tmp_path / "job"
     work.mkdir()

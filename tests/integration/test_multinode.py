@@ -12,6 +12,7 @@ import pytest
 from conftest import run_cli, run_process, seeded_image, write_raster
 
 
+@pytest.mark.slow
 @pytest.mark.usefixtures("ray_local")
 def test_two_nodes_give_the_single_node_output(cluster, tmp_path):
     src = write_raster(tmp_path / "scene.tif", seeded_image((3, 1024, 2048), seed=5))

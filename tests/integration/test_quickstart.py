@@ -26,6 +26,7 @@ MIN_ACCURACY = 0.9
 MAPS = {"features": "features.tif", "pca": "reduced.tif", "clusters": "clusters.tif",
         "similarity": "similarity.tif", "classes": "prediction.tif"}
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.slow
 
 
 def readme_first_command() -> str:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import cut_into_four, read, run_cli, seeded_image, write_raster
 
-pytestmark = pytest.mark.usefixtures("ray_local")
+pytestmark = [pytest.mark.usefixtures("ray_local"), pytest.mark.slow]
 
 
 @pytest.fixture
