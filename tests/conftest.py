@@ -122,7 +122,7 @@ def cluster(tmp_path_factory):
     """One local multi-node Ray cluster for the session (`ray start`: a 2-CPU head with the
     dashboard, for `ray job submit`, and a 1-CPU worker node), for the tests whose subject is
     several nodes. Drivers join it from processes of their own (``--address``). A test that
-    kills a node adds its own first (``add_node``), so the two stay."""
+    kills the worker node starts another (``add_node``), so the two stay."""
     from raycluster import ray_cluster
 
     with ray_cluster(tmp_path_factory.mktemp("cluster"), node_cpus=(2, 1), dashboard=True) as c:
@@ -131,7 +131,7 @@ def cluster(tmp_path_factory):
 
 FAULT_ARGS = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "64", "--stride", "32",
               "--block-size", "4", "--batch-size", "4", "--quiet"]
-FAULT_BLOCKS = 4 * 16     # (256 / 16 / 4) x (1024 / 16 / 4) blocks of 4 x 4 feature pixels
+FAULT_BLOCKS = 4 * 8      # (256 / 16 / 4) x (512 / 16 / 4) blocks of 4 x 4 feature pixels
 
 
 @pytest.fixture(scope="session")
@@ -139,7 +139,8 @@ def product(tmp_path_factory, ray_local):
     """The session's encoded product, for the tests that read one: real features of the IAMAP
     Sentinel-2 raster (vit_tiny, random weights) as ``float32`` (one COG), ``int8`` (blocks +
     VRT) and ``uint8`` (one COG), and ``table``: the float32 product as a GeoParquet table of
-    4 x 4-px cells (``rayvit table --pool tile --tile 4``). Paths, built once."""
+    4 x 4-px cells (``rayvit table --pool tile --tile 4``) and ``table_rows``, the row count
+    the call reported. Built once."""
     from rayvit import encode, table
 
     if not IAMAP.is_dir():
@@ -150,8 +151,8 @@ def product(tmp_path_factory, ray_local):
            "int8": encode(str(IAMAP / "test.tif"), root / "i8", dtype="int8", blocks=True, block_size=14,
                           **args).output,
            "uint8": encode(str(IAMAP / "test.tif"), root / "u8", dtype="uint8", **args).output}
-    table(out["float32"], str(root / "cells"), pool="tile", tile=4, progress=False)
-    return dict(out, table=root / "cells")
+    cells = table(out["float32"], str(root / "cells"), pool="tile", tile=4, progress=False)
+    return dict(out, table=root / "cells", table_rows=cells.rows)
 
 
 def blocks_done(out: Path) -> int:
@@ -164,11 +165,11 @@ def blocks_done(out: Path) -> int:
 
 @pytest.fixture(scope="session")
 def clean_run(tmp_path_factory, ray_local):
-    """A 256 x 1024 px raster and the features of an uninterrupted run over it with
-    ``FAULT_ARGS`` (64 blocks): what runs with a fault (a killed driver, actor or node) must
+    """A 256 x 512 px raster and the features of an uninterrupted run over it with
+    ``FAULT_ARGS`` (32 blocks): what runs with a fault (a killed driver, actor or node) must
     give, byte for byte. Returns (raster, output directory)."""
     tmp = tmp_path_factory.mktemp("clean")
-    path = write_raster(tmp / "big.tif", seeded_image((3, 256, 1024), seed=5))
+    path = write_raster(tmp / "big.tif", seeded_image((3, 256, 512), seed=5))
     r = run_cli("encode", path, "-o", tmp / "clean", *FAULT_ARGS)
     assert r.returncode == 0, r.stderr
     return path, tmp / "clean"
