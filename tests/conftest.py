@@ -72,7 +72,25 @@ def ray_local():
     from rayvit.runtime import init_ray
     init_ray()
     yield ray
+    _save_worker_coverage(ray)
     ray.shutdown()
+
+
+def _save_worker_coverage(ray) -> None:
+    """Under coverage only (pytest-cov with ``patch = subprocess``, which measures every
+    Python process): Ray's pool workers live as long as the session's Ray, and shutdown ends
+    them before they save what they measured; ask the workers to save it first."""
+    if "COVERAGE_PROCESS_CONFIG" not in os.environ:
+        return
+
+    @ray.remote(num_cpus=0)
+    def save():
+        import coverage
+        cov = coverage.Coverage.current()
+        if cov is not None:
+            cov.save()
+        return os.getpid()
+    ray.get([save.remote() for _ in range(64)])
 
 
 @pytest.fixture(scope="session")
