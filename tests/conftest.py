@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -52,6 +53,55 @@ def cut_into_four(tmp_path, data, nodata=None):
 
 def seeded_image(shape, seed=0, high=200, dtype="uint8"):
     return np.random.default_rng(seed).integers(0, high, size=shape).astype(dtype)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _background_first(request):
+    """Before any test: the work that runs in a process of its own and that a selected test
+    will wait for starts in the background (:mod:`background`), beside the in-process tests
+    (which keep one core of two busy most of the time) rather than after them."""
+    needed = {name for item in request.session.items for name in item.fixturenames}
+    for fixture in ("quickstart_run", "umap_compiled"):
+        if fixture in needed:
+            request.getfixturevalue(fixture)
+
+
+def readme_first_command() -> str:
+    """The first command of the README's first bash block."""
+    block = re.search(r"```bash\n(.*?)```", (ROOT / "README.md").read_text(), re.S).group(1)
+    return block.strip().splitlines()[0]
+
+
+@pytest.fixture(scope="session")
+def quickstart_run(tmp_path_factory):
+    """The README's first command as a new user runs it: in a clean directory holding a copy
+    of jobs/, in a shell, with a user's environment (no ``RAY_*``) and this test session's
+    virtual environment standing in for the fresh ``.venv`` (its install steps are the CI's
+    own: test_quickstart.py checks that). Started with the session (see
+    :func:`_background_first`); ``.wait(timeout)`` gives its result. Returns (work dir, run)."""
+    import shutil
+
+    from background import Background
+    work = tmp_path_factory.mktemp("fresh")
+    shutil.copytree(ROOT / "jobs", work / "jobs")
+    run = readme_first_command().rpartition(" && ")[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RAY_")}   # as a user's shell
+    command = run.replace(".venv/bin/", f"{Path(sys.executable).parent}/", 1)
+    job = Background(command, tmp_path_factory.mktemp("quickstart-logs"), shell=True, cwd=work, env=env)
+    yield work, job
+    job.stop()
+
+
+@pytest.fixture(scope="session")
+def umap_compiled(tmp_path_factory):
+    """umap-learn compiles its numba functions on first import (~15 s on 2 cores) and keeps
+    them in numba's on-disk cache, as on a user's machine after their first UMAP run. A
+    process of its own, started with the session (:func:`_background_first`), does that
+    first import; ``.wait(timeout)`` waits for it."""
+    from background import Background
+    job = Background([sys.executable, "-c", "import umap"], tmp_path_factory.mktemp("umap-logs"))
+    yield job
+    job.stop()
 
 
 @pytest.fixture(scope="session", autouse=True)

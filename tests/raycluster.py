@@ -25,7 +25,8 @@ def _node_args(ports):
 def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeout: float = 180):
     """Yields ``{"address", "dashboard", "env"}``; ``env`` runs `ray`/`rayvit` against it."""
     env = dict(os.environ, PATH=f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}", RAY_AUTH_MODE="disabled",
-               RAY_USAGE_STATS_ENABLED="0")
+               RAY_USAGE_STATS_ENABLED="0", RAY_health_check_period_ms="1000",
+               RAY_health_check_failure_threshold="3")
     env.pop("RAY_ADDRESS", None)
     gcs, dash = free_ports(2)
     procs, killed = [], set()

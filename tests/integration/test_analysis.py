@@ -190,7 +190,8 @@ def test_any_estimator_with_predict_or_transform(blobs, correlated, tmp_path):
     assert read(s.output)[0].shape == (2, 70, 90)
 
 
-def test_umap_on_a_small_sample_end_to_end(blobs, tmp_path):
+def test_umap_on_a_small_sample_end_to_end(blobs, umap_compiled, tmp_path):
+    assert umap_compiled.wait(timeout=600).returncode == 0
     path, _, truth, valid = blobs
     r = reduce(path, tmp_path / "u", method="UMAP", n_components=2, sample_size=400,
                params={"n_neighbors": 15, "random_state": 0, "n_epochs": 50}, **Q)

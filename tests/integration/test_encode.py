@@ -57,10 +57,11 @@ def test_output_is_the_same_across_actors_and_block_order(scene, tmp_path):
     block's batches depend on the block alone, so actor count and order change nothing."""
     path, _, _ = scene
     common = dict(model="vit_tiny_patch16_224", size=32, stride=16, merge="mean", batch_size=8, **FAST)
-    runs = [dict(actors=1, block_size=3), dict(actors=2, block_size=3), dict(actors=2, block_size=3, blocks=True)]
+    # one actor writing one COG, and two actors writing blocks (a VRT) in whatever order
+    # they finish: the same features to the bit
+    runs = [dict(actors=1, block_size=3), dict(actors=2, block_size=3, blocks=True)]
     outs = [read(encode(path, tmp_path / f"o{i}", **common, **extra).output)[0] for i, extra in enumerate(runs)]
-    for o in outs[1:]:
-        np.testing.assert_array_equal(o, outs[0])
+    np.testing.assert_array_equal(outs[1], outs[0])
     # another block or batch size batches the tiles otherwise: torch's matmul blocking may
     # change the last bits, nothing more (both are part of the run's fingerprint)
     for i, extra in enumerate([dict(block_size=256), dict(block_size=3, batch_size=3)]):
