@@ -7,6 +7,7 @@ register tokens and on non-square tiles.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import timm
@@ -194,6 +195,17 @@ def weights_file(spec: ModelSpec) -> str | None:
         return spec.weights
     preset = presets.PRESETS[spec.preset]
     return str(weights.cached_file(preset)) if preset.url and weights.cached_file(preset).is_file() else None
+
+
+def plan_model(spec: ModelSpec) -> ModelInfo:
+    """What a plan needs of the model: its geometry and preprocessing, and that its weights
+    fit (every error of :func:`build_model`). It is built on the meta device, which holds
+    shapes and no numbers: no random initialisation and no parameter memory (a ViT-L:
+    8.4 s -> 0.4 s here). A checkpoint loaded into it is still checked shape by shape; the
+    copy itself is a no-op, which torch warns about once per tensor."""
+    with torch.device("meta"), warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r".*meta parameter in the current model, which is a no-op")
+        return model_info(build_model(spec), spec)
 
 
 def model_info(model: torch.nn.Module, spec: ModelSpec) -> ModelInfo:

@@ -392,7 +392,7 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     The device is resolved against this machine's GPUs (what embedded Ray has); when joining
     a cluster, :meth:`EncodePlan.on_device` resolves it again against the cluster's.
     """
-    from .model import build_model, model_info  # torch and timm: only where a model is built
+    from .model import plan_model  # torch and timm: only where a model is built
 
     o = options
     o.check()
@@ -415,7 +415,7 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     joining = o.address or os.environ.get("RAY_ADDRESS")
     # joining: validated against the cluster's GPUs in on_device, not this machine's
     device = choose_device(o.device, 1 if joining else local_gpus())
-    info = model_info(build_model(spec), spec)
+    info = plan_model(spec)
     footprint = info.footprint(spec)
     merge_method = o.merge or ("center" if stride != size else "first")
     if o.block_size is not None and o.block_size < 1:

@@ -7,7 +7,7 @@ import torch
 from safetensors.torch import save_file
 
 from rayvit.encode.stages.device import DeviceStage, encode_array
-from rayvit.encode.model import ModelSpec, build_model, model_info
+from rayvit.encode.model import ModelSpec, build_model, model_info, plan_model
 from rayvit.errors import ModelError
 
 
@@ -101,6 +101,28 @@ def test_weights_of_another_shape_are_a_clear_error(tmp_path):
     save_file({k: v.contiguous() for k, v in other.state_dict().items()}, path)
     with pytest.raises(ModelError, match="small.safetensors.*does not fit model 'vit_tiny_patch16_224'"):
         build_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path)))
+    with pytest.raises(ModelError, match="small.safetensors.*does not fit model 'vit_tiny_patch16_224'"):
+        plan_model(ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path)))
+
+
+def test_a_plan_loads_fitting_weights_into_the_meta_model_quietly(tmp_path, recwarn):
+    """torch warns once per tensor that loading into a meta parameter is a no-op: a plan
+    expects that, and the user sees nothing of it."""
+    tiny = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0)
+    path = tmp_path / "tiny.safetensors"
+    save_file({k: v.contiguous() for k, v in tiny.state_dict().items()}, path)
+    spec = ModelSpec("vit_tiny_patch16_224", 3, (224, 224), weights=str(path))
+    assert plan_model(spec) == model_info(build_model(spec), spec)
+    assert not [w for w in recwarn if "meta" in str(w.message)]
+
+
+@pytest.mark.parametrize("name,size,layer", [("vit_small_patch14_reg4_dinov2", (28, 84), -2),
+                                             ("vit_base_patch16_dinov3", (32, 64), 3), ("rayvit_patchmean_p4", (16, 16), -1)])
+def test_a_plan_reads_the_same_model_from_the_meta_device(name, size, layer):
+    """What a plan reads of a model (geometry, layers, preprocessing) from the model built on
+    the meta device (shapes, no numbers) equals what the real model gives."""
+    spec = ModelSpec(name, 5, size, pretrained=False, layer=layer)
+    assert plan_model(spec) == model_info(build_model(spec), spec)
 
 
 def test_unknown_model_and_unreachable_hub():

@@ -9,7 +9,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from rayvit.encode.model import build_model, inner_model, model_info
+from rayvit.encode.model import build_model, inner_model, model_info, plan_model
 from rayvit.encode.spec import ModelSpec
 from rayvit.encode.stages.device import encode_array
 from rayvit.errors import ModelError
@@ -74,6 +74,9 @@ def test_a_published_layout_loads_to_identical_features(preset, suffix, tmp_path
     np.testing.assert_array_equal(loaded, expected.numpy())
     assert not np.array_equal(loaded, random)
     assert len(info.weights_sha256) == 64
+    # what a plan reads of the model, built on the meta device with the same file
+    assert plan_model(ModelSpec(preset, chans, (32, 32), weights=str(path), preset=preset,
+                                wavelengths=spec.wavelengths)) == info
 
 
 def test_weights_of_another_preset_name_both(tmp_path):
@@ -84,6 +87,10 @@ def test_weights_of_another_preset_name_both(tmp_path):
                               preset="dinov3-sat-vit-l16"))
     msg = str(e.value)
     assert "does not fit preset 'dinov3-sat-vit-l16'" in msg and "'satlas-naip-swinb'" in msg
+    with pytest.raises(ModelError) as planned:      # a plan finds it too, on the meta device
+        plan_model(ModelSpec("dinov3-sat-vit-l16", 3, (32, 32), weights=str(tmp_path / "satlas.pth"),
+                             preset="dinov3-sat-vit-l16"))
+    assert str(planned.value) == msg
 
 
 class Boom:
