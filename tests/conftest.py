@@ -58,8 +58,8 @@ def seeded_image(shape, seed=0, high=200, dtype="uint8"):
 @pytest.fixture(scope="session", autouse=True)
 def _background_first(request):
     """Before any test: the work that runs in a process of its own and that a selected test
-    will wait for starts in the background (:mod:`background`), beside the in-process tests
-    (which keep one core of two busy most of the time) rather than after them."""
+    will wait for starts in the background (:mod:`background`), beside the first tests (unit
+    tests, mostly on one core of two) rather than after them."""
     needed = {name for item in request.session.items for name in item.fixturenames}
     for fixture in ("quickstart_run", "umap_compiled"):
         if fixture in needed:
