@@ -1,6 +1,6 @@
 """A command started in a process of its own at the start of the session, awaited by the
-test that needs it: it runs beside the in-process tests, which use one core of two most of
-the time, instead of after them."""
+test that needs it: it runs beside the first tests (unit tests, mostly on one core of two)
+instead of after them."""
 
 from __future__ import annotations
 
