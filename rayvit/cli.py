@@ -64,7 +64,7 @@ def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
     g = p.add_argument_group("output on the terminal")
     g.add_argument("--quiet", action="store_true", help="no progress bars or progress lines")
     g.add_argument("--verbose", action="store_true",
-                   help="also show Ray's and GDAL's own logs and Ray Data's progress bars")
+                   help="also show Ray's and GDAL's own logs")
     g = p.add_argument_group("Ray and storage")
     g.add_argument("--address", help="Ray cluster address, or auto for the `ray start` cluster on this "
                                      "machine (default: $RAY_ADDRESS, else start Ray embedded in this "

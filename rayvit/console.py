@@ -5,8 +5,8 @@ GDAL are.
   plain line every :data:`LINE_EVERY_S` seconds, and one at the end of a step that took
   longer (logs stay readable; short steps print nothing).
 - :func:`warn`: ``warning: ...`` once per distinct message and run.
-- :func:`set_verbose`: ``--verbose`` shows Ray's and GDAL's own logs and Ray Data's progress
-  bars; by default a run prints only what the user can act on.
+- :func:`set_verbose`: ``--verbose`` shows Ray's and GDAL's own logs; by default a run
+  prints only what the user can act on.
 """
 
 from __future__ import annotations
@@ -122,9 +122,10 @@ class Progress:
             self.bar = None
 
 
-# Native (C++) log lines of Ray that are not the user's to act on. Ray Data's actor pools
-# pass their constructor arguments through the object store, and Ray's core worker logs an
-# error-level notice about it for every pool (ray-project/ray#53727); no setting turns it off.
+# Native (C++) log lines of Ray that are not the user's to act on. An actor whose constructor
+# arguments travel through the object store makes Ray's core worker log an error-level notice
+# (ray-project/ray#53727; Ray Data's actor pools, which rayvit no longer uses, did it for every
+# pool); no setting turns it off.
 NOISE = (re.compile(rb"core_worker\.cc:\d+: Actor with class name: .* has constructor arguments in the "
                     rb"object store and max_restarts > 0"),)
 

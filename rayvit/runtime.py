@@ -9,11 +9,18 @@ import ray
 
 
 _joined: str | None = None      # the address this module's ray.init was given (Ray reports another form)
+_held: dict = {}                # name -> release(): what this process keeps on the cluster between runs
 
 
-def init_ray(address: str | None = None) -> None:
-    """Start (or join) Ray once per process; quiet, with Ray Data's own progress bars off
-    unless :func:`rayvit.console.set_verbose` was called.
+def hold(name: str, release) -> None:
+    """Note that this process keeps ``name`` (e.g. idle encoder actors) on the cluster
+    between runs; :func:`init_ray` calls ``release()`` before any other kind of run."""
+    _held[name] = release
+
+
+def init_ray(address: str | None = None, keep: str | None = None) -> None:
+    """Start (or join) Ray once per process; quiet unless :func:`rayvit.console.set_verbose`
+    was called.
 
     ``address`` (or ``RAY_ADDRESS``; ``auto``: the cluster `ray start` started on this
     machine) joins an existing cluster; otherwise Ray starts embedded in this process, using
@@ -23,10 +30,16 @@ def init_ray(address: str | None = None) -> None:
     A process already connected to Ray (a notebook, a test session, an earlier command run
     in-process through ``rayvit.cli.main``) keeps that connection; an ``address`` that names
     another cluster is then an error rather than silently ignored.
+
+    What this process holds on the cluster between runs (:func:`hold`) is released first,
+    except ``keep``: an encode keeps the encoder actors of the last one; an analysis frees
+    their CPUs for its tasks.
     """
     from .console import verbose
 
     global _joined
+    for name in [n for n in _held if n != keep]:
+        _held.pop(name)()
     if ray.is_initialized():
         connected = ray.get_runtime_context().gcs_address
         if address not in (None, "auto", connected, _joined):
@@ -48,11 +61,6 @@ def init_ray(address: str | None = None) -> None:
         ray.init(address=address, logging_level=logging.INFO if verbose() else logging.WARNING,
                  log_to_driver=True, **kwargs)
         _joined = address
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = verbose()
-    ctx.print_on_execution_start = verbose()
-    # rayvit prints its own progress; Ray Data's notices about it are noise unless --verbose
-    logging.getLogger("ray.data").setLevel(logging.INFO if verbose() else logging.ERROR)
 
 
 def cluster_resources() -> tuple[float, float, float]:

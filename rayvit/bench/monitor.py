@@ -47,6 +47,7 @@ class ProcessMonitor:
         self._before: set[int] = set()      # processes that existed when monitoring began
         self._by_role = dict.fromkeys(self.ROLES, 0.0)
         self._actor: set[int] = set()
+        self._idle: dict[int, dict[str, float]] = {}  # CPU spent titled IDLE since last named, by role
         self._last_task: dict[int, str] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
@@ -54,11 +55,11 @@ class ProcessMonitor:
     @staticmethod
     def role(title: str) -> str:
         """A Ray worker process's role from its title (``ray::<what it runs now>``)."""
-        if "MapWorker" in title:
+        if "DeviceStage" in title:
             return "device actors"
-        if title.startswith("ray::Read"):
+        if title.startswith("ray::read_block"):
             return "read tasks"
-        if "write_blocks" in title or "_windows_task" in title:
+        if "write_block" in title or "_windows_task" in title:
             return "write tasks"
         return "Ray services"
 
@@ -75,15 +76,25 @@ class ProcessMonitor:
                     else:
                         title = " ".join(proc.cmdline()[:1])
                         role = self.role(title)
+                        idle = self._idle.pop(proc.pid, {}) if not title.startswith("ray::IDLE") else None
                         if role == "device actors" or proc.pid in self._actor:  # an actor stays one
+                            if proc.pid not in self._actor:
+                                # it imported torch and the model's library while still titled
+                                # IDLE (Ray names an actor's process once its class is loaded)
+                                for was, seconds in (idle or {}).items():
+                                    self._by_role[was] -= seconds
+                                    self._by_role["device actors"] += seconds
                             self._actor.add(proc.pid)
                             role = "device actors"
                         elif role in ("read tasks", "write tasks"):
                             self._last_task[proc.pid] = role
-                        elif title.startswith("ray::IDLE"):
+                        elif idle is None:
                             role = self._last_task.get(proc.pid, role)
                     if proc.pid in self._cpu:
                         self._by_role[role] += cpu - self._cpu[proc.pid]
+                        if proc.pid != me.pid and title.startswith("ray::IDLE"):
+                            spent = self._idle.setdefault(proc.pid, {})
+                            spent[role] = spent.get(role, 0.0) + cpu - self._cpu[proc.pid]
                     self._cpu[proc.pid] = cpu
                     if self.memory:
                         if proc.pid == me.pid:
@@ -129,7 +140,12 @@ class ProcessMonitor:
 
 
 def wait_encoders_gone(timeout: float = 60.0) -> None:
-    """Until no encoder actor process of a finished encode is left among our children."""
+    """Release this process's idle encoder actors (each timed run starts its own, as a
+    ``rayvit encode`` command does), then wait until none of their processes is left among
+    our children."""
+    from ..encode.stages.device import release_encoders
+
+    release_encoders()
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         names = []

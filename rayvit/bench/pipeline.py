@@ -5,7 +5,7 @@ costs nothing.
 null encoder ``rayvit_null_d{D}_p16`` (D features per 16 x 16 patch at near-zero compute) on
 generated 4-band uint16 rasters (deflate, like most COGs) of 224 x 224 px tiles, at two
 sizes, after an untimed warm-up run (the driver's first run imports torch and timm and
-starts Ray Data's own actors). The CPU time of every process is split by role (read tasks,
+starts Ray's workers; every run then starts its own device actors, as a command does). The CPU time of every process is split by role (read tasks,
 device actors, write tasks, driver, Ray services), and the **difference** between the two
 sizes, divided by the difference in tiles, gives the marginal CPU-ms per tile of each
 stage: start-up (actor imports, a few CPU-seconds that vary by +-2 s between runs) cancels
@@ -55,7 +55,7 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(1024
                 elapsed = time.perf_counter() - t0
             return r, elapsed, mon
 
-        run(tiles[0], widths[0], dtypes[0])     # warm-up: one-time imports and Ray Data actors
+        run(tiles[0], widths[0], dtypes[0])     # warm-up: one-time imports and Ray workers
         for d in widths:
             for dtype in dtypes:
                 runs = []

@@ -3,7 +3,7 @@
 ``rayvit_patchmean_p{N}`` averages each N x N patch of the (normalised) input: its
 features are the raster itself, aggregated onto the feature grid. It answers timm's
 feature API (``feature_info``, ``forward_intermediates``), so it runs through exactly the
-same tiling, Ray Data, merge and writing code as a ViT. That makes the whole pipeline
+same tiling, Ray stages, merge and writing code as a ViT. That makes the whole pipeline
 checkable against numpy (tests), and it is a useful tool in its own right: a mosaic
 resampled onto the grid of a ViT with patch size N.
 

@@ -1,8 +1,8 @@
 """``encode``: plan -> read stage -> device stage -> write stage -> commit.
 
-The driver plans (metadata only), streams block tasks through Ray Data and commits: read
-tasks read each block's input window (:mod:`.stages.read`), an actor pool encodes and
-merges it on the device (:mod:`.stages.device`), write tasks write the block's COG
+The driver plans (metadata only), streams block tasks through Ray and commits: read tasks
+read each block's input window (:mod:`.stages.read`), device actors that outlive one encode
+encode and merge it on the device (:mod:`.stages.device`), write tasks write the block's COG
 (:mod:`.stages.write`). The driver receives one small record per block, appends it to the
 manifest and, once every block is there, writes the VRT or the single COG and the sidecar.
 """
@@ -10,12 +10,10 @@ manifest and, once every block is there, writes the VRT or the single COG and th
 from __future__ import annotations
 
 import contextlib
-import copy
-import json
 import os
 import sys
 import time
-import warnings
+from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
@@ -32,41 +30,9 @@ from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_devi
 # behind read-ahead for the CPU share the actors leave (the first block was written after
 # 60 s of a 137-s run, 4096 tiles on 2 CPUs) and the actors then idled at the end.
 WRITE_CPUS = 0
-READ_AHEAD_MIN = 512 * 2**20  # object-store bytes the encode dataset may hold, at least
+PER_ACTOR = 2       # blocks queued per actor: the next block's window is read while this one encodes
+TRIES = 3           # attempts per block when a node, an actor or an object is lost
 STAGE_SECONDS = ("read_s", "device_s", "write_s", "model_load_s")  # measured per block in the stages
-
-
-@contextlib.contextmanager
-def _dataset_settings(multi_node: bool, task_bytes: int, actors: int):
-    """Ray Data settings for the encode dataset, which copies the global context when it is
-    created; restored afterwards, so later datasets in this process get the defaults.
-
-    - Read-ahead is capped at a few block tasks per actor (window + features): by default Ray
-      Data lets reads fill a share of the object store, so memory grew with raster area
-      (measured x1.42 for 4x area).
-    - Multi-node clusters: every encoder actor starts before work flows (else the first one up
-      may take all of a short run), and each batch goes to the least busy actor rather than
-      to the one on the node that read it (locality kept a whole CI run on one node when reads
-      there outpaced its actor; a block's window is small next to its forward passes).
-    """
-    import ray
-
-    ctx = ray.data.DataContext.get_current()
-    saved = ctx.wait_for_min_actors_s, ctx.execution_options
-    options = copy.deepcopy(ctx.execution_options)
-    options.resource_limits = ray.data.ExecutionResources.for_limits(
-        object_store_memory=max(READ_AHEAD_MIN, 3 * actors * task_bytes))
-    with warnings.catch_warnings():
-        # deprecated in Ray 2.60 without a replacement; Ray 2.64 (unsupported here) drops it
-        warnings.simplefilter("ignore", DeprecationWarning)
-        if multi_node:
-            options.actor_locality_enabled = False
-            ctx.wait_for_min_actors_s = 600
-        ctx.execution_options = options
-        try:
-            yield
-        finally:
-            ctx.wait_for_min_actors_s, ctx.execution_options = saved
 
 
 @dataclass
@@ -80,7 +46,7 @@ class EncodeResult:
     elapsed_s: float
     km2: float
     plan: EncodePlan = field(repr=False)
-    first_batch_s: float = 0.0  # planning + Ray Data and actor start-up, until the first block is written
+    first_batch_s: float = 0.0  # planning + worker and actor start-up, until the first block is written
     tiles_per_node: dict = field(default_factory=dict)  # Ray node id -> tiles its actors encoded
     estimate: str = ""  # dry run: encoder time from a measured warm-up
     first_block_tiles: int = 0
@@ -116,44 +82,92 @@ def timing_line(timings: dict) -> str:
 
 
 
+def _lost(exc: BaseException) -> tuple[bool, bool]:
+    """``(the cluster lost something, an actor died)``: a block whose read, encode or write
+    failed for the cluster's reasons (a node, worker, actor or object lost) is retried; one
+    that failed for its data's reasons is not."""
+    import ray.exceptions as rx
+
+    chain, seen = [], exc
+    while seen is not None and len(chain) < 8:
+        chain.append(seen)
+        seen = getattr(seen, "cause", None) or seen.__cause__
+    actor = any(isinstance(e, rx.RayActorError) for e in chain)
+    lost = actor or any(isinstance(e, (rx.ObjectLostError, rx.WorkerCrashedError, rx.NodeDiedError)) for e in chain)
+    return lost, actor
+
+
 def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: float, gpus: float,
-                  node_cpus: float, multi_node: bool) -> Iterator[dict]:
-    """Run the block tasks through read -> device -> write; yield each block's record."""
+                  node_cpus: float) -> Iterator[dict]:
+    """Run the block tasks through read -> device -> write; yield each block's record.
+
+    Per block: a read task, a call to the least busy device actor with the read's result (an
+    object reference: the window goes from the reader to the actor without the driver), a
+    write task with the actor's result. At most :data:`PER_ACTOR` blocks wait per actor and
+    one write per CPU runs, so memory stays bounded whatever the area. A block that fails
+    because the cluster lost something is run again (:data:`TRIES` attempts); an actor that
+    died leaves the pool and the others take its blocks.
+    """
     import ray
 
-    from .stages.device import DeviceConfig, DeviceStage
-    from .stages.read import BlockDatasource
-    from .stages.write import write_blocks
+    from .stages.device import DeviceConfig, device_pool
+    from .stages.read import read_block
+    from .stages.write import write_block
 
-    o = plan.options
+    o, t = plan.options, plan.tiling
     on_gpu = plan.device.startswith("cuda")
-    actors, threads = pool_shape(cpus, gpus, node_cpus, on_gpu, o.actors, o.threads)
-    actors = min(actors, len(tasks))   # an actor without a block would only import torch
-    source = BlockDatasource(plan.mosaic, plan.tiling, tasks)
-    config = DeviceConfig(plan.spec, plan.tiling, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
-                          plan.precision, plan.batch_size, None if on_gpu else threads)
-    t = plan.tiling
-    out_bytes = plan.info.num_features * t.block_size ** 2 * (2 if o.dtype == "float16" else 4)  # int8: float32 until commit
-    task_bytes = max(map(source.window_bytes, tasks)) + out_bytes
-    with _dataset_settings(multi_node, task_bytes, actors):
-        # Ray 2.60 deprecates ray_remote_args but has no named parameter for the strategy
-        ds = ray.data.read_datasource(source, num_cpus=READ_CPUS, override_num_blocks=len(tasks))
-        ds = ds.map_batches(
-            DeviceStage, fn_constructor_kwargs={"config": config}, batch_size=1,
-            # two blocks queued per actor: the next block's window is read while this one encodes
-            compute=ray.data.ActorPoolStrategy(size=actors, max_tasks_in_flight_per_actor=2),
-            num_gpus=1 if on_gpu else 0, num_cpus=actor_cpus(cpus, actors, on_gpu),
-            # spread encoder actors over the nodes (the default packs them onto few)
-            scheduling_strategy="SPREAD")
-        ds = ds.map_batches(write_blocks, fn_kwargs={"writer": writer.block_writer(), "tiling": t},
-                            batch_size=1, num_cpus=WRITE_CPUS, concurrency=max(1, min(int(cpus), len(tasks))))
+    size, threads = pool_shape(cpus, gpus, node_cpus, on_gpu, o.actors, o.threads)
+    pool = device_pool(size, actor_cpus(cpus, size, on_gpu), 1 if on_gpu else 0, None if on_gpu else threads)
+    config = ray.put(DeviceConfig(plan.spec, t, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
+                                  plan.precision, plan.batch_size, plan.info.weights_sha256))
+    mosaic, block_writer = ray.put(plan.mosaic), ray.put(writer.block_writer())
+    read = ray.remote(read_block).options(num_cpus=READ_CPUS)
+    write = ray.remote(write_block).options(num_cpus=WRITE_CPUS)
+    write_slots = max(1, min(int(cpus), len(tasks)))
+    todo = deque((task, 1) for task in tasks)
+    load = {actor: 0 for actor in pool.take(len(tasks))}
+    encoding: dict = {}    # actor call -> (task, attempt, actor)
+    encoded: deque = deque()
+    writing: dict = {}     # write task -> (task, attempt, actor)
     try:
-        for batch in ds.iter_batches(batch_size=None, batch_format="numpy", prefetch_batches=0):
-            for k, record in enumerate(batch["record"]):
-                yield json.loads(record) | {"tiles": int(batch["tiles"][k]), "node": str(batch["node"][k]),
-                                            **{key: float(batch[key][k]) for key in STAGE_SECONDS}}
+        while todo or encoding or encoded or writing:
+            while todo and load and min(load.values()) < PER_ACTOR and len(encoded) + len(writing) <= write_slots:
+                actor = min(load, key=load.get)
+                task, attempt = todo.popleft()
+                window = read.remote(mosaic, t, task)
+                call = actor.encode.remote(config, task.block.by, task.block.bx, window)
+                encoding[call], load[actor] = (task, attempt, actor), load[actor] + 1
+            while encoded and len(writing) < write_slots:
+                call, job = encoded.popleft()
+                writing[write.remote(block_writer, t, call)] = job
+            (done,), _ = ray.wait([*encoding, *writing], num_returns=1)
+            if done in encoding:
+                job = encoding.pop(done)
+                if job[2] in load:
+                    load[job[2]] -= 1
+                encoded.append((done, job))
+                continue
+            task, attempt, actor = writing.pop(done)
+            try:
+                record = ray.get(done)
+            except ray.exceptions.RayError as exc:
+                lost, died = _lost(exc)
+                if not lost or attempt >= TRIES:
+                    raise
+                if died and actor in load:
+                    del load[actor]
+                    pool.drop(actor)
+                if not load:            # no actor left: start one where the cluster has room
+                    load = {actor: 0 for actor in pool.take(1)}
+                todo.appendleft((task, attempt + 1))
+                continue
+            yield record
     except Exception as exc:
         raise unwrap_worker_error(exc) from exc
+    finally:
+        for ref in [*encoding, *(call for call, _ in encoded), *writing]:
+            with contextlib.suppress(Exception):
+                ray.cancel(ref)
 
 
 def stac_record(plan: EncodePlan) -> dict:
@@ -201,8 +215,6 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     if (options.by_date if options else kwargs.get("by_date")):
         raise InputError("by_date writes one product per date: call rayvit.encode_dates(output, ...) "
                          "(the CLI's encode --by-date).")
-    import ray
-
     from ..runtime import cluster_resources, init_ray
 
     t0 = time.monotonic()
@@ -212,7 +224,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     plan = plan_encode(inputs, o)     # embedded Ray: this machine's GPUs decide the device
     if o.address or os.environ.get("RAY_ADDRESS"):
         t1 = time.monotonic()
-        init_ray(o.address)           # a cluster: its GPUs decide, not the driver's
+        init_ray(o.address, keep="encoders")   # a cluster: its GPUs decide, not the driver's
         timings["ray_start_s"] = time.monotonic() - t1
         plan = plan.on_device(choose_device(o.device, cluster_resources()[1]))
     km2 = plan.mosaic.grid.area_km2()
@@ -237,7 +249,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     tasks = plan.block_tasks(frozenset(finished))
     timings["planning_s"] = time.monotonic() - t0 - timings.get("ray_start_s", 0.0)
     t1 = time.monotonic()
-    init_ray(o.address)
+    init_ray(o.address, keep="encoders")
     writer.check_reachable()
     cpus, gpus, node_cpus = cluster_resources()
     timings["ray_start_s"] = timings.get("ray_start_s", 0.0) + time.monotonic() - t1
@@ -247,14 +259,13 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     sums = dict.fromkeys(STAGE_SECONDS, 0.0)
     t1 = time.monotonic()
     if tasks:
-        multi_node = sum(1 for n in ray.nodes() if n.get("Alive")) > 1
         with Progress(todo, "encode", "tile", o.progress) as progress:
-            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, multi_node):
+            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus):
                 tiles, node = record.pop("tiles"), record.pop("node")
                 seconds = {key: record.pop(key) for key in STAGE_SECONDS}
                 if not first_batch:
                     first_batch, first_tiles = time.monotonic() - t0, tiles
-                    # until the first block is through: Ray Data, worker and actor start-up
+                    # until the first block is through: worker and actor start-up
                     timings["actor_start_s"] = max(0.0, time.monotonic() - t1 - seconds["read_s"]
                                                    - seconds["device_s"] - seconds["write_s"])
                 for key in STAGE_SECONDS:

@@ -286,23 +286,26 @@ class EncodePlan:
 
 
 READ_CPUS = 0.25      # read tasks are I/O-bound: a quarter CPU each
-READ_RESERVE = 0.5    # CPUs the actor pool leaves to read tasks, or the pipeline starves
+ACTOR_CPU = 0.05      # Ray CPU resource of a CPU device actor: a token (see actor_cpus)
+ACTORS_PER_CPU = 8    # at most, with --actors
 
 
 def actor_cpus(cpus: float, actors: int, on_gpu: bool) -> float:
-    """Ray CPU resource per encoder actor.
+    """Ray CPU resource per device actor.
 
-    On CPU the torch thread count, not this number, decides how many cores an actor
-    uses; the resource only has to let every actor *and* some read tasks be scheduled.
-    An actor pool holding every CPU starves the reads and the pipeline hangs.
+    On CPU the torch thread count, not this number, decides how many cores an actor uses,
+    and the block stream bounds the reads and writes around it; the resource is a token.
+    A larger share made idle actors, which outlive their encode (``DevicePool``), hold the
+    CPUs that the next thing needs (an int8 commit's tasks waited for them forever), and a
+    pool holding every CPU starved the reads and hung the pipeline. A GPU actor holds its
+    GPU and one CPU.
     """
     if on_gpu:
         return 1.0
-    share = (cpus - READ_RESERVE) / actors
-    if share < 0.05:
+    if actors > ACTORS_PER_CPU * cpus:
         raise InputError(f"--actors {actors} is too many for the {cpus:g} CPUs of this Ray cluster; "
-                         f"use at most {int((cpus - READ_RESERVE) / 0.05)}.")
-    return min(1.0, share)
+                         f"use at most {int(ACTORS_PER_CPU * cpus)}.")
+    return ACTOR_CPU
 
 
 def pool_shape(cpus: float, gpus: float, node_cpus: float, on_gpu: bool,

@@ -25,11 +25,12 @@ def test_cuda_on_a_cluster_without_gpus_is_a_clear_error():
         EncodeOptions(device="tpu").check()
 
 
-def test_one_actor_per_gpu_across_nodes_and_cpu_actors_leave_room_for_reads():
+def test_one_actor_per_gpu_across_nodes_and_cpu_actors_hold_a_token_cpu():
     assert pool_shape(cpus=48, gpus=4, node_cpus=16, on_gpu=True, actors=None, threads=None) == (4, 1)
     assert pool_shape(cpus=2, gpus=0, node_cpus=2, on_gpu=False, actors=None, threads=None) == (2, 1)
     assert pool_shape(cpus=32, gpus=0, node_cpus=16, on_gpu=False, actors=None, threads=None) == (8, 4)
-    assert actor_cpus(2, 2, on_gpu=False) == 0.75      # 0.5 CPU stays free for read/write tasks
+    assert actor_cpus(2, 2, on_gpu=False) == 0.05      # threads decide the cores; idle actors hold none
+    assert actor_cpus(8, 2, on_gpu=True) == 1.0
     with pytest.raises(InputError, match="--actors 40 is too many for the 2 CPUs"):
         actor_cpus(2, 40, on_gpu=False)
 

@@ -142,7 +142,9 @@ def test_bench_process_monitor_attributes_cpu_and_memory(scene, tmp_path):
     import time
 
     from rayvit.bench import ProcessMonitor
+    from rayvit.bench.monitor import wait_encoders_gone
     path, _, _ = scene
+    wait_encoders_gone()        # this encode starts its own actor, as a command does
     with ProcessMonitor() as mon:
         t0 = time.perf_counter()
         encode(path, tmp_path / "o", model="vit_tiny_patch16_224", size=16, actors=1, **FAST)
@@ -156,7 +158,7 @@ def test_bench_process_monitor_attributes_cpu_and_memory(scene, tmp_path):
 
 
 def test_a_node_whose_gpu_torch_cannot_see_is_an_error_naming_the_node():
-    """The check every device actor makes when it starts on a node that advertised a GPU."""
+    """The check every device actor makes when it loads a model onto a GPU its node advertised."""
     import ray
     import torch
 
@@ -171,4 +173,50 @@ def test_a_node_whose_gpu_torch_cannot_see_is_an_error_naming_the_node():
                        device="cuda")
     with pytest.raises(InputError, match=rf"Ray node {ray.util.get_node_ip_address()} advertises a GPU, "
                                          "but torch there cannot see one"):
-        DeviceStage(cfg)
+        DeviceStage().load(cfg)
+
+
+def _device_actor_pids(timeout=0.0, gone=False):
+    """PIDs of this process's device actors (Ray titles their processes ``ray::DeviceStage``);
+    with ``gone``, after waiting up to ``timeout`` s for none to be left."""
+    import time
+
+    import psutil
+    deadline = time.monotonic() + timeout
+    while True:
+        pids = set()
+        for proc in psutil.Process().children(recursive=True):
+            try:
+                if "DeviceStage" in proc.cmdline()[0]:
+                    pids.add(proc.pid)
+            except (psutil.Error, IndexError):
+                pass
+        if not (gone and pids) or time.monotonic() > deadline:
+            return pids
+        time.sleep(0.2)
+
+
+def test_device_actors_outlive_an_encode_reload_for_another_model_and_other_stages_release_them(scene, tmp_path):
+    from rayvit import reduce
+    from rayvit.encode.stages.device import release_encoders
+    path, _, _ = scene
+    release_encoders()
+    assert _device_actor_pids(timeout=30, gone=True) == set()
+    kw = dict(size=16, block_size=4, **FAST)            # 4 x 5 blocks: every actor of the pool works
+    a = encode(path, tmp_path / "a", model="rayvit_patchmean_p4", **kw)
+    started = _device_actor_pids()
+    assert started and a.timings["stage_sums_s"]["model_load_max"] > 0
+    b = encode(path, tmp_path / "b", model="rayvit_patchmean_p4", **kw)
+    assert _device_actor_pids() == started and b.timings["stage_sums_s"]["model_load_max"] == 0
+    assert read(tmp_path / "b" / "features.tif")[0].tobytes() == read(tmp_path / "a" / "features.tif")[0].tobytes()
+    # the same actors load another model, and give what new actors give
+    encode(path, tmp_path / "c", model="rayvit_patchmean_p8", **kw)
+    assert _device_actor_pids() == started
+    release_encoders()
+    assert _device_actor_pids(timeout=30, gone=True) == set()
+    encode(path, tmp_path / "d", model="rayvit_patchmean_p8", **kw)
+    assert read(tmp_path / "d" / "features.tif")[0].tobytes() == read(tmp_path / "c" / "features.tif")[0].tobytes()
+    # any other stage frees the actors' CPUs first
+    assert _device_actor_pids()
+    reduce(str(tmp_path / "a" / "features.tif"), str(tmp_path / "pca"), progress=False)
+    assert _device_actor_pids(timeout=30, gone=True) == set()

@@ -1,6 +1,7 @@
 """The device stage: a block's raw input window in, the block's merged features out.
 
-Runs as a Ray Data actor pool (one actor per GPU, or CPU actors). Per block:
+Runs in actors (one per GPU, or CPU actors) that outlive one encode (:class:`DevicePool`).
+Per block:
 
 1. the window (native dtype) and its uint8 validity go to the device once (pinned memory,
    non-blocking copies on CUDA);
@@ -89,7 +90,7 @@ class DeviceConfig:
     device: str = "cpu"
     precision: str = "fp32"
     batch_size: int = 16
-    threads: int | None = None
+    weights_sha256: str | None = None   # the weights file's identity: an actor holding another reloads
 
 
 def encode_tiles(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, x: torch.Tensor,
@@ -158,42 +159,124 @@ def encode_block(model: torch.nn.Module, info: ModelInfo, cfg: DeviceConfig, tas
 
 
 class DeviceStage:
-    """Ray Data callable class: loads the model once per actor, then encodes blocks."""
+    """The device actor: encodes blocks with the model its calls name.
 
-    def __init__(self, config: DeviceConfig):
+    It keeps the last model it loaded, so an actor that outlives one encode (see
+    :class:`DevicePool`) starts the next encode of the same model at once; a different model
+    (or weights file) replaces it.
+    """
+
+    def __init__(self, threads: int | None = None):
         import ray
 
-        ctx = ray.get_runtime_context()
-        self.node = ctx.get_node_id()
+        self.node = ray.get_runtime_context().get_node_id()
+        if threads:
+            torch.set_num_threads(threads)
+        self.key, self.model, self.info = None, None, None
+
+    def load(self, config: DeviceConfig) -> float:
+        """Hold ``config``'s model on its device; the seconds it took (0 if already held)."""
+        key = (config.spec, config.weights_sha256, config.device)
+        if key == self.key:
+            return 0.0
+        import ray
+
         if config.device.startswith("cuda") and not torch.cuda.is_available():
             raise InputError(
                 f"Ray node {ray.util.get_node_ip_address()} advertises a GPU, but torch there cannot see "
                 "one (CUDA driver, CUDA_VISIBLE_DEVICES, or a CPU-only torch build); fix that node's GPU "
                 "setup, or run with --device cpu.")
-        if config.threads:
-            torch.set_num_threads(config.threads)
         t0 = time.perf_counter()
-        self.cfg = config
+        self.key, self.model = None, None     # one model at a time: free the last one first
         self.model = build_model(config.spec).to(config.device)
         self.info = model_info(self.model, config.spec)
-        self.model_load_s = time.perf_counter() - t0
+        self.key = key
+        return time.perf_counter() - t0
 
-    def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        t = self.cfg.tiling
-        feats, valid, encoded, seconds = [], [], [], []
-        for k in range(len(batch["by"])):
-            t0 = time.perf_counter()
-            task = t.block_task(t.block(int(batch["by"][k]), int(batch["bx"][k])))
-            f, v, n = encode_block(self.model, self.info, self.cfg, task, batch["pixels"][k], batch["valid"][k])
-            feats.append(f)
-            valid.append(v)
-            encoded.append(task.n_tiles)
-            seconds.append(time.perf_counter() - t0)
-        stack = (lambda arrays: arrays[0][None]) if len(feats) == 1 else np.stack   # no copy of a lone block
-        return {"by": batch["by"], "bx": batch["bx"], "features": stack(feats), "valid": stack(valid),
-                "tiles": np.array(encoded, np.int32), "node": np.full(len(feats), self.node),
-                "read_s": batch["read_s"], "device_s": np.array(seconds),
-                "model_load_s": np.full(len(feats), self.model_load_s)}
+    def encode(self, config: DeviceConfig, by: int, bx: int, window: tuple) -> dict:
+        """Block ``(by, bx)`` of ``config.tiling`` from its read window (``(pixels, valid,
+        read seconds)``, :func:`.read.read_block`): its merged features (to the write task,
+        never to the driver) and what was measured. Plain numpy and numbers, so that write
+        workers unpickle it without importing torch."""
+        load_s = self.load(config)
+        t0 = time.perf_counter()
+        t = config.tiling
+        task = t.block_task(t.block(by, bx))
+        pixels, valid, read_s = window
+        features, fvalid, _ = encode_block(self.model, self.info, config, task, pixels, valid)
+        return {"by": by, "bx": bx, "features": features, "valid": fvalid, "tiles": task.n_tiles,
+                "node": self.node, "read_s": read_s, "device_s": time.perf_counter() - t0,
+                "model_load_s": load_s}
+
+
+class DevicePool:
+    """This process's device actors, kept from one encode to the next.
+
+    Each actor process imports torch and timm (~3.5 CPU-s) and loads its model before its
+    first block: paid once per process, not once per encode, by a job with several encode
+    steps, an ``--by-date`` series, a notebook, or the test suite's in-process CLI calls.
+    The actors hold their CPUs (and GPUs) while idle, so any other rayvit stage releases
+    them first (:func:`rayvit.runtime.init_ray`), as does :func:`release_encoders`; they end
+    with the process in any case. Actors are started as encodes need them, up to ``size``,
+    with ``SPREAD`` scheduling (one per node while nodes are free); one that dies is dropped
+    and its blocks go to the others (a replacement starts only when none is left, so a lost
+    node's actor is not restarted onto the CPUs the reads need).
+    """
+
+    def __init__(self, key: tuple, size: int, cpus: float, gpus: float, threads: int | None):
+        self.key, self.size, self.actors = key, size, []
+        import ray
+
+        self._options = dict(num_cpus=cpus, num_gpus=gpus, max_restarts=0, scheduling_strategy="SPREAD")
+        self._class = ray.remote(DeviceStage)
+        self._threads = threads
+
+    def take(self, n: int) -> list:
+        """At least one and at most ``size`` actors, starting new ones up to ``n``."""
+        while len(self.actors) < max(1, min(n, self.size)):
+            self.actors.append(self._class.options(**self._options).remote(self._threads))
+        return list(self.actors)
+
+    def drop(self, actor) -> None:
+        """Forget (and end) an actor that died."""
+        import ray
+
+        if actor in self.actors:
+            self.actors.remove(actor)
+            with contextlib.suppress(Exception):
+                ray.kill(actor)
+
+    def release(self) -> None:
+        for actor in list(self.actors):
+            self.drop(actor)
+
+
+_pool: DevicePool | None = None
+
+
+def device_pool(size: int, cpus: float, gpus: float, threads: int | None) -> DevicePool:
+    """This process's pool of ``size`` actors of that shape: the one already up if it has
+    that shape and this Ray session, else a new one (the old one released)."""
+    import ray
+
+    from ...runtime import hold
+
+    global _pool
+    ctx = ray.get_runtime_context()
+    key = (ctx.gcs_address, ctx.get_node_id(), ctx.get_job_id(), size, cpus, gpus, threads)
+    if _pool is None or _pool.key != key:
+        release_encoders()
+        _pool = DevicePool(key, size, cpus, gpus, threads)
+        hold("encoders", release_encoders)
+    return _pool
+
+
+def release_encoders() -> None:
+    """End this process's idle device actors, freeing their CPUs and GPUs."""
+    global _pool
+    if _pool is not None:
+        _pool.release()
+        _pool = None
 
 
 def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixels: np.ndarray,
