@@ -71,6 +71,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
                               address=address, **({"batch_size": batch_size} if explicit_batch else {}))
 
             # timed run: CPU per role only (cheap); memory from a second, untimed run
+            wait_encoders_gone()  # the timed run starts its own actors, as `rayvit encode` does
             with ProcessMonitor(interval=0.5, memory=False) as cpu:
                 t0 = time.perf_counter()
                 r = run()
