@@ -64,6 +64,8 @@ def ray_cluster(workdir: Path, node_cpus=(1, 1), dashboard: bool = False, timeou
             """Start one more worker node; returns its index for ``kill_node``."""
             alive = len(procs) - len(killed)
             start([f"--address={address}", f"--num-cpus={cpus}"] + _node_args(_free_block((gcs, dash))))
+            # the new node registered (a killed one may still be listed alive for a while)
+            _wait_until(address, "len(ray.nodes())", len(procs), env, timeout, f"{len(procs)} nodes registered")
             _wait_nodes(address, alive + 1, env, timeout)
             return len(procs) - 1
 

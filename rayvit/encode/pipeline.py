@@ -120,7 +120,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
     pool = device_pool(size, actor_cpus(cpus, size, on_gpu), 1 if on_gpu else 0, None if on_gpu else threads)
     config = ray.put(DeviceConfig(plan.spec, t, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
                                   plan.precision, plan.batch_size, plan.info.weights_sha256))
-    mosaic, block_writer = ray.put(plan.mosaic), ray.put(writer.block_writer())
+    block_writer = ray.put(writer.block_writer())
     read = ray.remote(read_block).options(num_cpus=READ_CPUS)
     write = ray.remote(write_block).options(num_cpus=WRITE_CPUS)
     write_slots = max(1, min(int(cpus), len(tasks)))
@@ -134,7 +134,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
             while todo and load and min(load.values()) < PER_ACTOR and len(encoded) + len(writing) <= write_slots:
                 actor = min(load, key=load.get)
                 task, attempt = todo.popleft()
-                window = read.remote(mosaic, t, task)
+                window = read.remote(plan.mosaic.subset(*task.window), t, task)   # its few sources only
                 call = actor.encode.remote(config, task.block.by, task.block.bx, window)
                 encoding[call], load[actor] = (task, attempt, actor), load[actor] + 1
             while encoded and len(writing) < write_slots:

@@ -10,13 +10,12 @@ from dataclasses import asdict, dataclass, replace
 from typing import Sequence
 
 import numpy as np
-from rasterio.crs import CRS
 
 from ..analysis.sampling import band_statistics
 from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io import storage
-from ..io.mosaic import Grid, Mosaic, Source, open_mosaic
+from ..io.mosaic import Grid, Mosaic, Source, crs_name, open_mosaic
 from ..io.writer import DTYPES
 from . import presets
 from .bands import FILLS, Binding, bind, sensor_names
@@ -280,7 +279,7 @@ class EncodePlan:
             f"({t.y.n_blocks(t.block_size) * t.x.n_blocks(t.block_size)} blocks of "
             f"{t.block_size} px)",
             f"grid:     origin ({a.c:.6f}, {a.f:.6f}), pixel {a.a:.6g} x {-a.e:.6g}, "
-            f"{CRS.from_wkt(g.crs).to_string()}",
+            f"{crs_name(g.crs)}",
             f"device:   {self.device} ({self.precision})",
         ])
 

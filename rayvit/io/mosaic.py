@@ -13,8 +13,9 @@ import atexit
 import math
 import os
 import warnings
-from dataclasses import dataclass
-from functools import lru_cache
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, replace
+from functools import cached_property, lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -32,6 +33,8 @@ from ..errors import InputError, RasterOpenError
 from . import storage
 
 EPS = 1e-6
+INDEX_FROM = 8          # sources from which a window's lookup goes through an R-tree
+DESCRIBE_THREADS = 16   # input headers read at once (GDAL releases the GIL; remote reads wait on I/O)
 # GDAL's block cache defaults to 5 % of RAM *per process*, and every Ray read and write worker
 # is a process: cap it so memory does not grow with the area read (set before GDAL's first
 # use). Not below one tile of every band of a feature raster: pixel-interleaved tiles of 384
@@ -303,10 +306,16 @@ def describe(url: str, options: dict | None = None) -> Source:
                       tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets))
 
 
-def _crs_name(wkt: str) -> str:
-    crs = CRS.from_wkt(wkt)
+def crs_name(crs: str | CRS) -> str:
+    """A CRS in a few words, for messages and reports: ``EPSG:32633``, or for a CRS without an
+    EPSG code (a WKT-only UTM raster is common) its WKT name and ``(no EPSG code)``."""
+    crs = crs if isinstance(crs, CRS) else CRS.from_user_input(crs)
     epsg = crs.to_epsg()
-    return f"EPSG:{epsg}" if epsg else crs.name
+    if epsg:
+        return f"EPSG:{epsg}"
+    from pyproj import CRS as ProjCRS
+
+    return f"{ProjCRS.from_wkt(crs.to_wkt()).name!r} (no EPSG code)"
 
 
 @lru_cache(maxsize=4096)
@@ -390,14 +399,40 @@ class Mosaic:
     def count(self) -> int:
         return len(self.bands)
 
+    def __getstate__(self) -> dict:
+        """Pickled without its spatial index (rebuilt where it is needed)."""
+        state = dict(self.__dict__)
+        state.pop("_index", None)
+        return state
+
+    @cached_property
+    def _index(self):
+        """An R-tree (shapely's STRtree) over the sources' bounds in the grid's CRS."""
+        from shapely import STRtree, box
+
+        return STRtree([box(*_bounds_in(s, self.grid.crs)) for s in self.sources])
+
     def _sources_in(self, bounds) -> list[Source]:
+        """The sources that overlap ``bounds`` (more than touching), in their order: an R-tree
+        query, not a scan of every source (a window of a 16,384-file mosaic meets a few)."""
         x0, y0, x1, y1 = bounds
+        if len(self.sources) <= INDEX_FROM:
+            near = range(len(self.sources))
+        else:
+            from shapely import box
+
+            near = sorted(self._index.query(box(x0, y0, x1, y1)).tolist())
         hits = []
-        for s in self.sources:
-            sb = _bounds_in(s, self.grid.crs)
+        for i in near:
+            sb = _bounds_in(self.sources[i], self.grid.crs)
             if sb[0] < x1 and sb[2] > x0 and sb[1] < y1 and sb[3] > y0:
-                hits.append(s)
+                hits.append(self.sources[i])
         return hits
+
+    def subset(self, row: int, col: int, rows: int, cols: int) -> "Mosaic":
+        """This mosaic with only the sources that a window of the grid reads, in their order
+        (the same reads, so the same pixels): what a read task carries, never every source."""
+        return replace(self, sources=tuple(self._sources_in(self.grid.window_bounds(row, col, rows, cols))))
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """Read a window of the target grid: ``(data (bands, rows, cols), valid (rows, cols))``.
@@ -535,7 +570,8 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
                 skip_bad_inputs: bool = False, dequantize: bool = False, grid: Grid | None = None) -> Mosaic:
-    """Expand globs, read every file's metadata, check bands and build the target grid.
+    """Expand globs, read every file's metadata (:data:`DESCRIBE_THREADS` at once), check bands
+    and build the target grid.
 
     ``inputs`` may also hold sources already described (STAC items, :mod:`.stac`); ``grid``
     imposes the target grid (the dates of a STAC ``--by-date`` run share one).
@@ -561,15 +597,25 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
         if not found:
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
         urls.extend(found)
-    described, skipped = [], []
-    for u in urls:
+    def one(u: str | Source) -> Source | Exception:
         try:
-            described.append(u if isinstance(u, Source) else describe(u, options))
-        except RasterOpenError as exc:
+            return u if isinstance(u, Source) else describe(u, options)
+        except Exception as exc:         # raised below, in input order
+            return exc
+
+    with ThreadPoolExecutor(max_workers=max(1, min(DESCRIBE_THREADS, len(urls)))) as pool:
+        results = list(pool.map(one, urls))          # in input order, whatever finished first
+    described, skipped = [], []
+    for u, result in zip(urls, results):
+        if isinstance(result, RasterOpenError):
             if not skip_bad_inputs:
-                raise RasterOpenError(f"{exc} (or pass --skip-bad-inputs to leave it out)") from None
-            skipped.append({"input": u, "error": str(exc)})
-            warn(f"skipping bad input: {exc}")
+                raise RasterOpenError(f"{result} (or pass --skip-bad-inputs to leave it out)") from None
+            skipped.append({"input": u, "error": str(result)})
+            warn(f"skipping bad input: {result}")
+        elif isinstance(result, Exception):
+            raise result
+        else:
+            described.append(result)
     if not described:
         raise RasterOpenError(f"none of the {len(urls)} input rasters could be opened; first: "
                               f"{skipped[0]['error']}")
@@ -581,8 +627,8 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
     if warped:
         first = warped[0]
         warn(f"{len(warped)} of {len(files)} input rasters are not on the target grid "
-             f"({_crs_name(grid.crs)}, {grid.res[0]:g} x {grid.res[1]:g}), e.g. {first.url!r} "
-             f"({_crs_name(first.crs)}, {first.affine.a:g} x {-first.affine.e:g}): they are warped "
+             f"({crs_name(grid.crs)}, {grid.res[0]:g} x {grid.res[1]:g}), e.g. {first.url!r} "
+             f"({crs_name(first.crs)}, {first.affine.a:g} x {-first.affine.e:g}): they are warped "
              "onto it with nearest-neighbour resampling. Choose the grid with --crs/--res, or "
              "reproject them first (gdalwarp) to control the resampling.")
     dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name

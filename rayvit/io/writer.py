@@ -212,9 +212,16 @@ class FeatureWriter:
             return
         probe = ray.remote(num_cpus=0)(os.path.exists)
         run_file = self.path(RUN_FILE)
-        seen = ray.get([probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(
-            n["NodeID"], soft=False)).remote(run_file) for n in nodes])
-        missing = [n["NodeManagerAddress"] for n, ok in zip(nodes, seen) if not ok]
+        refs = [probe.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
+                .remote(run_file) for n in nodes]
+
+        def seen(ref) -> bool:
+            try:
+                return ray.get(ref)
+            except (ray.exceptions.TaskUnschedulableError, ray.exceptions.NodeDiedError):
+                return True     # a node that has left the cluster (still listed alive) writes nothing
+
+        missing = [n["NodeManagerAddress"] for n, ref in zip(nodes, refs) if not seen(ref)]
         if missing:
             raise OutputError(
                 f"output directory {self.outdir!r} is not visible from Ray node(s) "

@@ -180,7 +180,7 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
     from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket)."""
     from ..io import storage
-    from ..io.mosaic import open_raster
+    from ..io.mosaic import crs_name, open_raster
 
     with open(os.path.join(outdir, f"{product}.json")) as fh:
         sidecar = json.load(fh)
@@ -193,7 +193,7 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
         except ValueError:
             colormap = {}
         shape = f"{ds.width} x {ds.height} px, {ds.count} band(s) {ds.dtypes[0]}, {ds.res[0]:g} m pixels"
-        crs = ds.crs.to_string() if ds.crs else "none"
+        crs = crs_name(ds.crs) if ds.crs else "none"
     categorical = bool(colormap)
     names = sidecar.get("categories") or (
         [f"cluster {k}" for k in range(metrics.get("n_clusters", 0))] if stage == "cluster" else

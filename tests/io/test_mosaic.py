@@ -2,7 +2,7 @@
 
 import numpy as np
 import pytest
-from conftest import UTM, X0, Y0, cut_into_four, seeded_image, write_raster
+from conftest import RES, UTM, X0, Y0, cut_into_four, seeded_image, write_raster
 from rasterio.transform import from_origin
 
 from rayvit.errors import InputError, RasterOpenError
@@ -204,3 +204,72 @@ def test_validity_from_an_alpha_band_or_an_internal_mask(tmp_path):
         ds.write_mask(mask)
     _, valid = open_mosaic([path]).read(0, 0, 30, 40)
     assert not valid[0, :7].any() and valid.sum() == 30 * 40 - 7
+
+
+def test_the_first_bad_input_in_the_given_order_is_the_one_named(tmp_path):
+    """Headers are read in parallel; the error is still the first bad file's, as listed."""
+    good = write_raster(tmp_path / "ok.tif", seeded_image((3, 10, 10)))
+    nocrs = write_raster(tmp_path / "nocrs.tif", seeded_image((3, 10, 10)), crs=None)
+    missing = str(tmp_path / "missing.tif")
+    with pytest.raises(RasterOpenError, match="missing.tif"):
+        open_mosaic([good, missing, nocrs])
+    with pytest.raises(InputError, match="nocrs.tif.*has no CRS"):
+        open_mosaic([good, nocrs, missing])
+
+
+def test_a_window_finds_its_sources_through_an_r_tree_and_a_task_carries_only_those(tmp_path):
+    import pickle
+
+    from rayvit.io import mosaic as mosaic_io
+    # 5 x 5 files of 20 x 30 px, every other one shifted by 7 px so that neighbours overlap
+    # with other values: the first file listed must still win where they do
+    rng = np.random.default_rng(3)
+    paths = []
+    for i in range(5):
+        for j in range(5):
+            dx = 7 * RES if (i + j) % 2 else 0.0
+            paths.append(write_raster(tmp_path / f"f{i}{j}.tif", rng.integers(1, 250, (2, 20, 30), dtype=np.uint8),
+                                      from_origin(X0 + j * 30 * RES + dx, Y0 - i * 20 * RES, RES, RES)))
+    mosaic = open_mosaic(paths)
+    assert len(mosaic.sources) > mosaic_io.INDEX_FROM
+
+    def scan(bounds):       # every source, as before the index
+        x0, y0, x1, y1 = bounds
+        return [s for s in mosaic.sources if (b := mosaic_io._bounds_in(s, mosaic.grid.crs))[0] < x1
+                and b[2] > x0 and b[1] < y1 and b[3] > y0]
+
+    windows = [(r, c, h, w) for r in range(-10, 100, 17) for c in range(-10, 160, 23) for h, w in ((8, 8), (25, 40))]
+    for window in windows:
+        expected = scan(mosaic.grid.window_bounds(*window))
+        assert mosaic._sources_in(mosaic.grid.window_bounds(*window)) == expected
+        part = mosaic.subset(*window)
+        assert part.sources == tuple(expected) and part.grid == mosaic.grid
+        a, va = mosaic.read(*window)
+        b, vb = pickle.loads(pickle.dumps(part)).read(*window)
+        np.testing.assert_array_equal(a, b)
+        np.testing.assert_array_equal(va, vb)
+    assert "_index" in mosaic.__dict__ and "_index" not in pickle.loads(pickle.dumps(mosaic)).__dict__
+    assert max(len(mosaic.subset(*w).sources) for w in windows) <= 9 < len(mosaic.sources) == 25
+
+
+def test_a_crs_without_an_epsg_code_is_named_and_warped(tmp_path, capsys):
+    """A WKT-only UTM raster (a custom datum: no EPSG code) with a second file at 20 m, which
+    is warped onto it: the warning names both CRSs in words, and the read works."""
+    from rayvit.io.mosaic import crs_name
+    wkt = ('PROJCS["UTM 33N on a local datum",GEOGCS["local",DATUM["local datum",SPHEROID["GRS 1980",6378137,'
+           '298.257222101]],PRIMEM["Greenwich",0],UNIT["degree",0.0174532925199433]],PROJECTION["Transverse_Mercator"],'
+           'PARAMETER["latitude_of_origin",0],PARAMETER["central_meridian",15],PARAMETER["scale_factor",0.9996],'
+           'PARAMETER["false_easting",500000],PARAMETER["false_northing",0],UNIT["metre",1]]')
+    a = write_raster(tmp_path / "a.tif", seeded_image((3, 40, 40), seed=1), crs=wkt)
+    b = write_raster(tmp_path / "b.tif", seeded_image((3, 20, 20), seed=2), crs=wkt,
+                     transform=from_origin(X0 + 400, Y0, 20.0, 20.0))
+    assert crs_name(wkt) == "'UTM 33N on a local datum' (no EPSG code)" and crs_name(UTM) == UTM
+    mosaic = open_mosaic([a, b])
+    data, valid = mosaic.read(0, 0, 40, 80)
+    assert valid[:, :40].all() and valid[:, 40:].all()
+    coarse = seeded_image((3, 20, 20), seed=2)          # nearest neighbour: each 20-m pixel is 2 x 2 here
+    np.testing.assert_array_equal(data[:, :, 40:], coarse.repeat(2, axis=1).repeat(2, axis=2))
+    np.testing.assert_array_equal(data[:, :, :40], seeded_image((3, 40, 40), seed=1))
+    err = capsys.readouterr().err
+    assert "1 of 2 input rasters are not on the target grid ('UTM 33N on a local datum' (no EPSG code), 10 x 10)" in err
+    assert "'UTM 33N on a local datum' (no EPSG code), 20 x 20" in err
