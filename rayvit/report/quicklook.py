@@ -187,6 +187,8 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
     more than IMAGERY_MAX_PIXELS input pixels."""
     from rasterio.crs import CRS
     from rasterio.vrt import WarpedVRT
+    from rasterio.warp import transform_bounds
+    from rasterio.windows import Window
 
     from ..io.mosaic import open_raster
 
@@ -203,14 +205,23 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
         bands = rgb_bands(s["inputs"][0], s["bands"])
         out = np.zeros((3, h, w))
         filled = np.zeros((h, w), bool)
+        crs = CRS.from_user_input(s["crs"])
         for url in s["inputs"]:
-            with open_raster(url) as ds, WarpedVRT(ds, crs=CRS.from_user_input(s["crs"]), transform=view,
-                                                   width=w, height=h, resampling=Resampling.nearest,
-                                                   add_alpha=ds.nodata is None) as vrt:
-                part = vrt.read(bands, masked=True)
-            ok = ~np.ma.getmaskarray(part).any(axis=0) & ~filled
-            out[:, ok] = np.ma.getdata(part)[:, ok]
-            filled |= ok
+            with open_raster(url) as ds:
+                # only the view's pixels under this file: a mosaic of 4,096 files read the whole
+                # view 4,096 times
+                x0, y0, x1, y1 = transform_bounds(ds.crs, crs, *ds.bounds, densify_pts=21)
+                c0, c1 = max(0, math.floor((x0 - view.c) / view.a)), min(w, math.ceil((x1 - view.c) / view.a))
+                r0, r1 = max(0, math.floor((y1 - view.f) / view.e)), min(h, math.ceil((y0 - view.f) / view.e))
+                if c1 <= c0 or r1 <= r0:
+                    continue
+                with WarpedVRT(ds, crs=crs, transform=view, width=w, height=h, resampling=Resampling.nearest,
+                               add_alpha=ds.nodata is None) as vrt:
+                    part = vrt.read(bands, window=Window(c0, r0, c1 - c0, r1 - r0), masked=True)
+            here = filled[r0:r1, c0:c1]
+            ok = ~np.ma.getmaskarray(part).any(axis=0) & ~here
+            out[:, r0:r1, c0:c1][:, ok] = np.ma.getdata(part)[:, ok]
+            here |= ok
     except (OSError, rasterio.errors.RasterioError, ValueError, KeyError, IndexError):
         return False, ""
     rgba = enlarge(stretch(out, ~filled))

@@ -69,3 +69,24 @@ def test_the_imagery_view_is_not_drawn_from_inputs_too_large_to_decode_at_commit
     big = dict(sidecar, input_grid={"width": 2**13, "height": 2**13 + 1})
     shown, why = module.imagery_view(big, str(tmp_path / "b.jpg"))
     assert not shown and "67 Mpx" in why and not (tmp_path / "b.jpg").exists()
+
+
+def test_the_imagery_view_of_a_mosaic_equals_that_of_the_same_pixels_in_one_file(tmp_path):
+    """Each input fills only the part of the view it covers (a window of the view, not the
+    whole view once per file); a file in another CRS is warped onto it; the first file wins."""
+    from conftest import cut_into_four, seeded_image
+    from rasterio.transform import from_origin
+
+    from rayvit.report.quicklook import imagery_view
+    data = seeded_image((3, 90, 130), seed=7)
+    one = write_raster(tmp_path / "all.tif", data)
+    parts = cut_into_four(tmp_path, data)
+    # a file wholly outside the view, in another CRS: skipped without being read
+    far = write_raster(tmp_path / "far.tif", seeded_image((3, 8, 8), seed=8), crs="EPSG:32632",
+                       transform=from_origin(300000.0, 5000000.0, 10.0, 10.0))
+    sidecar = {"bands": [1, 2, 3], "crs": "EPSG:32633", "width": 33, "height": 23,
+               "transform": [40.0, 0.0, 500000.0, 0.0, -40.0, 4000000.0], "input_grid": {"width": 130, "height": 90}}
+    assert imagery_view(dict(sidecar, inputs=[one]), str(tmp_path / "one.jpg")) == (True, "")
+    assert imagery_view(dict(sidecar, inputs=[*parts, far]), str(tmp_path / "parts.jpg")) == (True, "")
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.jpg")) for n in ("one", "parts"))
+    assert a.shape == b.shape and np.array_equal(a, b)
