@@ -6,13 +6,15 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")          # a hub lookup fails at once, offline
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_ENABLE_RECORD_ACTOR_TASK_LOGGING", "0")
-os.environ.setdefault("RAY_DATA_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+# the sources indexes that runs keep (rayvit.io.sources): this session's own, not the user's
+os.environ.setdefault("RAYVIT_CACHE", tempfile.mkdtemp(prefix="rayvit-cache-"))
 
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402

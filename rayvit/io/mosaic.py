@@ -13,7 +13,6 @@ import atexit
 import math
 import os
 import warnings
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Sequence
@@ -30,6 +29,7 @@ from rasterio.windows import Window
 
 from ..console import warn
 from ..errors import InputError, RasterOpenError
+from . import sources as sources_io
 from . import storage
 
 EPS = 1e-6
@@ -570,8 +570,8 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
                 skip_bad_inputs: bool = False, dequantize: bool = False, grid: Grid | None = None) -> Mosaic:
-    """Expand globs, read every file's metadata (:data:`DESCRIBE_THREADS` at once), check bands
-    and build the target grid.
+    """Expand globs, read every file's metadata (:data:`DESCRIBE_THREADS` at once, or from the
+    files' sources index, :mod:`.sources`), check bands and build the target grid.
 
     ``inputs`` may also hold sources already described (STAC items, :mod:`.stac`); ``grid``
     imposes the target grid (the dates of a STAC ``--by-date`` run share one).
@@ -593,18 +593,19 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
         if isinstance(pattern, Source):
             urls.append(pattern)
             continue
+        if sources_io.is_index(str(pattern)):       # a sources index: its headers, no file opened
+            if not os.path.exists(storage.local_path(str(pattern))):
+                raise RasterOpenError(f"sources index {str(pattern)!r} does not exist; check the path.")
+            urls.extend(source for source, _ in sources_io.read_index(storage.local_path(str(pattern))).values())
+            continue
         found = storage.expand(str(pattern), options)
         if not found:
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
         urls.extend(found)
-    def one(u: str | Source) -> Source | Exception:
-        try:
-            return u if isinstance(u, Source) else describe(u, options)
-        except Exception as exc:         # raised below, in input order
-            return exc
-
-    with ThreadPoolExecutor(max_workers=max(1, min(DESCRIBE_THREADS, len(urls)))) as pool:
-        results = list(pool.map(one, urls))          # in input order, whatever finished first
+    paths = [u for u in urls if not isinstance(u, Source)]
+    # headers from the sources index of these files where it is current, else read (in parallel)
+    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(u, options), DESCRIBE_THREADS)))
+    results = [u if isinstance(u, Source) else found[u] for u in urls]
     described, skipped = [], []
     for u, result in zip(urls, results):
         if isinstance(result, RasterOpenError):

@@ -1,0 +1,77 @@
+"""The sources index: headers read once and kept; a later run over the same files opens none
+of them, a changed file is read again; GDAL opens the index as the input mosaic (GTI), and
+rayvit takes it as an input."""
+
+import os
+
+import numpy as np
+import pytest
+import rasterio
+from conftest import cut_into_four, seeded_image, write_raster
+
+from rayvit.errors import InputError, RasterOpenError
+from rayvit.io import sources
+from rayvit.io.mosaic import describe, open_mosaic
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def test_a_later_run_reads_the_index_and_describes_only_files_that_changed(tmp_path, cache):
+    files = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=2))
+    calls = []
+
+    def counting(url):
+        calls.append(url)
+        return describe(url)
+
+    first = sources.describe_all(files, counting)
+    assert sorted(calls) == sorted(files) and first == [describe(f) for f in files]
+    assert os.path.exists(sources.index_path(files)) and str(cache) in sources.index_path(files)
+    calls.clear()
+    assert sources.describe_all(files, counting) == first and calls == []
+    write_raster(files[2], seeded_image((2, 53, 69), seed=3),         # rewritten: 2 bands now
+                 rasterio.Affine(*first[2].transform))
+    third = sources.describe_all(files, counting)
+    assert calls == [files[2]] and third[2].count == 2 and third[:2] == first[:2] and third[3] == first[3]
+    calls.clear()
+    assert sources.describe_all(files, counting) == third and calls == []
+    # another list of files is another index
+    assert sources.index_path(files[:3]) != sources.index_path(files)
+
+
+def test_a_bad_file_is_returned_in_its_place_and_not_kept(tmp_path, cache):
+    files = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=2))
+    files[1] = str(tmp_path / "missing.tif")
+    out = sources.describe_all(files, describe)
+    assert isinstance(out[1], RasterOpenError) and "missing.tif" in str(out[1])
+    assert list(sources.read_index(sources.index_path(files))) == [files[0], files[2], files[3]]
+
+
+def test_gdal_opens_the_index_as_the_mosaic_and_rayvit_takes_it_as_input(tmp_path, cache):
+    data = seeded_image((3, 90, 130), seed=5)
+    files = cut_into_four(tmp_path, data)
+    mosaic = open_mosaic(files)
+    index = sources.index_path(files)
+    with rasterio.open(index) as ds:                   # GDAL's GTI driver
+        assert ds.driver == "GTI" and (ds.width, ds.height, ds.count) == (130, 90, 3)
+        assert ds.transform == mosaic.grid.affine
+        np.testing.assert_array_equal(ds.read(), data)
+    again = open_mosaic([index])
+    assert again.sources == mosaic.sources and again.grid == mosaic.grid    # rows in input order
+    a, _ = again.read(10, 20, 50, 70)
+    np.testing.assert_array_equal(a, data[:, 10:60, 20:90])
+
+
+def test_an_index_input_that_is_missing_or_not_ours_is_a_clear_error(tmp_path, cache):
+    with pytest.raises(RasterOpenError, match="nothing.gti.gpkg.*does not exist"):
+        open_mosaic([str(tmp_path / "nothing.gti.gpkg")])
+    import geopandas as gpd
+    from shapely import box
+    other = str(tmp_path / "other.gti.gpkg")
+    gpd.GeoDataFrame({"location": ["a.tif"]}, geometry=[box(0, 0, 1, 1)], crs="EPSG:32633").to_file(other)
+    with pytest.raises(InputError, match="other.gti.gpkg.*not a rayvit sources index"):
+        open_mosaic([other])
