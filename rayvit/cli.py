@@ -582,13 +582,16 @@ def add_bench(sub) -> None:
                                    "--bands at 1/4 and full size and times PCA (3 components) and KMeans "
                                    "(--k, --kmeans-iter Lloyd steps) on each, and scikit-learn on an "
                                    "in-memory subset, with peak memory.")
-    p.add_argument("what", nargs="?", choices=("encode", "pipeline", "analysis", "storage", "nodes", "embeddings"),
+    p.add_argument("what", nargs="?", choices=("encode", "pipeline", "analysis", "storage", "nodes", "embeddings",
+                                               "scale"),
                    default="encode",
                    help="encode (default); pipeline: CPU-ms per tile of each stage around a null encoder "
                         "(D = 384, 768; float16, float32); analysis; storage: encode from --s3-url vs local "
                         "disk; nodes: encode on the cluster at --address vs embedded single node; "
                         "embeddings: table rows/s, search and change pixels/s on generated --pixels x "
-                        "--bands float16 rasters vs a numpy loop, and the search scorers' ROC AUC")
+                        "--bands float16 rasters vs a numpy loop, and the search scorers' ROC AUC; scale: the "
+                        "same area as 1 and --files input files, whole `rayvit encode` commands, and a dry run "
+                        "over a sources index of --index-rows files")
     p.add_argument("--s3-url", help="storage: where to upload the raster (s3://bucket/prefix)")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
@@ -601,6 +604,9 @@ def add_bench(sub) -> None:
     p.add_argument("--sklearn-pixels", type=int, default=500_000, help="analysis: in-memory subset for sklearn")
     p.add_argument("--scale-area", type=int, default=4, help="second run's area multiple (0: skip)")
     p.add_argument("--workdir", help="where to generate rasters (default: a temp dir, removed)")
+    p.add_argument("--files", default="1024,4096", help="scale: input file counts besides 1 (square numbers)")
+    p.add_argument("--side", type=int, default=8192, help="scale: the area's side in px (default: 8192)")
+    p.add_argument("--index-rows", type=int, default=100_000, help="scale: files in the dry run's index")
     add_ray_options(p)
     p.set_defaults(func=run_bench)
 
@@ -613,6 +619,13 @@ def run_bench(args) -> int:
     elif args.what in ("storage", "nodes"):
         from .bench import bench_compare
         bench_compare(args.what, args.tiles, args.size, args.model, args.s3_url, args.address, args.workdir)
+    elif args.what == "scale":
+        from .bench import bench_scale
+        try:
+            files = sorted({1, *(int(n) for n in args.files.split(","))})
+        except ValueError:
+            raise InputError(f"--files {args.files!r}: give file counts separated by commas, e.g. 1024,4096.") from None
+        bench_scale(files, args.side, args.index_rows, args.workdir)
     elif args.what == "embeddings":
         from .bench import bench_embeddings
         bench_embeddings(args.pixels, args.bands or 384, args.workdir, args.address)

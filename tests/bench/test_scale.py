@@ -1,0 +1,31 @@
+"""`rayvit bench scale`'s inputs: the same pixels as one file or many, and a synthetic sources
+index that a dry run plans from without opening a file."""
+
+import glob
+
+import numpy as np
+import pytest
+
+from rayvit.bench.scale import write_area, write_synthetic_index
+from rayvit.io.mosaic import open_mosaic
+
+
+def test_the_area_as_many_files_reads_like_one_file(tmp_path):
+    data = np.random.default_rng(1).integers(0, 255, (3, 96, 96), dtype=np.uint8)
+    one = open_mosaic([write_area(str(tmp_path / "one"), data, 1)])
+    many = write_area(str(tmp_path / "many"), data, 16)
+    assert len(glob.glob(many)) == 16
+    mosaic = open_mosaic([many])
+    assert mosaic.grid == one.grid
+    np.testing.assert_array_equal(mosaic.read(0, 0, 96, 96)[0], data)
+    with pytest.raises(ValueError, match="12 files do not make a square"):
+        write_area(str(tmp_path / "bad"), data, 12)
+
+
+def test_a_synthetic_index_plans_a_mosaic_of_files_that_need_not_exist(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    path = str(tmp_path / "idx.gti.gpkg")
+    write_synthetic_index(path, 30)                       # 5 x 5 files of 128 px
+    mosaic = open_mosaic([path])
+    assert len(mosaic.sources) == 25 and (mosaic.grid.width, mosaic.grid.height) == (640, 640)
+    assert not any(glob.glob(str(tmp_path / "virtual_*")))
