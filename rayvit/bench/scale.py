@@ -38,9 +38,9 @@ def write_area(directory: str, data: np.ndarray, n: int) -> str:
     side = data.shape[1]
     step = side // k
     os.makedirs(directory, exist_ok=True)
-    block = min(step, 512)
-    profile = dict(driver="GTiff", dtype=data.dtype.name, count=data.shape[0], crs="EPSG:32633", tiled=True,
-                   blockxsize=block, blockysize=block, compress="deflate", width=step, height=step)
+    tiles = dict(tiled=True, blockxsize=min(step, 512), blockysize=min(step, 512)) if step % 16 == 0 else {}
+    profile = dict(driver="GTiff", dtype=data.dtype.name, count=data.shape[0], crs="EPSG:32633", compress="deflate",
+                   width=step, height=step, **tiles)
     for i in range(k):
         for j in range(k):
             path = os.path.join(directory, f"part_{i:04d}_{j:04d}.tif")
