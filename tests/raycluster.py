@@ -116,12 +116,14 @@ def _free_block(exclude=()):
 
 def _wait_until(address, expr, at_least, env, timeout, what):
     """Poll ``expr`` (a Python expression over ``ray``) on the cluster until it is >= ``at_least``."""
-    code = f"import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print({expr})"
+    # the value on a line of its own, marked: Ray may print notices to stdout too ("raylet has
+    # lagging heartbeats" on a busy machine)
+    code = f"import ray,sys; ray.init(address=sys.argv[1], logging_level='ERROR'); print('value:', {expr})"
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         r = subprocess.run([sys.executable, "-c", code, address], capture_output=True, text=True, env=env)
-        lines = r.stdout.strip().splitlines()
-        if r.returncode == 0 and lines and float(lines[-1]) >= at_least:
+        values = [line.split(":", 1)[1] for line in r.stdout.splitlines() if line.startswith("value:")]
+        if r.returncode == 0 and values and float(values[-1]) >= at_least:
             return
         time.sleep(1)
     raise RuntimeError(f"Ray cluster at {address}: {what} not reached in {timeout} s")
