@@ -92,10 +92,14 @@ def write_index(path: str, rows: Sequence[tuple]) -> None:
         "names": [json.dumps(list(s.names)) for s, _ in rows], "scales": [json.dumps(list(s.scales)) for s, _ in rows],
         "offsets": [json.dumps(list(s.offsets)) for s, _ in rows],
         "size": [st[0] for _, st in rows], "mtime_ns": [st[1] for _, st in rows],
+        "rank": list(range(len(rows))),
     }, geometry=[box(*_bounds_in(s, crs)) for s, _ in rows], crs=crs)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp{SUFFIX}"
-    table.to_file(tmp, driver="GPKG", engine="pyogrio", layer="sources")
+    # GTI paints tiles in SORT_FIELD order, the last on top: descending rank puts the first file
+    # on top, so GDAL's mosaic is rayvit's (the first file listed wins where files overlap)
+    table.to_file(tmp, driver="GPKG", engine="pyogrio", layer="sources",
+                  layer_metadata={"SORT_FIELD": "rank", "SORT_FIELD_ASC": "NO", "MASK_BAND": "YES"})
     os.replace(tmp, path)
 
 

@@ -28,7 +28,7 @@ import rasterio
 from PIL import Image
 from rasterio.enums import ColorInterp, Resampling
 
-from ..io import storage
+from ..io import sources, storage
 
 MAX_SIDE = 1024
 MIN_SIDE = 512
@@ -206,7 +206,11 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
         out = np.zeros((3, h, w))
         filled = np.zeros((h, w), bool)
         crs = CRS.from_user_input(s["crs"])
-        for url in s["inputs"]:
+        # many files: their sources index, opened by GDAL as one mosaic (its tiles opened in C:
+        # 4,096 files in 2.6 s here, against ~10 s opening each one from Python)
+        inputs = list(s["inputs"])
+        index = sources.index_path(inputs) if len(inputs) > 1 and all(map(storage.is_local, inputs)) else None
+        for url in [index] if index and os.path.exists(index) else inputs:
             with open_raster(url) as ds:
                 # only the view's pixels under this file: a mosaic of 4,096 files read the whole
                 # view 4,096 times

@@ -75,3 +75,15 @@ def test_an_index_input_that_is_missing_or_not_ours_is_a_clear_error(tmp_path, c
     gpd.GeoDataFrame({"location": ["a.tif"]}, geometry=[box(0, 0, 1, 1)], crs="EPSG:32633").to_file(other)
     with pytest.raises(InputError, match="other.gti.gpkg.*not a rayvit sources index"):
         open_mosaic([other])
+
+
+def test_where_files_overlap_gdal_and_rayvit_take_the_first_file(tmp_path, cache):
+    from rasterio.transform import from_origin
+    a = write_raster(tmp_path / "a.tif", np.full((1, 20, 20), 1, np.uint8), from_origin(500000.0, 4000000.0, 10, 10))
+    b = write_raster(tmp_path / "b.tif", np.full((1, 20, 20), 2, np.uint8), from_origin(500100.0, 3999900.0, 10, 10))
+    for files, top in (([a, b], 1), ([b, a], 2)):
+        mosaic = open_mosaic(files)
+        data, _ = mosaic.read(0, 0, 30, 30)
+        assert data[0, 15, 15] == top                  # inside both
+        with rasterio.open(sources.index_path(files)) as ds:
+            np.testing.assert_array_equal(ds.read(), data)

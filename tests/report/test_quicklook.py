@@ -90,3 +90,27 @@ def test_the_imagery_view_of_a_mosaic_equals_that_of_the_same_pixels_in_one_file
     assert imagery_view(dict(sidecar, inputs=[*parts, far]), str(tmp_path / "parts.jpg")) == (True, "")
     a, b = (np.asarray(Image.open(tmp_path / f"{n}.jpg")) for n in ("one", "parts"))
     assert a.shape == b.shape and np.array_equal(a, b)
+
+
+def test_the_imagery_view_of_many_files_reads_their_sources_index_as_one_mosaic(tmp_path, monkeypatch):
+    """Where an encode kept a sources index of its inputs, GDAL reads the view through it (one
+    dataset), with the same pixels and the gaps between files left blank."""
+    from conftest import seeded_image
+    from rasterio.transform import from_origin
+
+    from rayvit.io import sources
+    from rayvit.io.mosaic import open_mosaic
+    from rayvit.report.quicklook import imagery_view
+    monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    data = seeded_image((3, 40, 120), seed=9)
+    left = write_raster(tmp_path / "left.tif", data[:, :, :40])
+    right = write_raster(tmp_path / "right.tif", data[:, :, 80:], from_origin(500800.0, 4000000.0, 10.0, 10.0))
+    sidecar = {"bands": [1, 2, 3], "crs": "EPSG:32633", "width": 30, "height": 10, "inputs": [left, right],
+               "transform": [40.0, 0.0, 500000.0, 0.0, -40.0, 4000000.0], "input_grid": {"width": 120, "height": 40}}
+    assert imagery_view(sidecar, str(tmp_path / "files.jpg")) == (True, "")      # no index yet: file by file
+    open_mosaic([left, right])                                                   # an encode's planning keeps one
+    assert (tmp_path / "cache" / "sources").exists() and len(list((tmp_path / "cache" / "sources").iterdir())) == 1
+    assert sources.index_path([left, right]).startswith(str(tmp_path / "cache"))
+    assert imagery_view(sidecar, str(tmp_path / "index.jpg")) == (True, "")
+    a, b = (np.asarray(Image.open(tmp_path / f"{n}.jpg")) for n in ("files", "index"))
+    assert np.array_equal(a, b) and (a[:, a.shape[1] // 2] == 255).all()        # the gap: blank (white)
