@@ -13,7 +13,8 @@ input mosaic through it too (``rasterio.open("....gti.gpkg")``), and it is accep
 input itself (``rayvit encode sources.gti.gpkg -o out``). GeoPackage, not FlatGeobuf: the
 GDAL inside rasterio's wheel (3.10) has no FlatGeobuf driver, and FlatGeobuf's spatial index
 reorders the rows (the input order decides which file wins where files overlap). It lives in ``$RAYVIT_CACHE`` (default ``~/.cache/rayvit``), under
-``sources/``, named by the list of files; only local files are indexed for now.
+``sources/``, named by the list of files (the :data:`KEEP` most recent are kept); only lists
+of :data:`INDEX_FILES` local files or more are indexed, for now.
 """
 
 from __future__ import annotations
@@ -26,6 +27,8 @@ from typing import Callable, Sequence
 
 from . import storage
 
+INDEX_FILES = 64         # lists of fewer files are described every run (an index would cost more than it saves)
+KEEP = 100               # indexes kept in the cache, the most recently written
 SUFFIX = ".gti.gpkg"     # GDAL opens *.gti.gpkg through its GTI driver without a prefix
 COLUMNS = ("location", "crs", "transform", "width", "height", "count", "dtype", "nodata", "names",
            "scales", "offsets", "size", "mtime_ns")
@@ -109,7 +112,7 @@ def describe_all(urls: Sequence[str], describe: Callable, threads: int = 16) -> 
     Local files come from the index of these files where their size and modification time
     still match; the others are described (``threads`` at once) and the index is rewritten.
     """
-    local = bool(urls) and all(storage.is_local(u) for u in urls)
+    local = len(urls) >= INDEX_FILES and all(storage.is_local(u) for u in urls)
     path = index_path(urls) if local else None
     known = {}
     if path and os.path.exists(path):
@@ -137,6 +140,14 @@ def describe_all(urls: Sequence[str], describe: Callable, threads: int = 16) -> 
     if path and good and (any(new for *_, new in results) or len(good) != len(known)):
         try:
             write_index(path, good)
+            prune(os.path.dirname(path))
         except OSError:             # a read-only cache: the run goes on without one
             pass
     return [r for r, _, _ in results]
+
+
+def prune(directory: str, keep: int = KEEP) -> None:
+    """Remove all but the ``keep`` most recently written indexes from ``directory``."""
+    found = [os.path.join(directory, n) for n in os.listdir(directory) if n.endswith(SUFFIX)]
+    for path in sorted(found, key=os.path.getmtime, reverse=True)[keep:]:
+        os.remove(path)

@@ -16,8 +16,25 @@ from rayvit.io.mosaic import describe, open_mosaic
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch):
+    """A cache of its own, indexing lists from one file (the product indexes 64 and more)."""
     monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "INDEX_FILES", 1)
     return tmp_path / "cache"
+
+
+def test_short_lists_are_not_indexed_and_the_cache_keeps_the_latest(tmp_path, monkeypatch):
+    monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    files = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=2))
+    assert sources.INDEX_FILES > 4
+    sources.describe_all(files, describe)
+    assert not os.path.exists(sources.index_path(files))
+    monkeypatch.setattr(sources, "INDEX_FILES", 1)
+    lists = [files[:k] for k in range(1, 5)]
+    for i, urls in enumerate(lists):
+        sources.describe_all(urls, describe)
+        os.utime(sources.index_path(urls), (1000 + i, 1000 + i))      # written in this order
+    sources.prune(sources.cache_dir(), keep=2)
+    assert [os.path.exists(sources.index_path(urls)) for urls in lists] == [False, False, True, True]
 
 
 def test_a_later_run_reads_the_index_and_describes_only_files_that_changed(tmp_path, cache):

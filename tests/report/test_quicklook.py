@@ -102,6 +102,7 @@ def test_the_imagery_view_of_many_files_reads_their_sources_index_as_one_mosaic(
     from rayvit.io.mosaic import open_mosaic
     from rayvit.report.quicklook import imagery_view
     monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "INDEX_FILES", 1)          # an index from two files already
     data = seeded_image((3, 40, 120), seed=9)
     left = write_raster(tmp_path / "left.tif", data[:, :, :40])
     right = write_raster(tmp_path / "right.tif", data[:, :, 80:], from_origin(500800.0, 4000000.0, 10.0, 10.0))
