@@ -1,4 +1,4 @@
-"""End-to-end encode through real Ray Data, real timm models and real GeoTIFFs."""
+"""End-to-end encode through real Ray, real timm models and real GeoTIFFs."""
 
 import math
 

@@ -3,8 +3,8 @@ share the blocks (least busy actor first, not data locality), analysis tasks spr
 and the outputs are byte-identical to a single-node run.
 
 The encode is device-bound, as in production: when reads are the bottleneck (tiny tiles, a
-trivial model), every block finds both actors idle and Ray Data's pool gives it to the same
-one, which is right (no actor is waiting for work) but shows nothing about the spread."""
+trivial model), every block finds both actors idle and goes to the same (first) one, which is
+right (no actor is waiting for work) but shows nothing about the spread."""
 
 import re
 
