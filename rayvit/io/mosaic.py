@@ -34,7 +34,6 @@ from . import storage
 
 EPS = 1e-6
 INDEX_FROM = 8          # sources from which a window's lookup goes through an R-tree
-DESCRIBE_THREADS = 16   # input headers read at once (GDAL releases the GIL; remote reads wait on I/O)
 # GDAL's block cache defaults to 5 % of RAM *per process*, and every Ray read and write worker
 # is a process: cap it so memory does not grow with the area read (set before GDAL's first
 # use). Not below one tile of every band of a feature raster: pixel-interleaved tiles of 384
@@ -570,8 +569,8 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
                 skip_bad_inputs: bool = False, dequantize: bool = False, grid: Grid | None = None) -> Mosaic:
-    """Expand globs, read every file's metadata (:data:`DESCRIBE_THREADS` at once, or from the
-    files' sources index, :mod:`.sources`), check bands and build the target grid.
+    """Expand globs, read every file's metadata (several at once, or from the files' sources
+    index, :mod:`.sources`), check bands and build the target grid.
 
     ``inputs`` may also hold sources already described (STAC items, :mod:`.stac`); ``grid``
     imposes the target grid (the dates of a STAC ``--by-date`` run share one).
@@ -593,18 +592,19 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
         if isinstance(pattern, Source):
             urls.append(pattern)
             continue
-        if sources_io.is_index(str(pattern)):       # a sources index: its headers, no file opened
-            if not os.path.exists(storage.local_path(str(pattern))):
-                raise RasterOpenError(f"sources index {str(pattern)!r} does not exist; check the path.")
-            urls.extend(source for source, _ in sources_io.read_index(storage.local_path(str(pattern))).values())
+        pattern = str(pattern)
+        if sources_io.is_index(pattern):            # a sources index: its headers, no file opened
+            if not os.path.exists(storage.local_path(pattern)):
+                raise RasterOpenError(f"sources index {pattern!r} does not exist; check the path.")
+            urls.extend(source for source, _ in sources_io.read_index(storage.local_path(pattern)).values())
             continue
-        found = storage.expand(str(pattern), options)
+        found = storage.expand(pattern, options)
         if not found:
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
         urls.extend(found)
     paths = [u for u in urls if not isinstance(u, Source)]
     # headers from the sources index of these files where it is current, else read (in parallel)
-    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(u, options), DESCRIBE_THREADS)))
+    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(u, options))))
     results = [u if isinstance(u, Source) else found[u] for u in urls]
     described, skipped = [], []
     for u, result in zip(urls, results):

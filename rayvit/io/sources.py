@@ -12,9 +12,10 @@ footprint in the first file's CRS, rows in input order), so GDAL, rasterio and Q
 input mosaic through it too (``rasterio.open("....gti.gpkg")``), and it is accepted as an
 input itself (``rayvit encode sources.gti.gpkg -o out``). GeoPackage, not FlatGeobuf: the
 GDAL inside rasterio's wheel (3.10) has no FlatGeobuf driver, and FlatGeobuf's spatial index
-reorders the rows (the input order decides which file wins where files overlap). It lives in ``$RAYVIT_CACHE`` (default ``~/.cache/rayvit``), under
-``sources/``, named by the list of files (the :data:`KEEP` most recent are kept); only lists
-of :data:`INDEX_FILES` local files or more are indexed, for now.
+reorders the rows (the input order decides which file wins where files overlap). It lives
+in ``$RAYVIT_CACHE`` (default ``~/.cache/rayvit``), under ``sources/``, named by the list of
+files (the :data:`KEEP` most recent are kept); only lists of :data:`INDEX_FILES` local files
+or more are indexed, for now.
 """
 
 from __future__ import annotations
@@ -29,9 +30,12 @@ from . import storage
 
 INDEX_FILES = 64         # lists of fewer files are described every run (an index would cost more than it saves)
 KEEP = 100               # indexes kept in the cache, the most recently written
+THREADS = 16             # headers read at once (remote reads wait on I/O; local opens gain little)
 SUFFIX = ".gti.gpkg"     # GDAL opens *.gti.gpkg through its GTI driver without a prefix
-COLUMNS = ("location", "crs", "transform", "width", "height", "count", "dtype", "nodata", "names",
-           "scales", "offsets", "size", "mtime_ns")
+# Source fields kept per row (besides its URL, the GTI ``location``); tuples are stored as JSON
+FIELDS = ("crs", "transform", "width", "height", "count", "dtype", "nodata", "names", "scales", "offsets")
+TUPLES = ("transform", "names", "scales", "offsets")
+COLUMNS = ("location", *FIELDS, "size", "mtime_ns")
 
 
 def cache_dir() -> str:
@@ -43,6 +47,17 @@ def index_path(urls: Sequence[str]) -> str:
     """Where the index of exactly these files (in this order) is kept."""
     key = hashlib.sha256("\n".join(urls).encode()).hexdigest()[:24]
     return os.path.join(cache_dir(), key + SUFFIX)
+
+
+def indexable(urls: Sequence[str]) -> bool:
+    """Whether these files get a sources index (enough of them, all local)."""
+    return len(urls) >= INDEX_FILES and all(storage.is_local(u) for u in urls)
+
+
+def existing_index(urls: Sequence[str]) -> str | None:
+    """The path of these files' sources index, if a run has written one."""
+    path = index_path(urls) if indexable(urls) else None
+    return path if path and os.path.exists(path) else None
 
 
 def is_index(url: str) -> bool:
@@ -68,13 +83,11 @@ def read_index(path: str) -> dict:
         raise InputError(f"{path!r} is not a rayvit sources index (no {', '.join(missing)} column); give the "
                          "raster files themselves, or an index that rayvit wrote.")
     out = {}
-    for row in table.itertuples(index=False):
-        nodata = None if row.nodata is None or row.nodata != row.nodata else float(row.nodata)
-        out[row.location] = (Source(row.location, row.crs, tuple(json.loads(row.transform)), int(row.width),
-                                    int(row.height), int(row.count), row.dtype, nodata,
-                                    tuple(json.loads(row.names)), tuple(json.loads(row.scales)),
-                                    tuple(json.loads(row.offsets))),
-                             (int(row.size), int(row.mtime_ns)))
+    for row in table.to_dict("records"):
+        fields = {f: tuple(json.loads(row[f])) if f in TUPLES else row[f] for f in FIELDS}
+        fields.update(width=int(row["width"]), height=int(row["height"]), count=int(row["count"]),
+                      nodata=None if row["nodata"] != row["nodata"] else float(row["nodata"]))   # NaN: none
+        out[row["location"]] = Source(row["location"], **fields), (int(row["size"]), int(row["mtime_ns"]))
     return out
 
 
@@ -85,18 +98,14 @@ def write_index(path: str, rows: Sequence[tuple]) -> None:
 
     from .mosaic import _bounds_in
 
+    def row(rank: int, source, stamp: tuple[int, int]) -> dict:
+        fields = {f: json.dumps(list(getattr(source, f))) if f in TUPLES else getattr(source, f) for f in FIELDS}
+        fields["nodata"] = float("nan") if source.nodata is None else source.nodata
+        return {"location": source.url, **fields, "size": stamp[0], "mtime_ns": stamp[1], "rank": rank}
+
     crs = rows[0][0].crs
-    table = gpd.GeoDataFrame({
-        "location": [s.url for s, _ in rows], "crs": [s.crs for s, _ in rows],
-        "transform": [json.dumps(list(s.transform)) for s, _ in rows],
-        "width": [s.width for s, _ in rows], "height": [s.height for s, _ in rows],
-        "count": [s.count for s, _ in rows], "dtype": [s.dtype for s, _ in rows],
-        "nodata": [float("nan") if s.nodata is None else s.nodata for s, _ in rows],
-        "names": [json.dumps(list(s.names)) for s, _ in rows], "scales": [json.dumps(list(s.scales)) for s, _ in rows],
-        "offsets": [json.dumps(list(s.offsets)) for s, _ in rows],
-        "size": [st[0] for _, st in rows], "mtime_ns": [st[1] for _, st in rows],
-        "rank": list(range(len(rows))),
-    }, geometry=[box(*_bounds_in(s, crs)) for s, _ in rows], crs=crs)
+    table = gpd.GeoDataFrame([row(k, s, stamp) for k, (s, stamp) in enumerate(rows)],
+                             geometry=[box(*_bounds_in(s, crs)) for s, _ in rows], crs=crs)
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp{SUFFIX}"
     # GTI paints tiles in SORT_FIELD order, the last on top: descending rank puts the first file
@@ -106,13 +115,13 @@ def write_index(path: str, rows: Sequence[tuple]) -> None:
     os.replace(tmp, path)
 
 
-def describe_all(urls: Sequence[str], describe: Callable, threads: int = 16) -> list:
+def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS) -> list:
     """Each URL's :class:`Source`, or the exception describing it raised, in order.
 
     Local files come from the index of these files where their size and modification time
     still match; the others are described (``threads`` at once) and the index is rewritten.
     """
-    local = len(urls) >= INDEX_FILES and all(storage.is_local(u) for u in urls)
+    local = indexable(urls)
     path = index_path(urls) if local else None
     known = {}
     if path and os.path.exists(path):

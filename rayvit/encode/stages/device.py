@@ -224,9 +224,9 @@ class DevicePool:
     """
 
     def __init__(self, key: tuple, size: int, cpus: float, gpus: float, threads: int | None):
-        self.key, self.size, self.actors = key, size, []
         import ray
 
+        self.key, self.size, self.actors = key, size, []
         self._options = dict(num_cpus=cpus, num_gpus=gpus, max_restarts=0, scheduling_strategy="SPREAD")
         self._class = ray.remote(DeviceStage)
         self._threads = threads

@@ -3,9 +3,9 @@
 A read task per block task returns the window's pixels in the raster's native dtype
 (uint8/uint16/...) and its validity as uint8, as one Ray object that the device actor
 receives without a copy (numpy arrays travel out of band). Nothing is converted to float
-on the host and nothing is cut into tiles here: the device stage does both, on the device. One read per block instead of one
-per tile: per-row overheads (rows, Arrow conversion, short-lived workers) cost ~4 CPU-ms
-per tile when tiles travelled one by one.
+on the host and nothing is cut into tiles here: the device stage does both, on the device.
+One read per block instead of one per tile: per-row overheads (rows, Arrow conversion,
+short-lived workers) cost ~4 CPU-ms per tile when tiles travelled one by one.
 """
 
 from __future__ import annotations
@@ -44,8 +44,3 @@ def read_block(mosaic: Mosaic, tiling: Tiling, task: BlockTask) -> tuple[np.ndar
         close_cached()
     return pixels, valid, time.perf_counter() - t0
 
-
-def window_bytes(mosaic: Mosaic, task: BlockTask) -> int:
-    """Bytes of a block task's window (pixels and validity)."""
-    _, _, rows, cols = task.window
-    return rows * cols * (mosaic.count * np.dtype(mosaic.dtype).itemsize + 1)
