@@ -590,8 +590,9 @@ def add_bench(sub) -> None:
                         "disk; nodes: encode on the cluster at --address vs embedded single node; "
                         "embeddings: table rows/s, search and change pixels/s on generated --pixels x "
                         "--bands float16 rasters vs a numpy loop, and the search scorers' ROC AUC; scale: the "
-                        "same area as 1 and --files input files, whole `rayvit encode` commands, and a dry run "
-                        "over a sources index of --index-rows files")
+                        "same area as 1 and --files input files, whole `rayvit encode` commands, a dry run "
+                        "over a sources index of --index-rows files, and opening + reading block products "
+                        "of --product-blocks blocks x 768 bands")
     p.add_argument("--s3-url", help="storage: where to upload the raster (s3://bucket/prefix)")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
@@ -607,6 +608,8 @@ def add_bench(sub) -> None:
     p.add_argument("--files", default="1024,4096", help="scale: input file counts besides 1 (square numbers)")
     p.add_argument("--side", type=int, default=8192, help="scale: the area's side in px (default: 8192)")
     p.add_argument("--index-rows", type=int, default=100_000, help="scale: files in the dry run's index")
+    p.add_argument("--product-blocks", default="25,10000",
+                   help="scale: block counts of the products opened and read (square numbers; default: 25,10000)")
     add_ray_options(p)
     p.set_defaults(func=run_bench)
 
@@ -621,11 +624,15 @@ def run_bench(args) -> int:
         bench_compare(args.what, args.tiles, args.size, args.model, args.s3_url, args.address, args.workdir)
     elif args.what == "scale":
         from .bench import bench_scale
-        try:
-            files = sorted({1, *(int(n) for n in args.files.split(","))})
-        except ValueError:
-            raise InputError(f"--files {args.files!r}: give file counts separated by commas, e.g. 1024,4096.") from None
-        bench_scale(files, args.side, args.index_rows, args.workdir)
+        def counts(option: str, text: str, example: str) -> list[int]:
+            try:
+                return sorted({int(n) for n in text.split(",") if n.strip()})
+            except ValueError:
+                raise InputError(f"{option} {text!r}: give counts separated by commas, e.g. {example}.") from None
+
+        files = sorted({1, *counts("--files", args.files, "1024,4096")})
+        bench_scale(files, args.side, args.index_rows, args.workdir,
+                    counts("--product-blocks", args.product_blocks, "25,10000"))
     elif args.what == "embeddings":
         from .bench import bench_embeddings
         bench_embeddings(args.pixels, args.bands or 384, args.workdir, args.address)

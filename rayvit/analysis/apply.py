@@ -25,7 +25,7 @@ from ..console import Progress, progress_enabled, progress_on
 from ..errors import InputError
 from ..grid import Block
 from ..io.mosaic import Mosaic, open_mosaic
-from ..io import storage
+from ..io import sources, storage
 from ..io.storage import fs_for, is_local
 from ..io.cog import BlockWriter
 from ..io.writer import FeatureWriter
@@ -176,7 +176,9 @@ def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str |
 
 
 def source_sidecar(path: str) -> dict:
-    """The rayvit sidecar beside a raster (``features.vrt`` -> ``features.json``), or {}."""
+    """The rayvit sidecar beside a raster (``features.gti.gpkg``/``.vrt``/``.tif`` ->
+    ``features.json``), or {}."""
+    path = str(path).removesuffix(sources.SUFFIX)
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     try:
         with storage.filesystem(stem + ".json", storage.storage_options(path)).open(
@@ -358,8 +360,9 @@ def run(stage: str, input_path: str | Mosaic, output: str, config: dict, fit: Ca
                 write_category_names(finals[-1], product.categories)
         first = planned[0]
         readable = writers[0].readable(finals[0])
-        quicklook(readable, writers[0].path("quicklook.png"), categorical=first.colormap is not None,
-                  colormap=first.colormap)
+        if readable:
+            quicklook(readable, writers[0].path("quicklook.png"), categorical=first.colormap is not None,
+                      colormap=first.colormap)
         phase("commit_s", t1)
         timings["total_s"] = time.monotonic() - t0
         report.write(writers[0].outdir, first.name, raster=readable)

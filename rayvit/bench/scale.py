@@ -87,7 +87,8 @@ def write_synthetic_index(path: str, rows: int, step: int = 128) -> None:
         for i in range(k) for j in range(k)])
 
 
-def bench_scale(files=(1, 1024, 4096), side: int = 8192, index_rows: int = 100_000, work: str | None = None) -> dict:
+def bench_scale(files=(1, 1024, 4096), side: int = 8192, index_rows: int = 100_000, work: str | None = None,
+                products=(25, 10_000)) -> dict:
     from ..io import sources
 
     with workdir(work) as work:
@@ -126,4 +127,89 @@ def bench_scale(files=(1, 1024, 4096), side: int = 8192, index_rows: int = 100_0
         print(f"bench scale: dry run over a sources index of {math.isqrt(index_rows) ** 2} files (written in "
               f"{written:.1f} s): wall {wall:.1f} s, driver peak RSS {rss:.0f} MB; {tiles}", flush=True)
         rows["dry_run"] = {"files": math.isqrt(index_rows) ** 2, "wall_s": wall, "driver_rss_mb": rss}
+        rows["products"] = bench_products(work, products)
         return rows
+
+
+PRODUCT_BLOCK = 64       # px per block side of the bench's products
+OPEN_READ = """
+import sys, time
+t0 = time.perf_counter()
+if sys.argv[1] == "gdal":
+    import rasterio
+    from rasterio.windows import Window
+    with rasterio.open(sys.argv[2]) as ds:
+        data = ds.read(window=Window(0, 0, 256, 256))
+else:
+    from rayvit.analysis.apply import open_input
+    data = open_input(sys.argv[2]).read(0, 0, 256, 256)[0]
+assert data.shape == (768, 256, 256)
+print(time.perf_counter() - t0)
+"""
+
+
+def write_product(directory: str, blocks: int, bands: int = 768) -> str:
+    """A committed float16 block product of ``blocks`` (a square number) blocks of
+    :data:`PRODUCT_BLOCK` px and ``bands`` bands, as encode writes it (:class:`FeatureWriter`:
+    blocks, manifest, tile index). Block (0, 0) is written by the block writer; the others are
+    byte copies of it with their own origin patched into the GeoTIFF tie point (writing 10^4
+    768-band blocks would take ~25 min on 2 cores). Returns the product's entry point."""
+    import struct
+
+    from ..grid import Block
+    from ..io.mosaic import Grid
+    from ..io.writer import FeatureWriter
+
+    k, side = math.isqrt(blocks), PRODUCT_BLOCK
+    x0, y0, res = 500000.0, 4000000.0, 10.0
+    grid = Grid("EPSG:32633", (res, 0.0, x0, 0.0, -res, y0), k * side, k * side)
+    writer = FeatureWriter(directory, grid, bands, [f"feature_{i:04d}" for i in range(1, bands + 1)], "float16")
+    writer.start("bench", {}, overwrite=True)
+    data = (np.random.default_rng(0).standard_normal((bands, 1, 1)) * np.ones((1, side, side))).astype(np.float16)
+    first = writer.block_writer().write(Block(0, 0, 0, 0, side, side), data, np.ones((side, side), bool))
+    with open(os.path.join(writer.block_dir, first["file"]), "rb") as fh:
+        template = bytearray(fh.read())
+    at = [template.find(struct.pack("<d", v)) for v in (x0, y0)]
+    if min(at) < 0 or any(template.count(struct.pack("<d", v)) != 1 for v in (x0, y0)):
+        raise RuntimeError("bench scale: the block template's tie point is not where expected")
+    done, records = [], []
+    for by in range(k):
+        for bx in range(k):
+            block = Block(by, bx, by * side, bx * side, side, side)
+            if (by, bx) != (0, 0):
+                struct.pack_into("<d", template, at[0], x0 + bx * side * res)
+                struct.pack_into("<d", template, at[1], y0 - by * side * res)
+                with open(os.path.join(writer.block_dir, f"{block.name}.tif"), "wb") as fh:
+                    fh.write(template)
+            done.append(block)
+            records.append({**first, "by": by, "bx": bx, "file": f"{block.name}.tif"})
+    writer.record(records)
+    return writer.commit(done, single_file=False, sidecar={"stage": "bench"})
+
+
+def time_open_read(path: str, how: str, repeat: int = 3) -> float:
+    """Median seconds to open the product and read a 256 x 256 window of all its bands, each
+    time in a new process (``how``: ``gdal``, rasterio on the entry point; ``rayvit``, the
+    analysis stages' reader)."""
+    times = []
+    for _ in range(repeat):
+        out = subprocess.run([sys.executable, "-c", OPEN_READ, how, path], capture_output=True, text=True, check=True)
+        times.append(float(out.stdout.split()[-1]))
+    return float(np.median(times))
+
+
+def bench_products(work: str, counts=(25, 10_000)) -> dict:
+    rows = {}
+    for n in counts:
+        t0 = time.perf_counter()
+        path = write_product(os.path.join(work, f"product_{n}"), n)
+        made = time.perf_counter() - t0
+        rows[n] = {how: time_open_read(path, how) for how in ("gdal", "rayvit")}
+        print(f"bench scale: product of {n:>6} blocks x 768 bands (written in {made:.0f} s, index "
+              f"{os.path.getsize(path) / 2**20:.1f} MB): open + read 256 x 256 px: GDAL {rows[n]['gdal'] * 1000:.0f} ms, "
+              f"rayvit {rows[n]['rayvit'] * 1000:.0f} ms", flush=True)
+    if len(counts) > 1:
+        lo, hi = rows[counts[0]], rows[counts[-1]]
+        print(f"bench scale: {counts[-1]} against {counts[0]} blocks: GDAL x{hi['gdal'] / lo['gdal']:.2f}, "
+              f"rayvit x{hi['rayvit'] / lo['rayvit']:.2f} (target <= 2)", flush=True)
+    return rows

@@ -33,6 +33,7 @@ from . import sources as sources_io
 from . import storage
 
 EPS = 1e-6
+MAX_OPEN = 64           # open datasets a process keeps (per-process cache, least recently used out)
 INDEX_FROM = 8          # sources from which a window's lookup goes through an R-tree
 # GDAL's block cache defaults to 5 % of RAM *per process*, and every Ray read and write worker
 # is a process: cap it so memory does not grow with the area read (set before GDAL's first
@@ -90,8 +91,9 @@ def read_valid(ds, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np
     rasters) are read plainly and compared once: GDAL's masked read builds a mask per band
     (measured: 3.3 against 2.5 ms per 224-px tile, 4-band uint16, deflate). Windows whose
     tiles would overflow GDAL's cache are read tile by tile (:func:`tile_chunks`)."""
-    flags = {tuple(ds.mask_flag_enums[b - 1]) for b in bands}
-    nodata = {repr(ds.nodatavals[b - 1]) for b in bands}
+    all_flags, all_nodata = ds.mask_flag_enums, ds.nodatavals   # each a call per band: once, not per band
+    flags = {tuple(all_flags[b - 1]) for b in bands}
+    nodata = {repr(all_nodata[b - 1]) for b in bands}
     # one kind of mask and one nodata value for every selected band: else GDAL's per-band masks
     plain = len(flags) == 1 and flags <= {(MaskFlags.all_valid,), (MaskFlags.nodata,)} and len(nodata) == 1
     per_tile = 1 if ds.interleaving == Interleaving.band else ds.count   # bands one tile decodes
@@ -114,7 +116,7 @@ def read_valid(ds, bands: Sequence[int], window: Window) -> tuple[np.ndarray, np
         return masked_valid(arr)
     if flags == {(MaskFlags.all_valid,)}:
         return arr, np.ones(arr.shape[1:], bool)
-    return arr, nodata_valid(arr, ds.nodatavals[bands[0] - 1])
+    return arr, nodata_valid(arr, all_nodata[bands[0] - 1])
 
 
 @dataclass(frozen=True)
@@ -238,6 +240,11 @@ atexit.register(close_cached)
 def open_raster(url: str, options: dict | None = None):
     """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file."""
     storage.backend(url)      # an unknown scheme or a missing package: said as such
+    if not storage.is_local(url) and str(url).endswith(sources_io.SUFFIX):
+        # GDAL reading a GeoPackage through rasterio's Python file opener crashes the process
+        raise RasterOpenError(f"{url!r} is a tile index in an object store, which rayvit cannot open as "
+                              "one raster here; give it to rayvit's analysis stages (they read its blocks), or "
+                              "open it with GDAL's own /vsis3/, /vsigs/ or /vsiaz/ paths.")
     try:
         if storage.is_local(url):
             path = storage.local_path(url)
@@ -277,10 +284,15 @@ def open_raster(url: str, options: dict | None = None):
 
 
 def _cached(url: str, options: dict | None):
-    """Per-process open handles: a worker reads many windows of the same few files."""
-    ds = _OPEN.get(url)
+    """Per-process open handles: a worker reads many windows of the same few files. At most
+    :data:`MAX_OPEN` are kept, the least recently used closed first (a block product has one
+    file per block, 10^4 of them at continental scale)."""
+    ds = _OPEN.pop(url, None)
     if ds is None or ds.closed:
-        ds = _OPEN[url] = open_raster(url, options)
+        ds = open_raster(url, options)
+    _OPEN[url] = ds
+    while len(_OPEN) > MAX_OPEN:
+        close_cached(next(iter(_OPEN)))
     return ds
 
 
@@ -593,10 +605,13 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
             urls.append(pattern)
             continue
         pattern = str(pattern)
-        if sources_io.is_index(pattern):            # a sources index: its headers, no file opened
-            if not os.path.exists(storage.local_path(pattern)):
-                raise RasterOpenError(f"sources index {pattern!r} does not exist; check the path.")
-            urls.extend(source for source, _ in sources_io.read_index(storage.local_path(pattern)).values())
+        if sources_io.is_index(pattern):   # a sources or block product index: no file opened
+            if not storage.exists(pattern, options):
+                raise RasterOpenError(f"index {pattern!r} does not exist; check the path.")
+            entries, declared = sources_io.read_index(pattern, options)
+            urls.extend(source for source, _ in entries.values())
+            if len(inputs) == 1 and not (crs or res or extent):   # a product index: its own raster
+                grid = grid or declared
             continue
         found = storage.expand(pattern, options)
         if not found:

@@ -23,10 +23,15 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import tempfile
 from concurrent.futures import ThreadPoolExecutor
-from typing import Callable, Sequence
+from dataclasses import replace
+from typing import TYPE_CHECKING, Callable, Sequence
 
 from . import storage
+
+if TYPE_CHECKING:
+    from .mosaic import Grid
 
 INDEX_FILES = 64         # lists of fewer files are described every run (an index would cost more than it saves)
 KEEP = 100               # indexes kept in the cache, the most recently written
@@ -36,6 +41,8 @@ SUFFIX = ".gti.gpkg"     # GDAL opens *.gti.gpkg through its GTI driver without 
 FIELDS = ("crs", "transform", "width", "height", "count", "dtype", "nodata", "names", "scales", "offsets")
 TUPLES = ("transform", "names", "scales", "offsets")
 COLUMNS = ("location", *FIELDS, "size", "mtime_ns")
+SHARED = "RAYVIT_SHARED"  # layer metadata: the fields every row shares, as JSON (stored once)
+LAYER = "sources"
 
 
 def cache_dir() -> str:
@@ -45,7 +52,7 @@ def cache_dir() -> str:
 
 def index_path(urls: Sequence[str]) -> str:
     """Where the index of exactly these files (in this order) is kept."""
-    key = hashlib.sha256("\n".join(urls).encode()).hexdigest()[:24]
+    key = hashlib.sha256("\n".join(map(absolute, urls)).encode()).hexdigest()[:24]
     return os.path.join(cache_dir(), key + SUFFIX)
 
 
@@ -61,58 +68,126 @@ def existing_index(urls: Sequence[str]) -> str | None:
 
 
 def is_index(url: str) -> bool:
-    """Whether ``url`` names a sources index given as an input."""
-    return str(url).endswith(SUFFIX) and storage.is_local(str(url))
+    """Whether ``url`` names an index given as an input: a sources index, or a block
+    product's (``features.gti.gpkg``), local or in an object store."""
+    return str(url).endswith(SUFFIX)
 
 
-def _stamp(url: str) -> tuple[int, int]:
+def absolute(url: str) -> str:
+    """A local file as an absolute path (an index is read from anywhere), a URL as it is."""
+    return os.path.abspath(storage.local_path(url)) if storage.is_local(url) else url
+
+
+def stamp(url: str) -> tuple[int, int]:
+    """A file's (size, modification time in ns): what tells a later run it is unchanged."""
     st = os.stat(storage.local_path(url))
     return st.st_size, st.st_mtime_ns
 
 
-def read_index(path: str) -> dict:
-    """``{url: (Source, (size, mtime_ns))}`` from an index file."""
+def read_index(path: str, options: dict | None = None) -> tuple[dict, Grid | None]:
+    """``({url: (Source, (size, mtime_ns))}, grid)`` from an index file (local or in an
+    object store); ``grid`` is the raster the index declares (a block product's), else None.
+    Relative locations (a block product names its blocks relative to its index, as GDAL
+    reads them) are resolved against the index's folder."""
+    if storage.is_local(path):
+        local = storage.local_path(path)
+        return _read(local, os.path.dirname(os.path.abspath(local)))
+    with tempfile.TemporaryDirectory() as tmp:      # a local copy: GDAL reads a .gpkg by name
+        local = os.path.join(tmp, "index" + SUFFIX)
+        storage.filesystem(path, options).get_file(path, local)
+        return _read(local, path.rsplit("/", 1)[0])
+
+
+def _read(path: str, base: str) -> tuple[dict, Grid | None]:
     import pyogrio
 
-    from .mosaic import Source
+    from ..errors import InputError
+    from .mosaic import Grid, Source  # noqa: F811 (imported for type checking above)
 
+    meta = pyogrio.read_info(path)["layer_metadata"] or {}
+    shared = json.loads(meta.get(SHARED, "{}"))
     table = pyogrio.read_dataframe(path, read_geometry=False)
-    missing = [c for c in COLUMNS if c not in table.columns]
+    missing = [c for c in COLUMNS if c not in table.columns and c not in shared]
     if missing:
-        from ..errors import InputError
         raise InputError(f"{path!r} is not a rayvit sources index (no {', '.join(missing)} column); give the "
                          "raster files themselves, or an index that rayvit wrote.")
+    columns = [c for c in FIELDS if c not in shared]
     out = {}
-    for row in table.to_dict("records"):
-        fields = {f: tuple(json.loads(row[f])) if f in TUPLES else row[f] for f in FIELDS}
-        fields.update(width=int(row["width"]), height=int(row["height"]), count=int(row["count"]),
-                      nodata=None if row["nodata"] != row["nodata"] else float(row["nodata"]))   # NaN: none
-        out[row["location"]] = Source(row["location"], **fields), (int(row["size"]), int(row["mtime_ns"]))
-    return out
+    for row in table[["location", *columns, "size", "mtime_ns"]].itertuples(index=False):
+        fields = dict(shared, **dict(zip(columns, row[1:-2])))
+        for f in TUPLES:
+            fields[f] = tuple(json.loads(fields[f]) if isinstance(fields[f], str) else fields[f])
+        nodata = fields["nodata"]     # a column holds no None: NaN there is none (shared: exact)
+        fields.update(width=int(fields["width"]), height=int(fields["height"]), count=int(fields["count"]),
+                      nodata=nodata if "nodata" in shared else None if nodata != nodata else float(nodata))
+        location = row[0]
+        url = storage.join(base, location) if storage.is_local(location) and not os.path.isabs(location) else location
+        out[url] = Source(url, **fields), (int(row[-2]), int(row[-1]))
+    grid = None
+    if "XSIZE" in meta and out:
+        c, a, b, f, d, e = (float(v) for v in meta["GEOTRANSFORM"].split(","))   # GDAL's order
+        grid = Grid(next(iter(out.values()))[0].crs, (a, b, c, d, e, f), int(meta["XSIZE"]), int(meta["YSIZE"]))
+    return out, grid
 
 
-def write_index(path: str, rows: Sequence[tuple]) -> None:
-    """Write ``(Source, (size, mtime_ns))`` rows as a GTI-style GeoPackage, atomically."""
+def write_index(path: str, rows: Sequence[tuple], grid: Grid | None = None, bands_xml: str = "") -> None:
+    """Write ``(Source, (size, mtime_ns))`` rows as a GTI-style GeoPackage, atomically.
+
+    A field that every row shares (the CRS, band names: 768 of them in a feature product) is
+    stored once, in the layer's metadata. With ``grid`` the index declares its raster (a block
+    product: size and geotransform, as GDAL's GTI driver reads them), and ``bands_xml``
+    (``<Band>`` elements: type, nodata, description, scale/offset) goes in its ``xml:GTI``
+    metadata, so GDAL shows the product's bands as rayvit wrote them.
+    """
     import geopandas as gpd
     from shapely import box
 
     from .mosaic import _bounds_in
 
-    def row(rank: int, source, stamp: tuple[int, int]) -> dict:
-        fields = {f: json.dumps(list(getattr(source, f))) if f in TUPLES else getattr(source, f) for f in FIELDS}
-        fields["nodata"] = float("nan") if source.nodata is None else source.nodata
-        return {"location": source.url, **fields, "size": stamp[0], "mtime_ns": stamp[1], "rank": rank}
+    def value(source, f):
+        v = getattr(source, f)
+        if f == "nodata":
+            return float("nan") if v is None else v
+        return json.dumps(list(v)) if f in TUPLES else v
 
+    values = {f: [value(s, f) for s, _ in rows] for f in FIELDS}
+    shared = {f: getattr(rows[0][0], f) for f, vs in values.items()
+              if all(v == vs[0] or (v != v and vs[0] != vs[0]) for v in vs)}
+    table = {"location": [s.url for s, _ in rows], **{f: vs for f, vs in values.items() if f not in shared},
+             "size": [stamp[0] for _, stamp in rows], "mtime_ns": [stamp[1] for _, stamp in rows],
+             "rank": list(range(len(rows)))}
     crs = rows[0][0].crs
-    table = gpd.GeoDataFrame([row(k, s, stamp) for k, (s, stamp) in enumerate(rows)],
-                             geometry=[box(*_bounds_in(s, crs)) for s, _ in rows], crs=crs)
+    frame = gpd.GeoDataFrame(table, geometry=[box(*_bounds_in(s, crs)) for s, _ in rows], crs=crs)
+    if grid is not None:
+        a = grid.affine
+        meta = {"XSIZE": str(grid.width), "YSIZE": str(grid.height),
+                "GEOTRANSFORM": ",".join(repr(v) for v in (a.c, a.a, a.b, a.f, a.d, a.e))}
+    else:
+        # GTI paints tiles in SORT_FIELD order, the last on top: descending rank puts the first file
+        # on top, so GDAL's mosaic is rayvit's (the first file listed wins where files overlap)
+        meta = {"SORT_FIELD": "rank", "SORT_FIELD_ASC": "NO", "MASK_BAND": "YES"}
+    meta[SHARED] = json.dumps({f: list(v) if f in TUPLES else v for f, v in shared.items()})
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.{os.getpid()}.tmp{SUFFIX}"
-    # GTI paints tiles in SORT_FIELD order, the last on top: descending rank puts the first file
-    # on top, so GDAL's mosaic is rayvit's (the first file listed wins where files overlap)
-    table.to_file(tmp, driver="GPKG", engine="pyogrio", layer="sources",
-                  layer_metadata={"SORT_FIELD": "rank", "SORT_FIELD_ASC": "NO", "MASK_BAND": "YES"})
+    frame.to_file(tmp, driver="GPKG", engine="pyogrio", layer=LAYER, layer_metadata=meta)
+    if bands_xml:
+        _add_gti_xml(tmp, f"<GDALTileIndexDataset>{bands_xml}</GDALTileIndexDataset>")
     os.replace(tmp, path)
+
+
+def _add_gti_xml(path: str, xml: str) -> None:
+    """Add ``xml`` to the layer's ``xml:GTI`` metadata domain (which GDAL's GTI driver reads
+    for what layer metadata items cannot say: per-band descriptions, scales, offsets). GDAL
+    keeps a GeoPackage layer's metadata domains as one XML document in ``gpkg_metadata``."""
+    import sqlite3
+
+    with sqlite3.connect(path) as db:
+        (ident, doc), = db.execute(
+            "SELECT m.id, m.metadata FROM gpkg_metadata m JOIN gpkg_metadata_reference r "
+            "ON r.md_file_id = m.id WHERE r.table_name = ?", (LAYER,)).fetchall()
+        domain = f'<Metadata domain="xml:GTI" format="xml">{xml}</Metadata>'
+        db.execute("UPDATE gpkg_metadata SET metadata = ? WHERE id = ?",
+                   (doc.replace("</GDALMultiDomainMetadata>", domain + "</GDALMultiDomainMetadata>"), ident))
 
 
 def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS) -> list:
@@ -126,29 +201,29 @@ def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS
     known = {}
     if path and os.path.exists(path):
         try:
-            known = read_index(path)
+            known = read_index(path)[0]
         except Exception:       # an unreadable cache is rebuilt, never trusted
             known = {}
 
     def one(u: str):
         try:
             try:
-                stamp = _stamp(u) if local else None
+                mark = stamp(u) if local else None
             except OSError:         # describe() says what is wrong with it
-                stamp = None
-            hit = known.get(u)
-            if stamp is not None and hit and hit[1] == stamp:
-                return hit[0], stamp, False
-            return describe(u), stamp, True
+                mark = None
+            hit = known.get(absolute(u))
+            if mark is not None and hit and hit[1] == mark:
+                return replace(hit[0], url=u), mark, False
+            return describe(u), mark, True
         except Exception as exc:    # raised by the caller, in input order
             return exc, None, False
 
     with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
         results = list(pool.map(one, urls))
-    good = [(r, stamp) for r, stamp, _ in results if not isinstance(r, Exception) and stamp is not None]
+    good = [(r, mark) for r, mark, _ in results if not isinstance(r, Exception) and mark is not None]
     if path and good and (any(new for *_, new in results) or len(good) != len(known)):
         try:
-            write_index(path, good)
+            write_index(path, [(replace(r, url=absolute(r.url)), mark) for r, mark in good])
             prune(os.path.dirname(path))
         except OSError:             # a read-only cache: the run goes on without one
             pass

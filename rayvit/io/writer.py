@@ -27,20 +27,26 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import rasterio
+from affine import Affine
 import rasterio.shutil
 import rasterio.windows
 
 from ..errors import OutputError
 from ..grid import Block
-from ..io.mosaic import Grid, open_raster
-from . import quantize, storage
+from ..io.mosaic import Grid, describe, open_raster
+from . import quantize, sources, storage
 from .cog import BlockWriter, block_file, cog_profile
 
 DTYPES = ("float32", "float16", "int8", "uint8")   # int8/uint8: quantised at commit (io.quantize)
 RUN_FILE = "run.json"
 BLOCK_DIR = "blocks"
 MANIFEST = "manifest.jsonl"
-OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.json")
+OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.gti.gpkg", "features.json")
+# A block product's entry point is its tile index (<product>.gti.gpkg, GDAL's GTI driver); a
+# VRT listing every block x band is written beside it while it stays small: at 768 bands a
+# block costs ~194 KB of VRT XML and ~10 ms of every open, so 16,384 sources are ~4 MB and
+# ~0.2 s, and a continental product (10^4-10^5 blocks) would be gigabytes.
+VRT_SOURCES = 2**14
 
 
 def _atomic_write_text(path: str, text: str) -> None:
@@ -229,23 +235,38 @@ class FeatureWriter:
                 "an object store (-o s3://bucket/prefix) or a directory every node shares (NFS, ...).")
 
     # ------------------------------------------------------------------ product
-    def vrt_xml(self, blocks: Iterable[Block], relative_to: str) -> str:
+    def _band_xml(self, band: int) -> str:
+        """What a VRT's or a tile index's ``band`` element says besides its sources: name,
+        nodata, scale/offset (int8 features), colour table (categories)."""
+        nodata = "nan" if np.isnan(self.nodata) else repr(self.nodata)
+        parts = [f"<Description>{escape(self.descriptions[band - 1])}</Description>",
+                 f"<NoDataValue>{nodata}</NoDataValue>"]
+        if self.scales:
+            parts.append(f"<Offset>{self.offsets[band - 1]!r}</Offset><Scale>{self.scales[band - 1]!r}</Scale>")
+        if band == 1 and self.colormap:
+            parts.append("<ColorTable>" + "".join(
+                f'<Entry c1="{r}" c2="{g}" c3="{b}" c4="{a}"/>'
+                for _, (r, g, b, a) in sorted(self.colormap.items())) + "</ColorTable>")
+        return "".join(parts)
+
+    @property
+    def gdal_dtype(self) -> str:
+        return {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
+
+    def _block_path(self, block: Block) -> str:
+        """A block's file relative to the output directory (as the VRT and the index name it)."""
+        return os.path.relpath(os.path.join(self.product_blocks, block_file(block)), self.outdir)
+
+    def vrt_xml(self, blocks: Iterable[Block]) -> str:
         g = self.grid
         a = g.affine
-        dtype = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
-        nodata = "nan" if np.isnan(self.nodata) else repr(self.nodata)
-        scaling = [f"    <Offset>{o!r}</Offset>\n    <Scale>{s!r}</Scale>" for s, o in zip(self.scales, self.offsets)]
-        srcs = [(b, os.path.relpath(os.path.join(self.product_blocks, block_file(b)), relative_to))
-                for b in blocks]
+        srcs = [(b, self._block_path(b)) for b in blocks]
         lines = [f'<VRTDataset rasterXSize="{g.width}" rasterYSize="{g.height}">',
                  f"  <SRS>{escape(g.crs)}</SRS>",
                  f"  <GeoTransform>{a.c!r}, {a.a!r}, 0.0, {a.f!r}, 0.0, {a.e!r}</GeoTransform>"]
         for band in range(1, self.count + 1):
-            lines.append(f'  <VRTRasterBand dataType="{dtype}" band="{band}">')
-            lines.append(f"    <Description>{escape(self.descriptions[band - 1])}</Description>")
-            lines.append(f"    <NoDataValue>{nodata}</NoDataValue>")
-            if scaling:
-                lines.append(scaling[band - 1])
+            lines.append(f'  <VRTRasterBand dataType="{self.gdal_dtype}" band="{band}">')
+            lines.append(f"    {self._band_xml(band)}")
             for b, rel in srcs:
                 lines.append(
                     f'    <SimpleSource><SourceFilename relativeToVRT="1">{escape(rel)}</SourceFilename>'
@@ -256,6 +277,25 @@ class FeatureWriter:
             lines.append("  </VRTRasterBand>")
         lines.append("</VRTDataset>")
         return "\n".join(lines) + "\n"
+
+    def write_index(self, blocks: Sequence[Block], path: str) -> None:
+        """The product's tile index (GDAL GTI, a GeoPackage): one row per block with data,
+        named relative to the index, with the product's size, geotransform and bands declared,
+        so that GDAL, rasterio and QGIS open it as one raster, and rayvit's analysis stages
+        find each block through it (:func:`rayvit.io.sources.read_index`)."""
+        first = describe(self.url(self._block_path(blocks[0]).replace(os.sep, "/")) if self.remote
+                         else os.path.join(self.outdir, self._block_path(blocks[0])),
+                         storage.storage_options(self.remote) if self.remote else None)
+        a = self.grid.affine
+        rows = []
+        for b in blocks:
+            rel = self._block_path(b)
+            stamp = (-1, -1) if self.remote else sources.stamp(os.path.join(self.outdir, rel))
+            rows.append((replace(first, url=rel.replace(os.sep, "/"), width=b.cols, height=b.rows,
+                                 transform=tuple(a @ Affine.translation(b.col, b.row))[:6]), stamp))
+        bands = "".join(f'<Band band="{band}" dataType="{self.gdal_dtype}">{self._band_xml(band)}</Band>'
+                        for band in range(1, self.count + 1))
+        sources.write_index(path, rows, grid=self.grid, bands_xml=bands)
 
     @property
     def product_blocks(self) -> str:
@@ -326,7 +366,6 @@ class FeatureWriter:
                sidecar: dict | Callable[[], dict]) -> str:
         """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last
         (``sidecar()`` is called then, when it is a callable: it may time the assembly)."""
-        vrt = self.path(f"{self.product}.vrt")
         if self.quantized:
             self._quantize(blocks_with_data)
         if single_file:
@@ -345,8 +384,10 @@ class FeatureWriter:
                 except OSError:  # another product's blocks are still there
                     pass
         else:
-            _atomic_write_text(vrt, self.vrt_xml(blocks_with_data, self.outdir))
-            final = vrt
+            final = self.path(f"{self.product}{sources.SUFFIX}")
+            self.write_index(blocks_with_data, final)
+            if len(blocks_with_data) * self.count <= VRT_SOURCES:
+                _atomic_write_text(self.path(f"{self.product}.vrt"), self.vrt_xml(blocks_with_data))
         sidecar = dict(sidecar() if callable(sidecar) else sidecar, output=os.path.basename(final))
         if self.quantized:
             sidecar["quantization"] = quantize.stac_object(self.dtype, self.scales, self.offsets)
@@ -355,13 +396,18 @@ class FeatureWriter:
 
     def readable(self, final: str) -> str:
         """Where the driver can read the product it just committed (report, quicklook): the
-        local file, or, for the block VRT of an object-store output, that VRT uploaded beside
-        the blocks the workers put there (the local one points at blocks that are not here).
-        Publish order still holds: the sidecars go last."""
-        if not self.remote or not final.endswith(".vrt"):
+        local file; for a block product in an object store, its VRT uploaded beside the blocks
+        the workers put there (the local one points at blocks that are not here; GDAL opening
+        a GeoPackage through rasterio's Python file opener crashes, so not the tile index), or
+        ``""`` when it has none (above :data:`VRT_SOURCES`). Publish order still holds: the
+        sidecars go last."""
+        if not self.remote or not final.endswith(sources.SUFFIX):
             return final
-        url = self.url(os.path.relpath(final, self.outdir).replace(os.sep, "/"))
-        storage.fs_for(self.remote).put_file(final, url)
+        vrt = self.path(f"{self.product}.vrt")
+        if not os.path.exists(vrt):
+            return ""
+        url = self.url(f"{self.product}.vrt")
+        storage.fs_for(self.remote).put_file(vrt, url)
         return url
 
     def publish(self, sidecars: Sequence[str] = ()) -> None:
@@ -379,7 +425,7 @@ class FeatureWriter:
                     files.append(rel)
 
         def rank(rel):
-            return (rel in last, rel.endswith(".vrt"), not rel.startswith(BLOCK_DIR + os.sep), rel)
+            return (rel in last, rel.endswith((".vrt", sources.SUFFIX)), not rel.startswith(BLOCK_DIR + os.sep), rel)
 
         fs = storage.fs_for(self.remote)
         for rel in sorted(files, key=rank):

@@ -178,22 +178,31 @@ def _charts(stage: str, metrics: dict, raster: str, colormap: dict, names: list)
 def section(outdir: str, product: str, anchor: str | None = None, title: str | None = None,
             raster: str | None = None) -> Section:
     """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
-    from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket)."""
-    from ..io import storage
+    from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket);
+    ``raster=""``: not readable here (:meth:`FeatureWriter.readable`), so no maps are drawn."""
+    from ..io import sources, storage
+    from ..io.writer import VRT_SOURCES
     from ..io.mosaic import crs_name, open_raster
 
     with open(os.path.join(outdir, f"{product}.json")) as fh:
         sidecar = json.load(fh)
     metrics = sidecar.get("metrics") or {}
-    raster = raster or os.path.join(outdir, sidecar["output"])
     stage = sidecar.get("stage", "encode")
-    with open_raster(raster, storage.storage_options(raster)) as ds:
-        try:
-            colormap = ds.colormap(1)
-        except ValueError:
-            colormap = {}
-        shape = f"{ds.width} x {ds.height} px, {ds.count} band(s) {ds.dtypes[0]}, {ds.res[0]:g} m pixels"
-        crs = crs_name(ds.crs) if ds.crs else "none"
+    maps = raster != ""
+    raster = raster or os.path.join(outdir, sidecar["output"])
+    if maps:
+        with open_raster(raster, storage.storage_options(raster)) as ds:
+            try:
+                colormap = ds.colormap(1)
+            except ValueError:
+                colormap = {}
+            size = (ds.width, ds.height, ds.count, ds.dtypes[0], ds.res[0])
+            crs = crs_name(ds.crs) if ds.crs else "none"
+    else:       # a block product in an object store, above the VRT limit: its local index says it
+        entries, grid = sources.read_index(raster)
+        first = next(iter(entries.values()))[0]
+        size, crs, colormap = (grid.width, grid.height, first.count, first.dtype, grid.res[0]), crs_name(grid.crs), {}
+    shape = "{} x {} px, {} band(s) {}, {:g} m pixels".format(*size)
     categorical = bool(colormap)
     names = sidecar.get("categories") or (
         [f"cluster {k}" for k in range(metrics.get("n_clusters", 0))] if stage == "cluster" else
@@ -211,11 +220,14 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     parts = [f"<h2 id=\"{anchor or product}\">{html.escape(title or f'{stage}: {product}')}</h2>",
              "<h3>Inputs and plan</h3>", table(plan),
              "<h3>Time</h3>", timing_table(timings, work, stage) if timings else "<p>not timed</p>",
-             "<h3>Maps</h3>", _figures(outdir, sidecar, raster, categorical)]
+             "<h3>Maps</h3>", _figures(outdir, sidecar, raster, categorical) if maps else
+             f'<p class="note">Not drawn: GDAL cannot read a tile index in an object store through '
+             f"rayvit's reader (only a VRT, written up to {VRT_SOURCES:,} blocks x bands). The product is "
+             "complete: open it with GDAL's /vsis3/, /vsigs/ or /vsiaz/, or with rayvit's analysis stages.</p>"]
     if categorical:
         counts = metrics.get("cluster_sizes") or list((metrics.get("mapped_pixels_per_class") or {}).values()) or None
         parts += ["<h3>Legend</h3>", legend(colormap, names, counts)]
-    plots = _charts(stage, metrics, raster, colormap, names)
+    plots = _charts(stage, metrics, raster, colormap, names) if maps else ""
     if plots:
         parts += ["<h3>Plots</h3>", plots]
     if metrics:

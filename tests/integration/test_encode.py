@@ -69,17 +69,34 @@ def test_output_is_the_same_across_actors_and_block_order(scene, tmp_path):
         np.testing.assert_allclose(read(r.output)[0], outs[0], rtol=1e-5, atol=1e-5)
 
 
-def test_blocks_and_vrt_open_as_one_raster(scene, tmp_path):
+def test_blocks_open_as_one_raster_through_the_tile_index_and_the_vrt(scene, tmp_path, monkeypatch):
+    """A block product's entry point is its GTI tile index, which GDAL opens as one raster
+    (size, georeferencing, band names and nodata as the single COG's), and rayvit reads it
+    block by block through the index, on the product's grid; the VRT is written beside it
+    only while it lists at most VRT_SOURCES blocks x bands."""
+    from rayvit.analysis.apply import open_input
+    from rayvit.io import writer
+
     path, _, _ = scene
     one = encode(path, tmp_path / "one", model="rayvit_patchmean_p4", size=16, **FAST)
     blk = encode(path, tmp_path / "blk", model="rayvit_patchmean_p4", size=16, blocks=True,
                  block_size=4, **FAST)
-    assert blk.output.endswith("features.vrt")
-    a, pa, ta, _ = read(one.output)
-    b, pb, tb, _ = read(blk.output)
-    np.testing.assert_array_equal(a, b)
-    assert ta == tb and pa["crs"] == pb["crs"]
+    assert blk.output == str(tmp_path / "blk" / "features.gti.gpkg")
+    a, pa, ta, da = read(one.output)
+    for product in (blk.output, tmp_path / "blk" / "features.vrt"):
+        b, pb, tb, db = read(product)
+        np.testing.assert_array_equal(a, b)
+        assert ta == tb and pa["crs"] == pb["crs"] and da == db and math.isnan(pb["nodata"])
     assert len(list((tmp_path / "blk" / "blocks").glob("block_*.tif"))) == 4 * 5 - 0
+    mosaic = open_input(blk.output)
+    assert len(mosaic.sources) == 20 and mosaic.grid.width == pa["width"] and mosaic.grid.height == pa["height"]
+    data, valid = mosaic.read(0, 0, pa["height"], pa["width"])
+    np.testing.assert_array_equal(np.where(valid, data, np.nan), a)
+    # above the limit: the index alone (a VRT would list every block x band)
+    monkeypatch.setattr(writer, "VRT_SOURCES", 20 * pa["count"] - 1)
+    big = encode(path, tmp_path / "big", model="rayvit_patchmean_p4", size=16, blocks=True, block_size=4, **FAST)
+    assert not (tmp_path / "big" / "features.vrt").exists()
+    np.testing.assert_array_equal(read(big.output)[0], a)
 
 
 def test_all_nodata_tiles_are_skipped_and_stay_nodata(tmp_path):

@@ -119,11 +119,18 @@ def test_output_bucket_errors(s3, tmp_path):
     assert "wrong" not in wrong.stderr.replace("--", "") and s3["secret"] not in wrong.stderr
 
 
-def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path):
-    """Quantisation of blocks that live in the bucket, and the embedding products written there."""
+def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path, monkeypatch):
+    """Quantisation of blocks that live in the bucket, and the embedding products written there.
+    The product is above the VRT limit: its tile index alone is the entry point, which the
+    analysis stages read from the bucket (blocks found through it, codes dequantised with the
+    scales and offsets it declares); the report says why it draws no map."""
     import geopandas as gpd
     import pyarrow.parquet as pq
     from shapely.geometry import Point
+
+    from rayvit.io import writer
+
+    monkeypatch.setattr(writer, "VRT_SOURCES", 0)
 
     data = seeded_image((3, 96, 128), seed=9)
     s3["fs"].put(write_raster(tmp_path / "scene.tif", data), "rasters/scene8.tif")
@@ -133,17 +140,18 @@ def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path):
     enc = ["--model", "vit_tiny_patch16_224", "--no-pretrained", "--size", "32", "--quiet"]
     steps = [("encode", "s3://rasters/scene8.tif", "-o", "s3://emb/feat", "--dtype", "int8", "--blocks",
               "--block-size", "2", *enc),
-             ("table", "s3://emb/feat/features.vrt", "-o", "s3://emb/table", "--tile", "2", "--quiet"),
-             ("search", "s3://emb/feat/features.vrt", "s3://rasters/pos.gpkg", "-o", "s3://emb/search",
+             ("table", "s3://emb/feat/features.gti.gpkg", "-o", "s3://emb/table", "--tile", "2", "--quiet"),
+             ("search", "s3://emb/feat/features.gti.gpkg", "s3://rasters/pos.gpkg", "-o", "s3://emb/search",
               "--top-k", "3", "--quiet"),
-             ("change", "s3://emb/feat/features.vrt", "s3://emb/feat/features.vrt", "-o", "s3://emb/change",
-              "--quiet")]
+             ("change", "s3://emb/feat/features.gti.gpkg", "s3://emb/feat/features.gti.gpkg", "-o",
+              "s3://emb/change", "--quiet")]
     for step in steps:
         r = run_cli(*step, env=env)
         assert r.returncode == 0, r.stderr
     files = {p.split("/", 2)[1]: sorted(q.split("/", 2)[2] for q in s3["fs"].find(p))
              for p in ("emb/feat", "emb/table", "emb/search", "emb/change")}
-    assert {"features.vrt", "report.html"} <= set(files["feat"])
+    assert {"features.gti.gpkg", "report.html"} <= set(files["feat"]) and "features.vrt" not in files["feat"]
+    assert "Not drawn: GDAL cannot read a tile index in an object store" in s3["fs"].cat("emb/feat/report.html").decode()
     assert any(f.startswith("blocks/q/block_") for f in files["feat"])
     assert not any(f.startswith("blocks/block_") for f in files["feat"])    # float blocks dropped
     assert "_table.json" in files["table"] and any(f.startswith("part-") for f in files["table"])
@@ -155,7 +163,7 @@ def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path):
                     "--blocks", "--block-size", "2", *enc)
     assert local.returncode == 0, local.stderr
     s3["fs"].get("emb/feat/", str(tmp_path / "froms3"), recursive=True)
-    np.testing.assert_array_equal(read(tmp_path / "froms3" / "features.vrt")[0],
-                                  read(tmp_path / "l" / "features.vrt")[0])
+    np.testing.assert_array_equal(read(tmp_path / "froms3" / "features.gti.gpkg")[0],
+                                  read(tmp_path / "l" / "features.gti.gpkg")[0])
     s3["fs"].get("emb/search/hits.parquet", str(tmp_path / "hits.parquet"))
     assert pq.read_table(tmp_path / "hits.parquet").num_rows == 3

@@ -65,7 +65,7 @@ def test_a_bad_file_is_returned_in_its_place_and_not_kept(tmp_path, cache):
     files[1] = str(tmp_path / "missing.tif")
     out = sources.describe_all(files, describe)
     assert isinstance(out[1], RasterOpenError) and "missing.tif" in str(out[1])
-    assert list(sources.read_index(sources.index_path(files))) == [files[0], files[2], files[3]]
+    assert list(sources.read_index(sources.index_path(files))[0]) == [files[0], files[2], files[3]]
 
 
 def test_gdal_opens_the_index_as_the_mosaic_and_rayvit_takes_it_as_input(tmp_path, cache):
