@@ -98,7 +98,7 @@ def _lost(exc: BaseException) -> tuple[bool, bool]:
 
 
 def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: float, gpus: float,
-                  node_cpus: float) -> Iterator[dict]:
+                  node_cpus: float, preview=None, previews: dict | None = None) -> Iterator[dict]:
     """Run the block tasks through read -> device -> write; yield each block's record.
 
     Per block: a read task, a call to the least busy device actor with the read's result (an
@@ -106,7 +106,9 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
     write task with the actor's result. At most :data:`PER_ACTOR` blocks wait per actor and
     one write per CPU runs, so memory stays bounded whatever the area. A block that fails
     because the cluster lost something is run again (:data:`TRIES` attempts); an actor that
-    died leaves the pool and the others take its blocks.
+    died leaves the pool and the others take its blocks. With ``preview``, each read task
+    also samples its block's part of the input imagery view, and ``previews[(by, bx)]`` gets
+    its object reference.
     """
     import ray
 
@@ -121,7 +123,8 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
     config = ray.put(DeviceConfig(plan.spec, t, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
                                   plan.precision, plan.batch_size, plan.info.weights_sha256))
     block_writer = ray.put(writer.block_writer())
-    read = ray.remote(read_block).options(num_cpus=READ_CPUS)
+    read = ray.remote(read_block).options(num_cpus=READ_CPUS, num_returns=2)
+    preview = ray.put(preview) if preview else None
     write = ray.remote(write_block).options(num_cpus=WRITE_CPUS)
     write_slots = max(1, min(int(cpus), len(tasks)))
     todo = deque((task, 1) for task in tasks)
@@ -134,7 +137,9 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
             while todo and load and min(load.values()) < PER_ACTOR and len(encoded) + len(writing) <= write_slots:
                 actor = min(load, key=load.get)
                 task, attempt = todo.popleft()
-                window = read.remote(plan.mosaic.subset(*task.window), t, task)   # its few sources only
+                window, part = read.remote(plan.mosaic.subset(*task.window), t, task, preview)  # its few sources only
+                if previews is not None:
+                    previews[task.block.by, task.block.bx] = part
                 call = actor.encode.remote(config, task.block.by, task.block.bx, window)
                 encoding[call], load[actor] = (task, attempt, actor), load[actor] + 1
             while encoded and len(writing) < write_slots:
@@ -168,6 +173,24 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
         for ref in [*encoding, *(call for call, _ in encoded), *writing]:
             with contextlib.suppress(Exception):
                 ray.cancel(ref)
+
+
+def imagery_preview(plan: EncodePlan):
+    """What the read tasks sample for the report's input imagery view (red, green, blue by
+    the first file's colour interpretation where they were read, else the first three bands
+    read), or None when the first input cannot say (e.g. a STAC item)."""
+    from ..report.quicklook import rgb_bands, view_grid
+    from .stages.read import Preview
+
+    bands = list(plan.mosaic.bands)
+    try:
+        rgb = rgb_bands(plan.mosaic.sources[0].url, bands)
+    except Exception:       # the report reads the inputs, or says why it cannot
+        return None
+    g = plan.feature_grid
+    view, h, w = view_grid(g.transform, g.width, g.height)
+    return Preview(tuple(view)[:6], h, w, tuple(g.transform), tuple(plan.mosaic.grid.transform),
+                   tuple(bands.index(b) for b in rgb))
 
 
 def stac_record(plan: EncodePlan) -> dict:
@@ -258,9 +281,10 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     nodes: dict[str, int] = {}
     sums = dict.fromkeys(STAGE_SECONDS, 0.0)
     t1 = time.monotonic()
+    preview, previews = imagery_preview(plan), {}
     if tasks:
         with Progress(todo, "encode", "tile", o.progress) as progress:
-            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus):
+            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, preview, previews):
                 tiles, node = record.pop("tiles"), record.pop("node")
                 seconds = {key: record.pop(key) for key in STAGE_SECONDS}
                 if not first_batch:
@@ -320,7 +344,12 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
                                           nodes=len(nodes)))
 
     final = writer.commit(with_data, plan.single_file, finish)
-    report.write(writer.outdir, "features", raster=writer.readable(final))
+    imagery = None
+    if preview and len(previews) == len(plan.block_tasks()):    # resumed: blocks read before are not here
+        import ray
+        with contextlib.suppress(ray.exceptions.RayError):
+            imagery = preview.assemble(ray.get(list(previews.values())))
+    report.write(writer.outdir, "features", raster=writer.readable(final), imagery=imagery)
     writer.publish()
     return EncodeResult(writer.url(os.path.basename(final)), output, t.n_tiles, todo, written, len(finished),
                         timings["total_s"], km2, plan, first_batch, nodes, first_block_tiles=first_tiles,

@@ -16,13 +16,14 @@ import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache
 from typing import Sequence
+from xml.sax.saxutils import escape
 
 import numpy as np
 import rasterio
 from affine import Affine
 from rasterio.crs import CRS
 from rasterio.enums import ColorInterp, Interleaving, MaskFlags, Resampling
-from rasterio.errors import NodataShadowWarning, RasterioError
+from rasterio.errors import NodataShadowWarning, NotGeoreferencedWarning, RasterioError
 from rasterio.vrt import WarpedVRT
 from rasterio.warp import calculate_default_transform, transform_bounds
 from rasterio.windows import Window
@@ -34,6 +35,9 @@ from . import storage
 
 EPS = 1e-6
 MAX_OPEN = 64           # open datasets a process keeps (per-process cache, least recently used out)
+VRT_FROM = 16           # sources in one window from which they are read as one VRT (Mosaic._read_many)
+GDAL_TYPES = {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "int16": "Int16", "uint32": "UInt32",
+              "int32": "Int32", "float32": "Float32", "float64": "Float64"}
 INDEX_FROM = 8          # sources from which a window's lookup goes through an R-tree
 # GDAL's block cache defaults to 5 % of RAM *per process*, and every Ray read and write worker
 # is a process: cap it so memory does not grow with the area read (set before GDAL's first
@@ -140,6 +144,9 @@ class Source:
     parts: tuple["Source", ...] = ()
     part_bands: tuple[int, ...] = ()
     item: tuple = ()
+    # every band's validity is its nodata value (one for all bands) or nothing: no mask band,
+    # no alpha (what lets many files be read as one VRT, :meth:`Mosaic._read_many`)
+    plain: bool = False
 
     def scaled(self, bands: Sequence[int]) -> bool:
         """Whether any of ``bands`` (1-based) declares a scale or offset other than 1 and 0."""
@@ -312,9 +319,12 @@ def describe(url: str, options: dict | None = None) -> Source:
                  "out with --bands.")
         colours = {ColorInterp.red: "red", ColorInterp.green: "green", ColorInterp.blue: "blue"}
         names = tuple(d or colours.get(c) for d, c in zip(ds.descriptions, ds.colorinterp))
+        flags = {tuple(f) for f in ds.mask_flag_enums}
+        plain = (flags <= {(MaskFlags.all_valid,), (MaskFlags.nodata,)} and len(flags) == 1
+                 and len({repr(v) for v in ds.nodatavals}) == 1)
         return Source(url, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height,
                       ds.count, ds.dtypes[0], ds.nodata, names,
-                      tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets))
+                      tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets), plain=plain)
 
 
 def crs_name(crs: str | CRS) -> str:
@@ -451,9 +461,14 @@ class Mosaic:
         Pixels outside every file, on nodata, or masked in any selected band are invalid
         (their data value is 0). The window may extend past the grid (edge tiles).
         """
+        found = self._sources_in(self.grid.window_bounds(row, col, rows, cols))
+        if len(found) >= VRT_FROM:
+            many = self._read_many(found, row, col, rows, cols)
+            if many is not None:
+                return many
         data, valid = None, np.zeros((rows, cols), dtype=bool)
         options = dict(self.options)
-        for src in self._sources_in(self.grid.window_bounds(row, col, rows, cols)):
+        for src in found:
             if valid.all():
                 break
             part, ok, (r0, c0) = self._read_source(src, row, col, rows, cols, options)
@@ -471,6 +486,51 @@ class Mosaic:
             dst_valid |= take
         if data is None:
             data = np.zeros((self.count, rows, cols), dtype=self.dtype)
+        return data, valid
+
+    def _read_many(self, found: Sequence[Source], row, col, rows, cols):
+        """The window read from many files at once, through one VRT: GDAL opens them in C
+        (~0.2 ms each, against ~1.7 ms for each ``rasterio.open``: a 2048-px window over 256
+        files of 128 px took 0.58 s file by file and 0.20 s so, one file 0.17 s). Only where
+        that gives the very same pixels and validity as file by file: local files on the
+        grid, not overlapping in the window, of the mosaic's type and one nodata value, whose
+        validity is that value (``Source.plain``), nothing dequantised. Else None."""
+        nodata = {repr(s.nodata) for s in found}
+        if (len(nodata) > 1 or (self.dequantize and any(s.scaled(self.bands) for s in found))
+                or not all(s.plain and not s.parts and s.dtype == self.dtype and storage.is_local(s.url)
+                           and _aligned(s, self.grid) for s in found)):
+            return None
+        g = self.grid.affine
+        covered = np.zeros((rows, cols), dtype=np.uint8)
+        rects = []
+        for s in found:
+            r0, c0 = round((s.affine.f - g.f) / g.e) - row, round((s.affine.c - g.c) / g.a) - col
+            covered[max(r0, 0):max(r0 + s.height, 0), max(c0, 0):max(c0 + s.width, 0)] += 1
+            rects.append((s, r0, c0))
+        if covered.max() > 1:       # overlapping files: the first valid one wins, file by file
+            return None
+        gdal_type = GDAL_TYPES.get(self.dtype)
+        if gdal_type is None:
+            return None
+        sources = "".join(
+            f'<SimpleSource><SourceFilename>{escape(os.path.abspath(storage.local_path(s.url)))}</SourceFilename>'
+            f'<SourceBand>{{band}}</SourceBand><SrcRect xOff="0" yOff="0" xSize="{s.width}" ySize="{s.height}"/>'
+            f'<DstRect xOff="{c0}" yOff="{r0}" xSize="{s.width}" ySize="{s.height}"/></SimpleSource>'
+            for s, r0, c0 in rects)
+        xml = (f'<VRTDataset rasterXSize="{cols}" rasterYSize="{rows}">'
+               + "".join(f'<VRTRasterBand dataType="{gdal_type}" band="{i + 1}">{sources.format(band=b)}'
+                         "</VRTRasterBand>" for i, b in enumerate(self.bands)) + "</VRTDataset>")
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotGeoreferencedWarning)
+                with rasterio.open(xml) as ds:
+                    data = ds.read()
+        except RasterioError:       # file by file, whose errors name the file
+            return None
+        valid = covered.astype(bool)
+        if found[0].nodata is not None:
+            valid &= nodata_valid(data, found[0].nodata)
+        data[:, ~valid] = 0
         return data, valid
 
     def _read_source(self, src: Source, row, col, rows, cols, options):

@@ -38,7 +38,7 @@ KEEP = 100               # indexes kept in the cache, the most recently written
 THREADS = 16             # headers read at once (remote reads wait on I/O; local opens gain little)
 SUFFIX = ".gti.gpkg"     # GDAL opens *.gti.gpkg through its GTI driver without a prefix
 # Source fields kept per row (besides its URL, the GTI ``location``); tuples are stored as JSON
-FIELDS = ("crs", "transform", "width", "height", "count", "dtype", "nodata", "names", "scales", "offsets")
+FIELDS = ("crs", "transform", "width", "height", "count", "dtype", "nodata", "names", "scales", "offsets", "plain")
 TUPLES = ("transform", "names", "scales", "offsets")
 COLUMNS = ("location", *FIELDS, "size", "mtime_ns")
 SHARED = "RAYVIT_SHARED"  # layer metadata: the fields every row shares, as JSON (stored once)
@@ -119,7 +119,7 @@ def _read(path: str, base: str) -> tuple[dict, Grid | None]:
             fields[f] = tuple(json.loads(fields[f]) if isinstance(fields[f], str) else fields[f])
         nodata = fields["nodata"]     # a column holds no None: NaN there is none (shared: exact)
         fields.update(width=int(fields["width"]), height=int(fields["height"]), count=int(fields["count"]),
-                      nodata=nodata if "nodata" in shared else None if nodata != nodata else float(nodata))
+                      plain=bool(fields["plain"]), nodata=nodata if "nodata" in shared else None if nodata != nodata else float(nodata))
         location = row[0]
         url = storage.join(base, location) if storage.is_local(location) and not os.path.isabs(location) else location
         out[url] = Source(url, **fields), (int(row[-2]), int(row[-1]))

@@ -10,10 +10,11 @@ from typing import Sequence
 from .html import page, save, section
 
 
-def write(outdir: str, product: str, raster: str | None = None) -> str:
+def write(outdir: str, product: str, raster: str | None = None, imagery=None) -> str:
     """Write ``report.html`` for the product ``product`` in the local directory ``outdir``
-    (its raster read from ``raster`` when given: see :func:`.html.section`)."""
-    s = section(outdir, product, raster=raster)
+    (its raster read from ``raster`` when given, its input imagery view given as ``imagery``:
+    see :func:`.html.section`)."""
+    s = section(outdir, product, raster=raster, imagery=imagery)
     return save(os.path.join(outdir, "report.html"), page(f"rayvit {s.title}", [s]))
 
 

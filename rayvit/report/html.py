@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 
 from . import charts
-from .quicklook import COMPONENT_BANDS, imagery_of, imagery_view, quicklook, read_small
+from .quicklook import COMPONENT_BANDS, imagery_of, imagery_view, quicklook, read_small, save_view
 
 STYLE = """
 body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222;padding:0 1em}
@@ -121,11 +121,15 @@ def _read(path: str) -> bytes:
         return fh.read()
 
 
-def _figures(outdir: str, sidecar: dict, raster: str, categorical: bool) -> str:
+def _figures(outdir: str, sidecar: dict, raster: str, categorical: bool, imagery=None) -> str:
     figures, notes = [], []
     encode = imagery_of(sidecar)
     with tempfile.TemporaryDirectory() as tmp:
-        shown, why = imagery_view(encode, os.path.join(tmp, "input.jpg")) if encode else (False, "")
+        if imagery is not None:         # sampled by the encode's read stage: nothing is read again
+            save_view(*imagery, os.path.join(tmp, "input.jpg"))
+            shown, why = True, ""
+        else:
+            shown, why = imagery_view(encode, os.path.join(tmp, "input.jpg")) if encode else (False, "")
         if shown:
             figures.append(image(_read(os.path.join(tmp, "input.jpg")), "image/jpeg", "input imagery",
                                  "Input imagery (true colour where the file says which bands are red, "
@@ -176,10 +180,12 @@ def _charts(stage: str, metrics: dict, raster: str, colormap: dict, names: list)
 
 
 def section(outdir: str, product: str, anchor: str | None = None, title: str | None = None,
-            raster: str | None = None) -> Section:
+            raster: str | None = None, imagery=None) -> Section:
     """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
     from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket);
-    ``raster=""``: not readable here (:meth:`FeatureWriter.readable`), so no maps are drawn."""
+    ``raster=""``: not readable here (:meth:`FeatureWriter.readable`), so no maps are drawn.
+    ``imagery``: the input imagery view ``(bands (3, h, w), valid (h, w))`` an encode sampled
+    as it read (:class:`rayvit.encode.stages.read.Preview`); else it is read from the inputs."""
     from ..io import sources, storage
     from ..io.writer import VRT_SOURCES
     from ..io.mosaic import crs_name, open_raster
@@ -220,7 +226,7 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     parts = [f"<h2 id=\"{anchor or product}\">{html.escape(title or f'{stage}: {product}')}</h2>",
              "<h3>Inputs and plan</h3>", table(plan),
              "<h3>Time</h3>", timing_table(timings, work, stage) if timings else "<p>not timed</p>",
-             "<h3>Maps</h3>", _figures(outdir, sidecar, raster, categorical) if maps else
+             "<h3>Maps</h3>", _figures(outdir, sidecar, raster, categorical, imagery) if maps else
              f'<p class="note">Not drawn: GDAL cannot read a tile index in an object store through '
              f"rayvit's reader (only a VRT, written up to {VRT_SOURCES:,} blocks x bands). The product is "
              "complete: open it with GDAL's /vsis3/, /vsigs/ or /vsiaz/, or with rayvit's analysis stages.</p>"]

@@ -198,9 +198,7 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
     if pixels > IMAGERY_MAX_PIXELS:
         return False, (f"Input imagery not shown: its {pixels / 1e6:.0f} Mpx would all be decoded by the "
                        f"process writing this report (at most {IMAGERY_MAX_PIXELS / 1e6:.0f} Mpx are).")
-    t = rasterio.Affine(*s["transform"][:6])
-    h, w = small_shape(s["height"] * 8, s["width"] * 8)      # finer than the feature grid
-    view = rasterio.Affine(t.a * s["width"] / w, 0, t.c, 0, t.e * s["height"] / h, t.f)
+    view, h, w = view_grid(s["transform"], s["width"], s["height"])
     try:
         bands = rgb_bands(s["inputs"][0], s["bands"])
         out = np.zeros((3, h, w))
@@ -227,7 +225,20 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
             here |= ok
     except (OSError, rasterio.errors.RasterioError, ValueError, KeyError, IndexError):
         return False, ""
-    rgba = enlarge(stretch(out, ~filled))
-    rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)   # no data: white
-    Image.fromarray(rgb, "RGB").save(jpeg, quality=85)
+    save_view(out, filled, jpeg)
     return True, ""
+
+
+def view_grid(transform, width: int, height: int) -> tuple[rasterio.Affine, int, int]:
+    """``(transform, height, width)`` of the input imagery view over a feature grid: finer than
+    the feature grid, at most MAX_SIDE px on its long side."""
+    t = rasterio.Affine(*transform[:6])
+    h, w = small_shape(height * 8, width * 8)
+    return rasterio.Affine(t.a * width / w, 0, t.c, 0, t.e * height / h, t.f), h, w
+
+
+def save_view(bands: np.ndarray, filled: np.ndarray, jpeg: str) -> None:
+    """``(3, h, w)`` imagery, valid where ``filled``, as a 2-98 % stretched JPEG (no data: white)."""
+    rgba = enlarge(stretch(bands, ~filled))
+    rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)
+    Image.fromarray(rgb, "RGB").save(jpeg, quality=85)

@@ -237,3 +237,26 @@ def test_device_actors_outlive_an_encode_reload_for_another_model_and_other_stag
     assert _device_actor_pids()
     reduce(str(tmp_path / "a" / "features.tif"), str(tmp_path / "pca"), progress=False)
     assert _device_actor_pids(timeout=30, gone=True) == set()
+
+
+def test_the_reports_imagery_view_is_sampled_by_the_read_tasks_not_read_again(scene, tmp_path, monkeypatch):
+    """The encode's report shows the input imagery that its read tasks sampled (nothing reads
+    the inputs after the encode): the same JPEG as reading the inputs again would give."""
+    import base64
+    import json
+    import re
+
+    from rayvit.report import html, quicklook
+
+    def read_again(*args):
+        raise AssertionError("the report read the inputs again")
+
+    path, _, _ = scene
+    monkeypatch.setattr(html, "imagery_view", read_again)
+    encode(path, tmp_path / "o", model="rayvit_patchmean_p4", size=16, block_size=2, **FAST)
+    page = (tmp_path / "o" / "report.html").read_text()
+    shown = re.findall(r"data:image/jpeg;base64,([^\"]+)", page)
+    assert len(shown) == 1
+    sidecar = json.loads((tmp_path / "o" / "features.json").read_text())
+    assert quicklook.imagery_view(sidecar, str(tmp_path / "again.jpg")) == (True, "")
+    assert base64.b64decode(shown[0]) == (tmp_path / "again.jpg").read_bytes()

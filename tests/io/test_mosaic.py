@@ -273,3 +273,39 @@ def test_a_crs_without_an_epsg_code_is_named_and_warped(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "1 of 2 input rasters are not on the target grid ('UTM 33N on a local datum' (no EPSG code), 10 x 10)" in err
     assert "'UTM 33N on a local datum' (no EPSG code), 20 x 20" in err
+
+
+@pytest.mark.parametrize("nodata", [None, 0])
+def test_many_files_in_a_window_are_read_as_one_vrt_with_the_same_pixels_and_validity(tmp_path, monkeypatch, nodata):
+    """From VRT_FROM files in a window, GDAL reads them as one VRT (it opens them in C): the
+    pixels and validity equal the file-by-file read exactly, with nodata pixels, a missing
+    file and windows past the edge; overlapping files are still read file by file."""
+    from rayvit.io import mosaic as mosaic_io
+
+    rng = np.random.default_rng(5)
+    data = rng.integers(1, 60000, (2, 66, 78)).astype(np.uint16)
+    if nodata is not None:
+        data[:, rng.random((66, 78)) < 0.05] = nodata
+    paths = [write_raster(tmp_path / f"f{i}{j}.tif", data[:, i * 11:(i + 1) * 11, j * 13:(j + 1) * 13],
+                          from_origin(X0 + j * 13 * RES, Y0 - i * 11 * RES, RES, RES), nodata=nodata)
+             for i in range(6) for j in range(6) if (i, j) != (2, 3)]
+    mosaic = open_mosaic(paths)
+    windows = [(0, 0, 66, 78), (-5, -7, 80, 90), (3, 4, 50, 60)]
+
+    def many(m, window):
+        return m._read_many(m._sources_in(m.grid.window_bounds(*window)), *window)
+
+    assert all(many(mosaic, w) is not None for w in windows)
+    fast = [mosaic.read(*w) for w in windows]
+    overlapping = open_mosaic(paths + [write_raster(tmp_path / "over.tif", data[:, :20, :20],
+                                                    from_origin(X0 + 5 * RES, Y0 - 5 * RES, RES, RES), nodata=nodata)])
+    assert many(overlapping, windows[0]) is None
+    monkeypatch.setattr(mosaic_io, "VRT_FROM", 10**9)
+    for window, (d, v) in zip(windows, fast):
+        d2, v2 = mosaic.read(*window)
+        np.testing.assert_array_equal(d, d2)
+        np.testing.assert_array_equal(v, v2)
+    d, v = fast[0]
+    assert not v[22:33, 39:52].any() and (d[:, 22:33, 39:52] == 0).all()      # the missing file
+    assert v.sum() == 66 * 78 - 11 * 13 - (0 if nodata is None else int(((data == 0).any(axis=0)).sum()
+                                                                         - (data[:, 22:33, 39:52] == 0).any(axis=0).sum()))
