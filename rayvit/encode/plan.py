@@ -154,9 +154,66 @@ def choose_device(requested: str, gpus: float) -> str:
 
 
 def local_gpus() -> int:
-    """GPUs of this machine (what embedded Ray would have)."""
+    """GPUs of this machine (what embedded Ray would have). A Linux machine without a GPU
+    driver (no NVIDIA or AMD kernel device) has none, said without importing torch (~1.5 s)."""
+    import sys
+
+    if sys.platform.startswith("linux") and not any(map(os.path.exists, ("/proc/driver/nvidia", "/dev/kfd"))):
+        return 0
     import torch
     return torch.cuda.device_count()
+
+
+def model_info(spec: ModelSpec) -> ModelInfo:
+    """What the plan needs of the model (:func:`.model.plan_model`), kept in
+    ``$RAYVIT_CACHE/models/`` for the next plan of the same model: building even a meta-device
+    model imports torch and timm, ~3.5 s of every encode's driver, which needs nothing else
+    of them. Kept only where no download is involved (``pretrained=False``, or a local
+    ``--weights`` file, checked by size and modification time), keyed by the spec and the
+    versions of rayvit and the model libraries; a spec that fails is never kept."""
+    path = _model_cache(spec)
+    if path and os.path.exists(path):
+        try:
+            with open(path) as fh:
+                kept = json.load(fh)
+            return ModelInfo(**{k: tuple(v) if isinstance(v, list) else v for k, v in kept.items()})
+        except (OSError, ValueError, TypeError):     # unreadable: planned again and rewritten
+            pass
+    from .model import plan_model  # torch and timm: only where a model is built
+
+    info = plan_model(spec)
+    if path:
+        try:
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(f"{path}.{os.getpid()}.tmp", "w") as fh:
+                json.dump(asdict(info), fh)
+            os.replace(f"{path}.{os.getpid()}.tmp", path)
+        except OSError:         # a read-only cache: planned every time
+            pass
+    return info
+
+
+def _model_cache(spec: ModelSpec) -> str | None:
+    from importlib import metadata
+
+    from .. import __version__
+
+    if spec.pretrained and not (spec.weights and storage.is_local(spec.weights)):
+        return None
+    key = {"spec": spec.to_dict(), "rayvit": __version__}
+    for package in ("timm", "torch", "torchvision", "torchgeo"):
+        try:
+            key[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            key[package] = None
+    if spec.weights:
+        try:
+            st = os.stat(storage.local_path(spec.weights))
+        except OSError:         # plan_model says what is wrong with it
+            return None
+        key["weights"] = [os.path.abspath(storage.local_path(spec.weights)), st.st_size, st.st_mtime_ns]
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:24]
+    return os.path.join(storage.cache_root(), "models", digest + ".json")
 
 
 def _pair(v: int | Sequence[int]) -> tuple[int, int]:
@@ -394,8 +451,6 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     The device is resolved against this machine's GPUs (what embedded Ray has); when joining
     a cluster, :meth:`EncodePlan.on_device` resolves it again against the cluster's.
     """
-    from .model import plan_model  # torch and timm: only where a model is built
-
     o = options
     o.check()
     preset = presets.find(o.model)
@@ -417,7 +472,7 @@ def plan_encode(inputs: Sequence[str], options: EncodeOptions) -> EncodePlan:
     joining = o.address or os.environ.get("RAY_ADDRESS")
     # joining: validated against the cluster's GPUs in on_device, not this machine's
     device = choose_device(o.device, 1 if joining else local_gpus())
-    info = plan_model(spec)
+    info = model_info(spec)
     footprint = info.footprint(spec)
     merge_method = o.merge or ("center" if stride != size else "first")
     if o.block_size is not None and o.block_size < 1:

@@ -339,17 +339,31 @@ def crs_name(crs: str | CRS) -> str:
     return f"{ProjCRS.from_wkt(crs.to_wkt()).name!r} (no EPSG code)"
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=64)
+def _same_crs(a: str, b: str) -> bool:
+    """Whether two WKT strings are one CRS (parsed once per pair: files of a mosaic share one)."""
+    return a == b or CRS.from_wkt(a) == CRS.from_wkt(b)
+
+
 def _bounds_in(src: Source, crs: str) -> tuple[float, float, float, float]:
-    """A source's bounds in another CRS (cached: asked for on every window read)."""
-    if CRS.from_wkt(src.crs) == CRS.from_wkt(crs):
+    """A source's bounds in another CRS (asked for on every window read: nothing here hashes
+    the whole Source, whose band names may be 768 strings)."""
+    if _same_crs(src.crs, crs):
         return src.bounds
-    return transform_bounds(CRS.from_wkt(src.crs), CRS.from_wkt(crs), *src.bounds, densify_pts=21)
+    return _warped_bounds(src.crs, src.transform, src.width, src.height, crs)
 
 
-@lru_cache(maxsize=4096)
+@lru_cache(maxsize=2**16)
+def _warped_bounds(src_crs: str, transform: tuple, width: int, height: int, crs: str) -> tuple:
+    a = Affine(*transform[:6])
+    (x0, y0), (x1, y1) = a @ (0, 0), a @ (width, height)
+    return transform_bounds(CRS.from_wkt(src_crs), CRS.from_wkt(crs), min(x0, x1), min(y0, y1), max(x0, x1),
+                            max(y0, y1), densify_pts=21)
+
+
 def _aligned(src: Source, grid: Grid) -> bool:
-    if CRS.from_wkt(src.crs) != CRS.from_wkt(grid.crs):
+    """Whether a source lies on the grid: same CRS and resolution, a whole-pixel offset."""
+    if not _same_crs(src.crs, grid.crs):
         return False
     s, g = src.affine, grid.affine
     if abs(s.a - g.a) > EPS * abs(g.a) or abs(s.e - g.e) > EPS * abs(g.e):
@@ -696,7 +710,12 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
         raise RasterOpenError(f"none of the {len(urls)} input rasters could be opened; first: "
                               f"{skipped[0]['error']}")
     sources = tuple(described)
-    bands = select_bands(sources, bands)
+    # what the checks below look at, once per kind of file (10^4 blocks of a product: one kind)
+    kinds: dict = {}
+    for s in sources:
+        kinds.setdefault((s.count, s.dtype, s.names, s.scales, s.offsets, s.parts), s)
+    kinds = list(kinds.values())
+    bands = select_bands(kinds, bands)
     grid = grid or target_grid(sources, crs, res, extent, extent_crs)
     files = [p for s in sources for p in (s.parts or (s,))]
     warped = [s for s in files if not _aligned(s, grid)]
@@ -707,16 +726,16 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
              f"({crs_name(first.crs)}, {first.affine.a:g} x {-first.affine.e:g}): they are warped "
              "onto it with nearest-neighbour resampling. Choose the grid with --crs/--res, or "
              "reproject them first (gdalwarp) to control the resampling.")
-    dtype = np.result_type(*[np.dtype(s.dtype) for s in sources]).name
+    dtype = np.result_type(*[np.dtype(s.dtype) for s in kinds]).name
     if dequantize:
-        for s in sources:
+        for s in kinds:
             if s.dtype == "int8" and not s.scaled(bands):
                 raise InputError(
                     f"{s.url!r} holds int8 codes without a scale and offset per band, so its values "
                     "are not the features they encode. Declare them (value = code * scale + offset), "
                     f"e.g. `gdal_edit.py -scale 0.01 -offset 0 {s.url}` (one value per band is also "
                     "accepted), or write the features as int8 with `rayvit encode --dtype int8`.")
-        if any(s.scaled(bands) for s in sources):
+        if any(s.scaled(bands) for s in kinds):
             dtype = "float32"
     return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
                   storage.freeze(options) if options else (), tuple(skipped), dequantize)

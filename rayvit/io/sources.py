@@ -46,8 +46,7 @@ LAYER = "sources"
 
 
 def cache_dir() -> str:
-    return os.path.join(os.environ.get("RAYVIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rayvit"),
-                        "sources")
+    return os.path.join(storage.cache_root(), "sources")
 
 
 def index_path(urls: Sequence[str]) -> str:
@@ -112,17 +111,27 @@ def _read(path: str, base: str) -> tuple[dict, Grid | None]:
         raise InputError(f"{path!r} is not a rayvit sources index (no {', '.join(missing)} column); give the "
                          "raster files themselves, or an index that rayvit wrote.")
     columns = [c for c in FIELDS if c not in shared]
+    # shared fields converted once: every row's Source holds the same tuples (768 band names)
+    common = {f: tuple(v) if f in TUPLES else v for f, v in shared.items()}
+    if "plain" in common:
+        common["plain"] = bool(common["plain"])
+    values = {c: table[c].tolist() for c in ["location", *columns, "size", "mtime_ns"]}
     out = {}
-    for row in table[["location", *columns, "size", "mtime_ns"]].itertuples(index=False):
-        fields = dict(shared, **dict(zip(columns, row[1:-2])))
-        for f in TUPLES:
-            fields[f] = tuple(json.loads(fields[f]) if isinstance(fields[f], str) else fields[f])
-        nodata = fields["nodata"]     # a column holds no None: NaN there is none (shared: exact)
-        fields.update(width=int(fields["width"]), height=int(fields["height"]), count=int(fields["count"]),
-                      plain=bool(fields["plain"]), nodata=nodata if "nodata" in shared else None if nodata != nodata else float(nodata))
-        location = row[0]
+    for i, location in enumerate(values["location"]):
+        fields = dict(common)
+        for c in columns:
+            v = values[c][i]
+            if c in TUPLES:
+                v = tuple(json.loads(v))
+            elif c in ("width", "height", "count"):
+                v = int(v)
+            elif c == "plain":
+                v = bool(v)
+            elif c == "nodata":
+                v = None if v != v else float(v)   # a column holds no None: NaN there is none
+            fields[c] = v
         url = storage.join(base, location) if storage.is_local(location) and not os.path.isabs(location) else location
-        out[url] = Source(url, **fields), (int(row[-2]), int(row[-1]))
+        out[url] = Source(url, **fields), (int(values["size"][i]), int(values["mtime_ns"][i]))
     grid = None
     if "XSIZE" in meta and out:
         c, a, b, f, d, e = (float(v) for v in meta["GEOTRANSFORM"].split(","))   # GDAL's order

@@ -177,6 +177,11 @@ class RasterOpener:
         return getattr(self.fs, name)
 
 
+def cache_root() -> str:
+    """rayvit's cache on this machine: ``$RAYVIT_CACHE``, default ``~/.cache/rayvit``."""
+    return os.environ.get("RAYVIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "rayvit")
+
+
 def expand(pattern: str, options: dict | None = None) -> list[str]:
     """Expand a glob (local or remote) into sorted URLs; plain names are returned as given."""
     if not any(c in str(pattern) for c in GLOB_CHARS):

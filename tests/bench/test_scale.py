@@ -29,3 +29,30 @@ def test_a_synthetic_index_plans_a_mosaic_of_files_that_need_not_exist(tmp_path,
     mosaic = open_mosaic([path])
     assert len(mosaic.sources) == 25 and (mosaic.grid.width, mosaic.grid.height) == (640, 640)
     assert not any(glob.glob(str(tmp_path / "virtual_*")))
+
+
+def test_a_bench_product_is_a_block_product_that_gdal_and_rayvit_read_alike(tmp_path):
+    """write_product: the first block written by the block writer, the others copies of it
+    with their own origin; committed with its tile index, read the same through GDAL and
+    through rayvit's reader (the bench times both)."""
+    import rasterio
+
+    from rayvit.analysis.apply import open_input
+    from rayvit.bench.scale import PRODUCT_BLOCK, time_open_read, write_product
+
+    path = write_product(str(tmp_path / "p"), 16, bands=3)
+    assert path.endswith("features.gti.gpkg")
+    side = 4 * PRODUCT_BLOCK
+    with rasterio.open(path) as ds:
+        assert (ds.width, ds.height, ds.count) == (side, side, 3)
+        data = ds.read()
+        with rasterio.open(str(tmp_path / "p" / "blocks" / "block_00002_00001.tif")) as block:
+            assert block.transform.c == ds.transform.c + PRODUCT_BLOCK * ds.transform.a
+            assert block.transform.f == ds.transform.f + 2 * PRODUCT_BLOCK * ds.transform.e
+    first = data[:, :PRODUCT_BLOCK, :PRODUCT_BLOCK]
+    assert np.isfinite(first).all()
+    np.testing.assert_array_equal(data, np.tile(first, (1, 4, 4)))
+    got, valid = open_input(path).read(0, 0, side, side)
+    assert valid.all()
+    np.testing.assert_array_equal(got, data)
+    assert all(time_open_read(path, how, repeat=1) > 0 for how in ("gdal", "rayvit"))

@@ -54,3 +54,41 @@ def test_run_record_of_a_stac_item_hides_signed_asset_urls():
 def test_stac_options_that_do_not_go_together(kwargs, message):
     with pytest.raises(InputError, match=message):
         EncodeOptions(**kwargs).check()
+
+
+def test_a_models_plan_is_kept_for_the_next_run_unless_a_download_or_its_weights_file_changed(tmp_path, monkeypatch):
+    """The driver plans a model once (importing torch and timm); the next plan of the same
+    spec reads what it kept. A changed --weights file is planned again; a spec whose weights
+    would come from a download is never kept."""
+    import os
+
+    import torch
+
+    from rayvit.encode import model, plan
+    from rayvit.encode.spec import ModelSpec
+
+    monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    calls = []
+    real = model.plan_model
+
+    def counting(spec):
+        calls.append(spec.name)
+        return real(spec)
+
+    monkeypatch.setattr(model, "plan_model", counting)
+    spec = ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False)
+    first = plan.model_info(spec)
+    assert plan.model_info(spec) == first and calls == ["vit_tiny_patch16_224"]
+    assert first == real(spec) and os.listdir(tmp_path / "cache" / "models")
+    assert plan.model_info(ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=False, layer=-2)).layer == 10
+    assert len(calls) == 2
+    # a local weights file: kept, and planned again when the file changes
+    weights = tmp_path / "w.pth"
+    torch.save(model.build_model(spec).state_dict(), weights)
+    with_weights = ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=True, weights=str(weights))
+    kept = plan.model_info(with_weights)
+    assert plan.model_info(with_weights) == kept and len(calls) == 3 and kept.weights_sha256
+    os.utime(weights, ns=(1, 1))
+    assert plan.model_info(with_weights) == kept and len(calls) == 4
+    # pretrained weights from the hub (a download): never kept
+    assert plan._model_cache(ModelSpec("vit_tiny_patch16_224", 3, (32, 32), pretrained=True)) is None
