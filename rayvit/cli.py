@@ -593,7 +593,7 @@ def add_bench(sub) -> None:
                         "same area as 1 and --files input files, whole `rayvit encode` commands, a dry run "
                         "over a sources index of --index-rows files, and opening + reading block products "
                         "of --product-blocks blocks x 768 bands")
-    p.add_argument("--s3-url", help="storage: where to upload the raster (s3://bucket/prefix)")
+    p.add_argument("--s3-url", help="storage, scale: where to upload the rasters (s3://bucket/prefix)")
     p.add_argument("--model", default="vit_tiny_patch16_224")
     p.add_argument("--tiles", type=int, default=1024, help="tiles at 1x area (default: 1024)")
     p.add_argument("--size", type=int, default=224)
@@ -608,6 +608,10 @@ def add_bench(sub) -> None:
     p.add_argument("--files", default="1024,4096", help="scale: input file counts besides 1 (square numbers)")
     p.add_argument("--side", type=int, default=8192, help="scale: the area's side in px (default: 8192)")
     p.add_argument("--index-rows", type=int, default=100_000, help="scale: files in the dry run's index")
+    p.add_argument("--s3-files", default="1,1024",
+                   help="scale, with --s3-url: input file counts read from the object store (default: 1,1024)")
+    p.add_argument("--describe-files", type=int, default=10_000,
+                   help="scale, with --s3-url: small objects whose headers are read concurrently (default: 10000)")
     p.add_argument("--product-blocks", default="25,10000",
                    help="scale: block counts of the products opened and read (square numbers; default: 25,10000)")
     add_ray_options(p)
@@ -632,7 +636,8 @@ def run_bench(args) -> int:
 
         files = sorted({1, *counts("--files", args.files, "1024,4096")})
         bench_scale(files, args.side, args.index_rows, args.workdir,
-                    counts("--product-blocks", args.product_blocks, "25,10000"))
+                    counts("--product-blocks", args.product_blocks, "25,10000"), args.s3_url,
+                    counts("--s3-files", args.s3_files, "1,1024"), args.describe_files)
     elif args.what == "embeddings":
         from .bench import bench_embeddings
         bench_embeddings(args.pixels, args.bands or 384, args.workdir, args.address)

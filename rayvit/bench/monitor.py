@@ -55,7 +55,7 @@ class ProcessMonitor:
     @staticmethod
     def role(title: str) -> str:
         """A Ray worker process's role from its title (``ray::<what it runs now>``)."""
-        if "DeviceStage" in title:
+        if "DeviceActor" in title:
             return "device actors"
         if title.startswith("ray::read_block"):
             return "read tasks"
@@ -143,7 +143,7 @@ def wait_encoders_gone(timeout: float = 60.0) -> None:
     """Release this process's idle encoder actors (each timed run starts its own, as a
     ``rayvit encode`` command does), then wait until none of their processes is left among
     our children."""
-    from ..encode.stages.device import release_encoders
+    from ..encode.stages.pool import release_encoders
 
     release_encoders()
     deadline = time.monotonic() + timeout

@@ -87,8 +87,52 @@ def write_synthetic_index(path: str, rows: int, step: int = 128) -> None:
         for i in range(k) for j in range(k)])
 
 
+def bench_s3(work: str, url: str, data: np.ndarray, files, env: dict, base: float, describe_files: int) -> dict:
+    """The object-store half: ``describe_files`` small files on the S3 server at ``url``,
+    their headers read concurrently (files/s, against one at a time on a subset), then the
+    area as each count of ``files`` read from there by whole ``rayvit encode`` commands
+    (wall against ``base``, the local single file)."""
+    from ..io import sources, storage
+    from ..io.mosaic import open_mosaic
+
+    fs = storage.fs_for(url)
+    rows = {}
+    k = math.isqrt(describe_files)
+    small = write_area(os.path.join(work, f"s3_describe_{k * k}"), data[:, :16 * k, :16 * k], k * k)
+    fs.put(os.path.dirname(small) + "/", storage.join(url, "describe") + "/", recursive=True)
+    pattern = storage.join(url, "describe", "part_*.tif")
+    t0 = time.perf_counter()
+    mosaic = open_mosaic([pattern])
+    wall = time.perf_counter() - t0
+    n = len(mosaic.sources)
+    few = [s.url for s in mosaic.sources[:min(n, 200)]]
+    saved, sources.THREADS = sources.THREADS, 1
+    try:
+        t0 = time.perf_counter()
+        open_mosaic(few)
+        one = time.perf_counter() - t0
+    finally:
+        sources.THREADS = saved
+    rows["describe"] = {"files": n, "wall_s": wall, "files_per_s": n / wall, "one_at_a_time_files_per_s": len(few) / one}
+    print(f"bench scale: S3 ({url}): {n} objects described in {wall:.1f} s ({n / wall:.0f} files/s, "
+          f"{sources.THREADS} at once; one at a time: {len(few) / one:.0f} files/s)", flush=True)
+    for count in files:
+        local = write_area(os.path.join(work, f"files_{count}"), data, count)
+        fs.put(os.path.dirname(local) + "/", storage.join(url, f"files_{count}") + "/", recursive=True)
+        out = os.path.join(work, "out_s3")
+        wall, rss, _ = run_command(["encode", storage.join(url, f"files_{count}", "part_*.tif"), "-o", out, *ENCODE], env)
+        with open(os.path.join(out, "features.json")) as fh:
+            t = json.load(fh)["timings"]
+        rows[count] = {"wall_s": wall, "planning_s": t.get("planning_s", 0.0), "encoding_s": t.get("encoding_s", 0.0)}
+        print(f"bench scale: {count:>6} file(s) on S3: wall {wall:6.1f} s (x{wall / base:.2f} of 1 local file) - "
+              f"planning {rows[count]['planning_s']:.1f}, encoding {rows[count]['encoding_s']:.1f}; "
+              f"driver peak RSS {rss:.0f} MB", flush=True)
+    return rows
+
+
 def bench_scale(files=(1, 1024, 4096), side: int = 8192, index_rows: int = 100_000, work: str | None = None,
-                products=(25, 10_000)) -> dict:
+                products=(25, 10_000), s3_url: str | None = None, s3_files=(1, 1024),
+                describe_files: int = 10_000) -> dict:
     from ..io import sources
 
     with workdir(work) as work:
@@ -132,6 +176,8 @@ def bench_scale(files=(1, 1024, 4096), side: int = 8192, index_rows: int = 100_0
               f"{written:.1f} s): wall {wall:.1f} s, driver peak RSS {rss:.0f} MB; {tiles}", flush=True)
         rows["dry_run"] = {"files": math.isqrt(index_rows) ** 2, "wall_s": wall, "driver_rss_mb": rss}
         rows["products"] = bench_products(work, products)
+        if s3_url:
+            rows["s3"] = bench_s3(work, s3_url, data, s3_files, env, base, describe_files)
         return rows
 
 

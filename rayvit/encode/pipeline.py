@@ -112,7 +112,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: fl
     """
     import ray
 
-    from .stages.device import DeviceConfig, device_pool
+    from .stages.pool import DeviceConfig, device_pool
     from .stages.read import read_block
     from .stages.write import write_block
 

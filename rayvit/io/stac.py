@@ -281,6 +281,44 @@ def match_assets(item: dict, wanted: Sequence[str]) -> list[tuple[str, int, str]
     return out
 
 
+def projected(item: dict, asset: dict, href: str) -> Source | None:
+    """An asset's header from its STAC metadata, without opening the file: the projection
+    extension's CRS (``proj:code``/``proj:epsg``/``proj:wkt2``/``proj:projjson``),
+    ``proj:transform`` and ``proj:shape`` (on the asset, else the item), and each band's data
+    type, nodata, scale and offset (``raster:bands``, or STAC 1.1 ``bands``). None when any of
+    it is missing, or says what describing the file would refuse (a rotated grid), or types the
+    bands differently: the file is then opened."""
+    from rasterio.crs import CRS
+    from rasterio.errors import CRSError
+
+    from .mosaic import GDAL_TYPES
+
+    props = item.get("properties", {})
+
+    def get(key):
+        return asset.get(key, props.get(key))
+
+    shape, transform = get("proj:shape"), get("proj:transform")
+    crs = (get("proj:wkt2") or get("proj:projjson") or get("proj:code")
+           or (f"EPSG:{get('proj:epsg')}" if get("proj:epsg") else None))
+    bands = asset.get("raster:bands") or asset.get("bands") or []
+    if not (shape and transform and crs and bands) or len(shape) != 2 or len(transform) < 6:
+        return None
+    dtypes = {b.get("data_type") for b in bands}
+    nodata = {repr(b.get("nodata")) for b in bands}
+    if len(dtypes) != 1 or next(iter(dtypes)) not in GDAL_TYPES or len(nodata) != 1 or transform[1] or transform[3]:
+        return None
+    try:
+        wkt = CRS.from_user_input(json.dumps(crs) if isinstance(crs, dict) else crs).to_wkt()
+    except CRSError:
+        return None
+    value = bands[0].get("nodata")
+    return Source(href, wkt, tuple(float(v) for v in transform[:6]), int(shape[1]), int(shape[0]), len(bands),
+                  next(iter(dtypes)), None if value is None else float(value),
+                  tuple((_band_names(b) or (None,))[0] for b in bands),
+                  tuple(float(b.get("scale", 1.0)) for b in bands), tuple(float(b.get("offset", 0.0)) for b in bands))
+
+
 def item_source(item: dict, base: str, wanted: Sequence[str], s3_endpoint: str | None = None) -> Source:
     """The mosaic source of a STAC item: one band per requested asset, each read from its own
     file (on its own grid); its grid is the finest asset's."""
@@ -289,7 +327,8 @@ def item_source(item: dict, base: str, wanted: Sequence[str], s3_endpoint: str |
     parts = []
     for (akey, band, _), href in zip(matched, hrefs):
         try:     # each href's own storage options: assets need not live where the catalogue does
-            part = describe(href, storage.storage_options(href, s3_endpoint))
+            part = (projected(item, item["assets"][akey], href)
+                    or describe(href, storage.storage_options(href, s3_endpoint)))
         except (InputError, RasterOpenError) as exc:
             raise type(exc)(f"STAC item {item.get('id')!r}, asset {akey!r}: {exc}") from None
         if not 1 <= band <= part.count:

@@ -56,3 +56,16 @@ def test_a_bench_product_is_a_block_product_that_gdal_and_rayvit_read_alike(tmp_
     assert valid.all()
     np.testing.assert_array_equal(got, data)
     assert all(time_open_read(path, how, repeat=1) > 0 for how in ("gdal", "rayvit"))
+
+
+@pytest.mark.slow
+def test_objects_on_s3_are_described_concurrently_and_the_rate_reported(stores, tmp_path, capsys):
+    """bench_s3's describe half on the session's S3 server: every object uploaded is
+    described, and the rates, concurrent and one at a time, are printed."""
+    from rayvit.bench.scale import bench_s3
+
+    data = np.random.default_rng(2).integers(0, 255, (3, 256, 256), dtype=np.uint8)
+    rows = bench_s3(str(tmp_path), "s3://rasters/bench", data, (), {}, 1.0, 36)
+    assert rows["describe"]["files"] == 36 and len(stores["s3"]["fs"].find("rasters/bench/describe")) == 36
+    assert rows["describe"]["files_per_s"] > 0 and rows["describe"]["one_at_a_time_files_per_s"] > 0
+    assert "36 objects described" in capsys.readouterr().out

@@ -194,7 +194,7 @@ def test_a_node_whose_gpu_torch_cannot_see_is_an_error_naming_the_node():
 
 
 def _device_actor_pids(timeout=0.0, gone=False):
-    """PIDs of this process's device actors (Ray titles their processes ``ray::DeviceStage``);
+    """PIDs of this process's device actors (Ray titles their processes ``ray::DeviceActor``);
     with ``gone``, after waiting up to ``timeout`` s for none to be left."""
     import time
 
@@ -204,7 +204,7 @@ def _device_actor_pids(timeout=0.0, gone=False):
         pids = set()
         for proc in psutil.Process().children(recursive=True):
             try:
-                if "DeviceStage" in proc.cmdline()[0]:
+                if "DeviceActor" in proc.cmdline()[0]:
                     pids.add(proc.pid)
             except (psutil.Error, IndexError):
                 pass
@@ -215,7 +215,7 @@ def _device_actor_pids(timeout=0.0, gone=False):
 
 def test_device_actors_outlive_an_encode_reload_for_another_model_and_other_stages_release_them(scene, tmp_path):
     from rayvit import reduce
-    from rayvit.encode.stages.device import release_encoders
+    from rayvit.encode.stages.pool import release_encoders
     path, _, _ = scene
     release_encoders()
     assert _device_actor_pids(timeout=30, gone=True) == set()

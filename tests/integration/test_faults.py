@@ -40,7 +40,7 @@ def test_killing_an_encoder_actor_mid_run_loses_nothing(clean_run, tmp_path):
     proc = _start(path, out)
     _wait_blocks(out, proc)
     actors = [p for p in psutil.Process(proc.pid).children(recursive=True)
-              if "DeviceStage" in " ".join(p.cmdline())]
+              if "DeviceActor" in " ".join(p.cmdline())]
     assert actors, "no encoder actor process found"
     actors[0].kill()
     stdout, stderr = proc.communicate(timeout=600)

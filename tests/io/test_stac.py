@@ -74,3 +74,31 @@ def test_composite_orders_and_dates():
         "2025-05-01": ["b"], "2025-06-01": ["a", "d"], "2025-07-01": ["c"]}
     with pytest.raises(InputError, match="--composite 'median'"):
         stac.order(s, "median")
+
+
+def test_an_asset_with_projection_metadata_is_described_without_opening_it(tmp_path, monkeypatch):
+    """proj:code + proj:transform + proj:shape (asset or item) and the bands' data type give
+    the asset's header as opening it would (CRS, grid, type, nodata, scale/offset); an asset
+    that lacks any of them is opened."""
+    from conftest import UTM, seeded_image, write_raster
+    from rasterio.crs import CRS
+
+    from rayvit.io.mosaic import describe
+
+    path = write_raster(tmp_path / "r.tif", seeded_image((1, 20, 30), high=5000, dtype="uint16"), nodata=0)
+    real = describe(path)
+    asset = {"href": "r.tif", "proj:shape": [20, 30], "proj:transform": [*real.transform, 0, 0, 1],
+             "raster:bands": [{"data_type": "uint16", "nodata": 0}], "eo:bands": [{"name": "B04", "common_name": "red"}]}
+    item = {"id": "x", "properties": {"proj:code": UTM}, "assets": {"red": asset}}
+
+    def opened(*args, **kwargs):
+        raise AssertionError("the asset was opened")
+
+    with monkeypatch.context() as m:
+        m.setattr(stac, "describe", opened)
+        part = stac.item_source(item, str(tmp_path / "item.json"), ["red"]).parts[0]
+    assert part.url == path and CRS.from_wkt(part.crs) == CRS.from_wkt(real.crs)
+    assert (part.transform, part.width, part.height, part.count, part.dtype, part.nodata, part.scales, part.offsets) == (
+        real.transform, real.width, real.height, real.count, real.dtype, real.nodata, real.scales, real.offsets)
+    del asset["proj:transform"]
+    assert stac.item_source(item, str(tmp_path / "item.json"), ["red"]).parts[0] == real

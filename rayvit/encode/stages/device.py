@@ -1,6 +1,6 @@
 """The device stage: a block's raw input window in, the block's merged features out.
 
-Runs in actors (one per GPU, or CPU actors) that outlive one encode (:class:`DevicePool`).
+Runs in actors (one per GPU, or CPU actors) that outlive one encode (:mod:`.pool`).
 Per block:
 
 1. the window (native dtype) and its uint8 validity go to the device once (pinned memory,
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import time
 import warnings
-from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -32,10 +31,11 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import InputError
-from ...grid import BlockTask, Tiling
+from ...grid import BlockTask
 from ..merge import Contribution, get_merger
 from ..model import build_model, model_info
 from ..spec import ModelInfo, ModelSpec
+from .pool import DeviceConfig
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 # unsigned types torch only copies and converts ("barebones" dtypes): moved and indexed as their
@@ -75,22 +75,6 @@ def to_float(x: torch.Tensor, native: np.dtype) -> torch.Tensor:
     if twin:
         x = x.view(twin[1])
     return x.to(torch.float32, copy=True)
-
-
-@dataclass(frozen=True)
-class DeviceConfig:
-    """What every device actor needs: the model, the geometry, normalisation and output."""
-
-    spec: ModelSpec
-    tiling: Tiling
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-    merge: str = "center"
-    dtype: str = "float32"
-    device: str = "cpu"
-    precision: str = "fp32"
-    batch_size: int = 16
-    weights_sha256: str | None = None   # the weights file's identity: an actor holding another reloads
 
 
 def encode_tiles(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, x: torch.Tensor,
@@ -162,7 +146,7 @@ class DeviceStage:
     """The device actor: encodes blocks with the model its calls name.
 
     It keeps the last model it loaded, so an actor that outlives one encode (see
-    :class:`DevicePool`) starts the next encode of the same model at once; a different model
+    :class:`.pool.DevicePool`) starts the next encode of the same model at once; a different model
     (or weights file) replaces it.
     """
 
@@ -207,76 +191,6 @@ class DeviceStage:
         return {"by": by, "bx": bx, "features": features, "valid": fvalid, "tiles": task.n_tiles,
                 "node": self.node, "read_s": read_s, "device_s": time.perf_counter() - t0,
                 "model_load_s": load_s}
-
-
-class DevicePool:
-    """This process's device actors, kept from one encode to the next.
-
-    Each actor process imports torch and timm (~3.5 CPU-s) and loads its model before its
-    first block: paid once per process, not once per encode, by a job with several encode
-    steps, an ``--by-date`` series, a notebook, or the test suite's in-process CLI calls.
-    The actors hold their CPUs (and GPUs) while idle, so any other rayvit stage releases
-    them first (:func:`rayvit.runtime.init_ray`), as does :func:`release_encoders`; they end
-    with the process in any case. Actors are started as encodes need them, up to ``size``,
-    with ``SPREAD`` scheduling (one per node while nodes are free); one that dies is dropped
-    and its blocks go to the others (a replacement starts only when none is left, so a lost
-    node's actor is not restarted onto the CPUs the reads need).
-    """
-
-    def __init__(self, key: tuple, size: int, cpus: float, gpus: float, threads: int | None):
-        import ray
-
-        self.key, self.size, self.actors = key, size, []
-        self._options = dict(num_cpus=cpus, num_gpus=gpus, max_restarts=0, scheduling_strategy="SPREAD")
-        self._class = ray.remote(DeviceStage)
-        self._threads = threads
-
-    def take(self, n: int) -> list:
-        """At least one and at most ``size`` actors, starting new ones up to ``n``."""
-        while len(self.actors) < max(1, min(n, self.size)):
-            self.actors.append(self._class.options(**self._options).remote(self._threads))
-        return list(self.actors)
-
-    def drop(self, actor) -> None:
-        """Forget (and end) an actor that died."""
-        import ray
-
-        if actor in self.actors:
-            self.actors.remove(actor)
-            with contextlib.suppress(Exception):
-                ray.kill(actor)
-
-    def release(self) -> None:
-        for actor in list(self.actors):
-            self.drop(actor)
-
-
-_pool: DevicePool | None = None
-
-
-def device_pool(size: int, cpus: float, gpus: float, threads: int | None) -> DevicePool:
-    """This process's pool of ``size`` actors of that shape: the one already up if it has
-    that shape and this Ray session, else a new one (the old one released)."""
-    import ray
-
-    from ...runtime import hold
-
-    global _pool
-    ctx = ray.get_runtime_context()
-    key = (ctx.gcs_address, ctx.get_node_id(), ctx.get_job_id(), size, cpus, gpus, threads)
-    if _pool is None or _pool.key != key:
-        release_encoders()
-        _pool = DevicePool(key, size, cpus, gpus, threads)
-        hold("encoders", release_encoders)
-    return _pool
-
-
-def release_encoders() -> None:
-    """End this process's idle device actors, freeing their CPUs and GPUs."""
-    global _pool
-    if _pool is not None:
-        _pool.release()
-        _pool = None
 
 
 def encode_array(model: torch.nn.Module, info: ModelInfo, spec: ModelSpec, pixels: np.ndarray,
