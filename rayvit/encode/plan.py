@@ -313,6 +313,13 @@ class EncodePlan:
                          + ", ".join(f"{key} {abs(p.affine.a):g} m" for (key, _), p in zip(m["assets"], s.parts)))
         return lines
 
+    def index_note(self) -> str:
+        """``; sources index PATH`` when the input files have one (:mod:`rayvit.io.sources`)."""
+        from ..io import sources
+
+        index = sources.existing_index([s.url for s in self.mosaic.sources if not s.parts])
+        return f"; sources index {index}" if index else ""
+
     def describe(self) -> str:
         g, t = self.feature_grid, self.tiling
         a = g.affine
@@ -320,7 +327,7 @@ class EncodePlan:
         return "\n".join([*self.items_lines(),
             f"inputs:   {len(self.mosaic.sources)} raster(s), {self.mosaic.grid.width}x"
             f"{self.mosaic.grid.height} px, bands {','.join(map(str, self.mosaic.bands))}, "
-            f"{self.mosaic.grid.area_km2():.3f} km2",
+            f"{self.mosaic.grid.area_km2():.3f} km2" + self.index_note(),
             f"model:    {self.spec.name} (layer {self.info.layer}/{self.info.n_layers - 1}, "
             f"{self.info.num_features} features, patch footprint {t.y.footprint}x{t.x.footprint} px)",
             f"bands:    {self.bands_line()}",
@@ -332,7 +339,7 @@ class EncodePlan:
                if redundancy > 0 else "no tile is encoded twice"),
             f"output:   {g.width}x{g.height} px x {self.info.num_features} bands {self.options.dtype}, "
             f"{self.out_bytes} bytes uncompressed, "
-            f"{'one COG' if self.single_file else 'COG blocks + VRT'} "
+            f"{'one COG' if self.single_file else 'COG blocks + their tile index (features.gti.gpkg)'} "
             f"({t.y.n_blocks(t.block_size) * t.x.n_blocks(t.block_size)} blocks of "
             f"{t.block_size} px)",
             f"grid:     origin ({a.c:.6f}, {a.f:.6f}), pixel {a.a:.6g} x {-a.e:.6g}, "

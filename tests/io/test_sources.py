@@ -104,3 +104,11 @@ def test_where_files_overlap_gdal_and_rayvit_take_the_first_file(tmp_path, cache
         assert data[0, 15, 15] == top                  # inside both
         with rasterio.open(sources.index_path(files)) as ds:
             np.testing.assert_array_equal(ds.read(), data)
+
+
+def test_the_dry_run_names_the_sources_index_a_later_run_will_read(tmp_path, cache):
+    from rayvit.encode.plan import EncodeOptions, plan_encode
+
+    files = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=5))
+    plan = plan_encode(files, EncodeOptions(model="rayvit_patchmean_p4", pretrained=False, size=16))
+    assert f"; sources index {sources.index_path(files)}" in plan.describe().splitlines()[0]
