@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -137,6 +138,7 @@ def bench_scale(files=(1, 1024, 4096), side: int = 8192, index_rows: int = 100_0
 
     with workdir(work) as work:
         env = dict(os.environ, RAYVIT_CACHE=os.path.join(work, "cache"))   # a cold index per bench
+        shutil.rmtree(env["RAYVIT_CACHE"], ignore_errors=True)               # (also in a --workdir reused)
         data = np.random.default_rng(0).integers(0, 255, (3, side, side), dtype=np.uint8)
         print(f"bench scale: {side} x {side} px, 3 bands uint8 as {', '.join(map(str, files))} file(s); "
               "rayvit encode, null encoder D = 768 float16, --normalize none; each twice (sources index "

@@ -10,6 +10,7 @@ overlap, the first file listed wins (as ``gdal_merge``). Files already on the ta
 from __future__ import annotations
 
 import atexit
+import contextlib
 import math
 import os
 import warnings
@@ -244,8 +245,12 @@ def close_cached(url: str | None = None) -> None:
 atexit.register(close_cached)
 
 
-def open_raster(url: str, options: dict | None = None):
-    """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file."""
+def open_raster(url: str, options: dict | None = None, refresh: bool = True):
+    """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file.
+
+    ``refresh=False``: a remote file is found through the listings already cached (one
+    listing of its folder answers GDAL's sidecar probes and gives the file's size, for every
+    file there: describing 10^4 objects of one prefix listed it once per file before)."""
     storage.backend(url)      # an unknown scheme or a missing package: said as such
     if not storage.is_local(url) and str(url).endswith(sources_io.SUFFIX):
         # GDAL reading a GeoPackage through rasterio's Python file opener crashes the process
@@ -260,11 +265,16 @@ def open_raster(url: str, options: dict | None = None):
             return rasterio.open(path)
         close_cached(url)
         fs = storage.filesystem(url, options)
-        # A worker process outlives a command (Ray reuses it for the next job, or the next
-        # command run in the same process): a listing it cached earlier (GDAL's probes for
-        # sidecar files list the folder) may predate this object, and would hide it.
-        fs.invalidate_cache()
-        return rasterio.open(url, opener=storage.RasterOpener(fs))
+        if refresh:
+            # A worker process outlives a command (Ray reuses it for the next job, or the next
+            # command run in the same process): a listing it cached earlier may predate this
+            # object, and would hide it.
+            fs.invalidate_cache()
+        # GDAL probes for sidecar files (.aux.xml, .msk, .ovr) one by one rather than by
+        # reading the folder (rasterio turns every entry of a listing into a Path, per open);
+        # the filesystem answers them from its cached listing when there is one
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="YES"):
+            return rasterio.open(url, opener=storage.RasterOpener(fs))
     except RasterOpenError:
         raise
     except (RasterioError, OSError, ValueError) as exc:
@@ -303,8 +313,8 @@ def _cached(url: str, options: dict | None):
     return ds
 
 
-def describe(url: str, options: dict | None = None) -> Source:
-    with open_raster(url, options) as ds:
+def describe(url: str, options: dict | None = None, refresh: bool = True) -> Source:
+    with open_raster(url, options, refresh) as ds:
         if ds.crs is None:
             raise InputError(
                 f"input raster {url!r} has no CRS, so it cannot be placed on a map; assign one "
@@ -692,8 +702,15 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
         urls.extend(found)
     paths = [u for u in urls if not isinstance(u, Source)]
+    remote = [u for u in paths if not storage.is_local(u)]
+    if remote:      # each folder listed once, fresh, for them all (see open_raster)
+        fs = storage.filesystem(remote[0], options)
+        fs.invalidate_cache()
+        for folder in dict.fromkeys(u.rsplit("/", 1)[0] for u in remote):
+            with contextlib.suppress(OSError):      # describe() says what is wrong
+                fs.ls(folder, detail=True)
     # headers from the sources index of these files where it is current, else read (in parallel)
-    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(u, options))))
+    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(u, options, refresh=False))))
     results = [u if isinstance(u, Source) else found[u] for u in urls]
     described, skipped = [], []
     for u, result in zip(urls, results):
