@@ -245,12 +245,12 @@ def close_cached(url: str | None = None) -> None:
 atexit.register(close_cached)
 
 
-def open_raster(url: str, options: dict | None = None, refresh: bool = True):
+def open_raster(url: str, options: dict | None = None, refresh: bool = True, sidecars: bool = True):
     """Open ``url`` with rasterio (fsspec opener for remote URLs). Errors name the file.
 
-    ``refresh=False``: a remote file is found through the listings already cached (one
-    listing of its folder answers GDAL's sidecar probes and gives the file's size, for every
-    file there: describing 10^4 objects of one prefix listed it once per file before)."""
+    Remote files: ``refresh`` forgets the filesystem's cached listings first; ``sidecars=False``
+    (its folder is known to hold no .aux.xml, .msk or .ovr file) spares GDAL's probes for
+    them. Describing 10^4 objects of one prefix listed it on every open before: O(n^2)."""
     storage.backend(url)      # an unknown scheme or a missing package: said as such
     if not storage.is_local(url) and str(url).endswith(sources_io.SUFFIX):
         # GDAL reading a GeoPackage through rasterio's Python file opener crashes the process
@@ -270,10 +270,9 @@ def open_raster(url: str, options: dict | None = None, refresh: bool = True):
             # command run in the same process): a listing it cached earlier may predate this
             # object, and would hide it.
             fs.invalidate_cache()
-        # GDAL probes for sidecar files (.aux.xml, .msk, .ovr) one by one rather than by
-        # reading the folder (rasterio turns every entry of a listing into a Path, per open);
-        # the filesystem answers them from its cached listing when there is one
-        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="YES"):
+        # GDAL probes for sidecar files (.aux.xml, .msk, .ovr) one by one, or not at all in a
+        # folder known to hold none, rather than by listing the folder on every open
+        with rasterio.Env(GDAL_DISABLE_READDIR_ON_OPEN="YES" if sidecars else "EMPTY_DIR"):
             return rasterio.open(url, opener=storage.RasterOpener(fs))
     except RasterOpenError:
         raise
@@ -313,8 +312,8 @@ def _cached(url: str, options: dict | None):
     return ds
 
 
-def describe(url: str, options: dict | None = None, refresh: bool = True) -> Source:
-    with open_raster(url, options, refresh) as ds:
+def describe(url: str, options: dict | None = None, refresh: bool = True, sidecars: bool = True) -> Source:
+    with open_raster(url, options, refresh, sidecars) as ds:
         if ds.crs is None:
             raise InputError(
                 f"input raster {url!r} has no CRS, so it cannot be placed on a map; assign one "
@@ -619,6 +618,26 @@ class Mosaic:
         return data, ok, offset
 
 
+SIDECARS = (".aux.xml", ".msk", ".ovr")
+
+
+def bare_folders(urls: Sequence[str], options: dict | None) -> set[str]:
+    """The folders of remote ``urls`` that hold no sidecar file (:data:`SIDECARS`), each
+    listed once; the filesystem's listings are forgotten before and after (a cached listing
+    of 10^4 objects is scanned on every later lookup)."""
+    if not urls:
+        return set()
+    fs = storage.filesystem(urls[0], options)
+    fs.invalidate_cache()
+    bare = set()
+    for folder in dict.fromkeys(u.rsplit("/", 1)[0] for u in urls):
+        with contextlib.suppress(OSError):          # describe() says what is wrong
+            if not any(str(name).endswith(SIDECARS) for name in fs.ls(folder, detail=False)):
+                bare.add(folder)
+    fs.invalidate_cache()
+    return bare
+
+
 def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -> tuple[int, ...]:
     """1-based band indices from ``--bands`` (indices or names), the same in every file.
 
@@ -702,15 +721,10 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
             raise RasterOpenError(f"input pattern {pattern!r} matches no file; check the path/glob.")
         urls.extend(found)
     paths = [u for u in urls if not isinstance(u, Source)]
-    remote = [u for u in paths if not storage.is_local(u)]
-    if remote:      # each folder listed once, fresh, for them all (see open_raster)
-        fs = storage.filesystem(remote[0], options)
-        fs.invalidate_cache()
-        for folder in dict.fromkeys(u.rsplit("/", 1)[0] for u in remote):
-            with contextlib.suppress(OSError):      # describe() says what is wrong
-                fs.ls(folder, detail=True)
+    bare = bare_folders([u for u in paths if not storage.is_local(u)], options)
     # headers from the sources index of these files where it is current, else read (in parallel)
-    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(u, options, refresh=False))))
+    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(
+        u, options, refresh=False, sidecars=u.rsplit("/", 1)[0] not in bare))))
     results = [u if isinstance(u, Source) else found[u] for u in urls]
     described, skipped = [], []
     for u, result in zip(urls, results):

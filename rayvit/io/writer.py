@@ -27,13 +27,13 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 import rasterio
-from affine import Affine
 import rasterio.shutil
 import rasterio.windows
+from affine import Affine
 
 from ..errors import OutputError
 from ..grid import Block
-from ..io.mosaic import Grid, describe, open_raster
+from ..io.mosaic import GDAL_TYPES, Grid, describe, open_raster
 from . import quantize, sources, storage
 from .cog import BlockWriter, block_file, cog_profile
 
@@ -251,7 +251,7 @@ class FeatureWriter:
 
     @property
     def gdal_dtype(self) -> str:
-        return {"uint8": "Byte", "int8": "Int8", "uint16": "UInt16", "uint32": "UInt32"}.get(self.dtype, "Float32")
+        return GDAL_TYPES.get(self.dtype, "Float32")      # float16 is stored as Float32 (io.cog)
 
     def _block_path(self, block: Block) -> str:
         """A block's file relative to the output directory (as the VRT and the index name it)."""
@@ -364,7 +364,8 @@ class FeatureWriter:
 
     def commit(self, blocks_with_data: Sequence[Block], single_file: bool,
                sidecar: dict | Callable[[], dict]) -> str:
-        """Assemble the product (VRT over blocks, or one COG) and commit the sidecar last
+        """Assemble the product (the blocks' tile index, and a VRT while small; or one COG)
+        and commit the sidecar last
         (``sidecar()`` is called then, when it is a callable: it may time the assembly)."""
         if self.quantized:
             self._quantize(blocks_with_data)

@@ -167,3 +167,21 @@ def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path, monke
                                   read(tmp_path / "l" / "features.gti.gpkg")[0])
     s3["fs"].get("emb/search/hits.parquet", str(tmp_path / "hits.parquet"))
     assert pq.read_table(tmp_path / "hits.parquet").num_rows == 3
+
+
+def test_remote_headers_honour_sidecar_files_and_skip_probing_folders_without_any(s3, tmp_path):
+    """Each folder of remote inputs is listed once: where it holds a sidecar (.aux.xml here,
+    setting a nodata value), GDAL still reads it; a folder without any is not probed."""
+    from rayvit.io.mosaic import bare_folders, open_mosaic
+
+    path = write_raster(tmp_path / "a.tif", seeded_image((2, 16, 16), seed=3))
+    (tmp_path / "a.tif.aux.xml").write_text('<PAMDataset><PAMRasterBand band="1"><NoDataValue>7</NoDataValue>'
+                                            '</PAMRasterBand><PAMRasterBand band="2"><NoDataValue>7</NoDataValue>'
+                                            "</PAMRasterBand></PAMDataset>")
+    s3["fs"].put(path, "rasters/side/a.tif")
+    s3["fs"].put(str(tmp_path / "a.tif.aux.xml"), "rasters/side/a.tif.aux.xml")
+    s3["fs"].put(path, "rasters/bare/a.tif")
+    urls = ["s3://rasters/side/a.tif", "s3://rasters/bare/a.tif"]
+    assert bare_folders(urls, None) == {"s3://rasters/bare"}
+    side, bare = (open_mosaic([u]).sources[0] for u in urls)
+    assert side.nodata == 7 and bare.nodata is None
