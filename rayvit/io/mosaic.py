@@ -148,6 +148,9 @@ class Source:
     # every band's validity is its nodata value (one for all bands) or nothing: no mask band,
     # no alpha (what lets many files be read as one VRT, :meth:`Mosaic._read_many`)
     plain: bool = False
+    # a remote file's folder may hold sidecar files (.aux.xml, .msk, .ovr) that GDAL must look
+    # for on every open; False where listing it showed none (:func:`bare_folders`)
+    sidecars: bool = True
 
     def scaled(self, bands: Sequence[int]) -> bool:
         """Whether any of ``bands`` (1-based) declares a scale or offset other than 1 and 0."""
@@ -299,13 +302,13 @@ def open_raster(url: str, options: dict | None = None, refresh: bool = True, sid
                               "GeoTIFF/COG or another GDAL format.") from exc
 
 
-def _cached(url: str, options: dict | None):
+def _cached(url: str, options: dict | None, sidecars: bool = True):
     """Per-process open handles: a worker reads many windows of the same few files. At most
     :data:`MAX_OPEN` are kept, the least recently used closed first (a block product has one
     file per block, 10^4 of them at continental scale)."""
     ds = _OPEN.pop(url, None)
     if ds is None or ds.closed:
-        ds = open_raster(url, options)
+        ds = open_raster(url, options, sidecars=sidecars)
     _OPEN[url] = ds
     while len(_OPEN) > MAX_OPEN:
         close_cached(next(iter(_OPEN)))
@@ -333,7 +336,8 @@ def describe(url: str, options: dict | None = None, refresh: bool = True, sideca
                  and len({repr(v) for v in ds.nodatavals}) == 1)
         return Source(url, ds.crs.to_wkt(), tuple(ds.transform)[:6], ds.width, ds.height,
                       ds.count, ds.dtypes[0], ds.nodata, names,
-                      tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets), plain=plain)
+                      tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets), plain=plain,
+                      sidecars=sidecars)
 
 
 def crs_name(crs: str | CRS) -> str:
@@ -579,7 +583,7 @@ class Mosaic:
 
     def _read_file(self, src: Source, bands, row, col, rows, cols, options):
         try:
-            ds = _cached(src.url, options)
+            ds = _cached(src.url, options, src.sidecars)
             if _aligned(src, self.grid):
                 g, s = self.grid.affine, src.affine
                 srow0 = row + round((g.f - s.f) / s.e)

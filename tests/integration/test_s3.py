@@ -184,4 +184,4 @@ def test_remote_headers_honour_sidecar_files_and_skip_probing_folders_without_an
     urls = ["s3://rasters/side/a.tif", "s3://rasters/bare/a.tif"]
     assert bare_folders(urls, None) == {"s3://rasters/bare"}
     side, bare = (open_mosaic([u]).sources[0] for u in urls)
-    assert side.nodata == 7 and bare.nodata is None
+    assert side.nodata == 7 and bare.nodata is None and side.sidecars and not bare.sidecars   # reads too
