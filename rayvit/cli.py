@@ -174,8 +174,9 @@ def add_encode(sub) -> None:
                         "with a scale and offset per band (GDAL metadata) that every reader applies: "
                         "the error is at most half a step, 1/254 of the band's range")
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
-    g.add_argument("--blocks", action="store_true", help="always write GeoTIFF blocks + features.vrt "
-                                                         "(default: above 64 MiB uncompressed only)")
+    g.add_argument("--blocks", action="store_true",
+                   help="always write GeoTIFF blocks + their tile index features.gti.gpkg "
+                        "(default: above 64 MiB uncompressed only)")
     g.add_argument("--block-size", type=int,
                    help="output block size in feature pixels: the unit of work (one read, one device "
                         "call, one written file). Default: the multiple of the stride nearest 128, so "
@@ -222,7 +223,8 @@ def run_encode(args) -> int:
 
 def _analysis_common(p: argparse.ArgumentParser, block_flag: str = "--block-size", vectors: str = "",
                      standardize: bool = True) -> None:
-    p.add_argument("input", help="any multi-band raster or VRT (e.g. out/features.tif or features.vrt)")
+    p.add_argument("input", help="any multi-band raster, VRT or tile index "
+                                 "(e.g. out/features.tif or features.gti.gpkg)")
     if vectors:
         p.add_argument("vectors", nargs="?" if vectors == "optional" else None,
                        help="points/polygons: GeoPackage, Shapefile, GeoJSON, GeoParquet, zipped shapefile"
@@ -326,7 +328,7 @@ def add_similarity(sub) -> None:
                                    "per class, named after it. Computed block by block in Ray tasks. Writes "
                                    "similarity.tif (float32 in [-1, 1], nodata NaN), samples.gpkg (the "
                                    "reference pixels with their values), metrics.json, quicklook.png.",
-                       epilog="example: rayvit similarity out/features.vrt refs.gpkg -o sim/ --by Type")
+                       epilog="example: rayvit similarity out/features.gti.gpkg refs.gpkg -o sim/ --by Type")
     _analysis_common(p, vectors="required", standardize=False)
     p.add_argument("--by", help="one band per value of this column (default: one band, all references)")
     p.add_argument("--reduce", choices=("mean", "max"), default="mean",
@@ -350,7 +352,7 @@ def add_classify(sub) -> None:
                                    "category names, nodata = its maximum; regression: float32), optional "
                                    "probability.tif, metrics.json (per fold and pooled), model.joblib, "
                                    "samples.gpkg (pixels used, labels, folds, values) and quicklook.png.",
-                       epilog="example: rayvit classify out/features.vrt train.gpkg -o cls/ --label Type "
+                       epilog="example: rayvit classify out/features.gti.gpkg train.gpkg -o cls/ --label Type "
                               "--cv spatial --block-size 2000")
     _analysis_common(p, block_flag="--window-size", vectors="optional", standardize=False)
     p.add_argument("--label", help="column holding the class (text or numbers) or the regression target")
@@ -390,7 +392,7 @@ def add_search(sub) -> None:
                                    "Writes score.tif, hits.parquet (the exact top-k pixels over the whole "
                                    "mosaic: rank, score, row, col, footprint), samples.gpkg, metrics.json, "
                                    "quicklook.png.",
-                       epilog="example: rayvit search out/features.vrt pos.gpkg -o hits/ --negatives neg.gpkg "
+                       epilog="example: rayvit search out/features.gti.gpkg pos.gpkg -o hits/ --negatives neg.gpkg "
                               "--top-k 200 --exclude-radius 3")
     _analysis_common(p, vectors="required", standardize=False)
     p.add_argument("--negatives", help="negative examples (points/polygons or table rows)")
@@ -422,7 +424,7 @@ def add_change(sub) -> None:
                                    "default mean + 3 std: area, mean and max change), metrics.json, "
                                    "quicklook.png. Rasters encoded with another model, layer or "
                                    "normalisation (their sidecars) are refused unless --force.",
-                       epilog="example: rayvit change y2023/features.vrt y2025/features.vrt -o chg/ --zscore")
+                       epilog="example: rayvit change y2023/features.gti.gpkg y2025/features.gti.gpkg -o chg/ --zscore")
     p.add_argument("a", help="feature raster of the first date")
     p.add_argument("b", help="feature raster of the second date (same bands)")
     p.add_argument("-o", "--output", required=True, help="output directory")
@@ -454,8 +456,9 @@ def add_table(sub) -> None:
                                    "(the source's sidecar: model, weights checksum, layer, normalisation, "
                                    "grid). Read with geopandas.read_parquet(DIR), pyarrow or DuckDB "
                                    "read_parquet('DIR/*.parquet').",
-                       epilog="example: rayvit table out/features.vrt -o emb/ --pool tile --tile 16")
-    p.add_argument("input", help="feature raster (features.tif/.vrt, or any raster; int8 with scales is dequantised)")
+                       epilog="example: rayvit table out/features.gti.gpkg -o emb/ --pool tile --tile 16")
+    p.add_argument("input", help="feature raster (features.tif/.gti.gpkg, or any raster; "
+                                 "int8 with scales is dequantised)")
     p.add_argument("-o", "--output", required=True, help="output directory (local or s3://...)")
     p.add_argument("--pool", choices=("tile", "none"), default="tile",
                    help="tile: a row per cell, mean over its valid pixels (default); none: a row per pixel")

@@ -15,7 +15,7 @@ A job spec::
 Each step names one stage (``encode``, ``reduce``, ``cluster``, ``similarity``,
 ``classify``) whose fields are the keyword arguments of the Python function of that stage
 (``rayvit.encode``, ``rayvit.reduce``...). ``${ID.output}`` is the product a previous
-step wrote (its raster: ``features.tif``/``.vrt``, ``reduced.tif``...), ``${ID.model}`` its
+step wrote (its raster: ``features.tif``/``features.gti.gpkg``, ``reduced.tif``...), ``${ID.model}`` its
 model file, ``${ID.dir}`` its output directory. Before anything runs, every step is checked:
 the stage exists, every field is one of the stage's and has the right type, required fields
 are present and every reference points to an earlier step; errors name the step and field.

@@ -4,7 +4,8 @@ The same ``side`` x ``side`` px, 3-band uint8 area (random pixels, EPSG:32633, 1
 as 1 file and as n files of equal squares; each is encoded by a ``rayvit encode`` process of its
 own (the whole command, as a user runs it) with the null encoder (D = 768, float16,
 ``--normalize none``) twice: the first run reads every file's header and writes the sources
-index, the second finds it (the model's plan is kept by a dry run before them all). Per run: wall time, the phases from the sidecar (planning, Ray
+index, the second finds it (the model's plan is kept by a dry run before them all). Per run:
+wall time, the phases from the sidecar (planning, Ray
 start, actor start, encoding, commit), what follows the commit (report, shut-down) and the
 driver's peak RSS. Then ``rayvit encode --dry-run`` over a sources index of ``index_rows``
 files (written here; the files need not exist: a dry run given an index opens none).
@@ -114,14 +115,16 @@ def bench_s3(work: str, url: str, data: np.ndarray, files, env: dict, base: floa
         one = time.perf_counter() - t0
     finally:
         sources.THREADS = saved
-    rows["describe"] = {"files": n, "wall_s": wall, "files_per_s": n / wall, "one_at_a_time_files_per_s": len(few) / one}
+    rows["describe"] = {"files": n, "wall_s": wall, "files_per_s": n / wall,
+                        "one_at_a_time_files_per_s": len(few) / one}
     print(f"bench scale: S3 ({url}): {n} objects described in {wall:.1f} s ({n / wall:.0f} files/s, "
           f"{sources.THREADS} at once; one at a time: {len(few) / one:.0f} files/s)", flush=True)
     for count in files:
         local = write_area(os.path.join(work, f"files_{count}"), data, count)
         fs.put(os.path.dirname(local) + "/", storage.join(url, f"files_{count}") + "/", recursive=True)
         out = os.path.join(work, "out_s3")
-        wall, rss, _ = run_command(["encode", storage.join(url, f"files_{count}", "part_*.tif"), "-o", out, *ENCODE], env)
+        inputs = storage.join(url, f"files_{count}", "part_*.tif")
+        wall, rss, _ = run_command(["encode", inputs, "-o", out, *ENCODE], env)
         with open(os.path.join(out, "features.json")) as fh:
             t = json.load(fh)["timings"]
         rows[count] = {"wall_s": wall, "planning_s": t.get("planning_s", 0.0), "encoding_s": t.get("encoding_s", 0.0)}
@@ -258,7 +261,8 @@ def bench_products(work: str, counts=(25, 10_000)) -> dict:
         made = time.perf_counter() - t0
         rows[n] = {how: time_open_read(path, how) for how in ("gdal", "rayvit")}
         print(f"bench scale: product of {n:>6} blocks x 768 bands (written in {made:.0f} s, index "
-              f"{os.path.getsize(path) / 2**20:.1f} MB): open + read 256 x 256 px: GDAL {rows[n]['gdal'] * 1000:.0f} ms, "
+              f"{os.path.getsize(path) / 2**20:.1f} MB): open + read 256 x 256 px: "
+              f"GDAL {rows[n]['gdal'] * 1000:.0f} ms, "
               f"rayvit {rows[n]['rayvit'] * 1000:.0f} ms", flush=True)
     if len(counts) > 1:
         lo, hi = rows[counts[0]], rows[counts[-1]]
