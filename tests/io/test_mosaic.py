@@ -312,3 +312,29 @@ def test_many_files_in_a_window_are_read_as_one_vrt_with_the_same_pixels_and_val
         expected &= (data != nodata).all(axis=0)
     np.testing.assert_array_equal(v, expected)
     assert (d[:, ~v] == 0).all()
+
+
+def test_gdal_looks_for_sidecar_files_only_in_folders_that_hold_some(tmp_path):
+    """A folder holding a sidecar of an input (here ``a.tif.aux.xml`` setting a nodata value)
+    is read as GDAL reads it; in a folder holding none GDAL is spared its probes (it listed the
+    folder on every open), with the same pixels."""
+    from rayvit.io.mosaic import bare_folders
+
+    data = seeded_image((2, 16, 16), seed=3)
+    data[:, 2, 3] = 7
+    (tmp_path / "side").mkdir()
+    (tmp_path / "bare").mkdir()
+    side = write_raster(tmp_path / "side" / "a.tif", data)
+    bare = write_raster(tmp_path / "bare" / "a.tif", data)
+    (tmp_path / "bare" / "notes.txt").write_text("not a sidecar: another name")
+    (tmp_path / "side" / "a.tif.aux.xml").write_text(
+        '<PAMDataset><PAMRasterBand band="1"><NoDataValue>7</NoDataValue></PAMRasterBand>'
+        '<PAMRasterBand band="2"><NoDataValue>7</NoDataValue></PAMRasterBand></PAMDataset>')
+    assert bare_folders([side, bare], None) == {str(tmp_path / "bare")}
+    a, b = open_mosaic([side]), open_mosaic([bare])
+    assert a.sources[0].sidecars and a.sources[0].nodata == 7
+    assert not b.sources[0].sidecars and b.sources[0].nodata is None
+    (da, va), (db, vb) = a.read(0, 0, 16, 16), b.read(0, 0, 16, 16)
+    np.testing.assert_array_equal(va, ~(data == 7).any(axis=0))
+    assert not va[2, 3] and vb.all()
+    np.testing.assert_array_equal(db, data)
