@@ -345,7 +345,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
 
     final = writer.commit(with_data, plan.single_file, finish)
     imagery = None
-    if preview and len(previews) == len(plan.block_tasks()):    # resumed: blocks read before are not here
+    if preview and not finished:        # resumed: the blocks read before have no preview
         import ray
         with contextlib.suppress(ray.exceptions.RayError):
             imagery = preview.assemble(ray.get(list(previews.values())))

@@ -368,15 +368,12 @@ def _bounds_in(src: Source, crs: str) -> tuple[float, float, float, float]:
     the whole Source, whose band names may be 768 strings)."""
     if _same_crs(src.crs, crs):
         return src.bounds
-    return _warped_bounds(src.crs, src.transform, src.width, src.height, crs)
+    return _warped_bounds(src.crs, src.bounds, crs)
 
 
 @lru_cache(maxsize=2**16)
-def _warped_bounds(src_crs: str, transform: tuple, width: int, height: int, crs: str) -> tuple:
-    a = Affine(*transform[:6])
-    (x0, y0), (x1, y1) = a @ (0, 0), a @ (width, height)
-    return transform_bounds(CRS.from_wkt(src_crs), CRS.from_wkt(crs), min(x0, x1), min(y0, y1), max(x0, x1),
-                            max(y0, y1), densify_pts=21)
+def _warped_bounds(src_crs: str, bounds: tuple, crs: str) -> tuple:
+    return transform_bounds(CRS.from_wkt(src_crs), CRS.from_wkt(crs), *bounds, densify_pts=21)
 
 
 def _aligned(src: Source, grid: Grid) -> bool:

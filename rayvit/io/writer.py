@@ -33,9 +33,9 @@ from affine import Affine
 
 from ..errors import OutputError
 from ..grid import Block
-from ..io.mosaic import GDAL_TYPES, Grid, describe, open_raster
+from ..io.mosaic import GDAL_TYPES, Grid, Source, open_raster
 from . import quantize, sources, storage
-from .cog import BlockWriter, block_file, cog_profile
+from .cog import BlockWriter, block_file, cog_profile, storage_dtype
 
 DTYPES = ("float32", "float16", "int8", "uint8")   # int8/uint8: quantised at commit (io.quantize)
 RUN_FILE = "run.json"
@@ -283,9 +283,10 @@ class FeatureWriter:
         named relative to the index, with the product's size, geotransform and bands declared,
         so that GDAL, rasterio and QGIS open it as one raster, and rayvit's analysis stages
         find each block through it (:func:`rayvit.io.sources.read_index`)."""
-        first = describe(self.url(self._block_path(blocks[0]).replace(os.sep, "/")) if self.remote
-                         else os.path.join(self.outdir, self._block_path(blocks[0])),
-                         storage.storage_options(self.remote) if self.remote else None)
+        # every block's header is the product's (what describe() would read from one)
+        first = Source("", self.grid.crs, (), 0, 0, self.count, storage_dtype(self.dtype), self.nodata,
+                       tuple(self.descriptions), self.scales or (1.0,) * self.count,
+                       self.offsets or (0.0,) * self.count, plain=True)
         a = self.grid.affine
         rows = []
         for b in blocks:
