@@ -281,7 +281,8 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     nodes: dict[str, int] = {}
     sums = dict.fromkeys(STAGE_SECONDS, 0.0)
     t1 = time.monotonic()
-    preview, previews = imagery_preview(plan), {}
+    # a resumed run has no preview of the blocks read before: its report reads the inputs
+    preview, previews = (None if finished else imagery_preview(plan)), {}
     if tasks:
         with Progress(todo, "encode", "tile", o.progress) as progress:
             for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, preview, previews):
@@ -345,7 +346,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
 
     final = writer.commit(with_data, plan.single_file, finish)
     imagery = None
-    if preview and not finished:        # resumed: the blocks read before have no preview
+    if preview:
         import ray
         with contextlib.suppress(ray.exceptions.RayError):
             imagery = preview.assemble(ray.get(list(previews.values())))
