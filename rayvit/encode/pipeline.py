@@ -260,14 +260,15 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     d = plan.info.num_features
     writer = FeatureWriter(output, plan.feature_grid, d, [f"feature_{i + 1:04d}" for i in range(d)],
                            o.dtype, o.compress, quantized=quantize.is_quantized(o.dtype))
-    fingerprint = plan.fingerprint()
+    config = plan.config()
+    fingerprint = plan.fingerprint(config)
     state = writer.check(fingerprint, o.overwrite)
     if state == "complete":
         print(f"encode: {output} already holds this run (run id {fingerprint}); nothing to do.",
               file=sys.stderr)
         return EncodeResult(writer.url("features.json"), output, t.n_tiles, 0, 0, 0,
                             time.monotonic() - t0, km2, plan)
-    writer.start(fingerprint, plan.config(), overwrite=state == "overwrite")
+    writer.start(fingerprint, config, overwrite=state == "overwrite")
     finished = writer.finished_blocks() if state == "resume" else {}
     tasks = plan.block_tasks(frozenset(finished))
     timings["planning_s"] = time.monotonic() - t0 - timings.get("ray_start_s", 0.0)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, fields, replace
 from typing import Sequence
 
 import numpy as np
@@ -135,9 +135,9 @@ def stac_sources(o: EncodeOptions) -> list:
 
 def _public(source: Source) -> dict:
     """A source as recorded in run.json: its URLs (and its STAC assets') without secrets."""
-    out = asdict(source)
+    out = {f.name: getattr(source, f.name) for f in fields(source)}   # (asdict copies deeply: 10^4 files)
     out["url"] = storage.redact(source.url)
-    out["parts"] = [dict(p, url=storage.redact(p["url"])) for p in out["parts"]]
+    out["parts"] = [_public(p) for p in source.parts]
     return out
 
 
@@ -276,8 +276,9 @@ class EncodePlan:
             "batch_size": self.batch_size,
         }
 
-    def fingerprint(self) -> str:
-        text = json.dumps(self.config(), sort_keys=True, default=str)
+    def fingerprint(self, config: dict | None = None) -> str:
+        """A digest of :meth:`config` (given, where the caller has it already: 10^4 inputs)."""
+        text = json.dumps(config or self.config(), sort_keys=True, default=str)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def on_device(self, device: str) -> "EncodePlan":

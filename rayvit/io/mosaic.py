@@ -14,7 +14,7 @@ import math
 import os
 import warnings
 from dataclasses import dataclass, replace
-from functools import cached_property, lru_cache
+from functools import cached_property, lru_cache, partial
 from typing import Sequence
 from xml.sax.saxutils import escape
 
@@ -174,10 +174,9 @@ class Source:
 
     @property
     def bounds(self) -> tuple[float, float, float, float]:
-        a = self.affine
-        x0, y0 = a @ (0, 0)
-        x1, y1 = a @ (self.width, self.height)
-        return (min(x0, x1), min(y0, y1), max(x0, x1), max(y0, y1))
+        a, b, c, d, e, f = self.transform          # Affine's arithmetic, without making one (10^5 files)
+        x1, y1 = self.width * a + self.height * b + c, self.width * d + self.height * e + f
+        return (min(c, x1), min(f, y1), max(c, x1), max(f, y1))
 
 
 @dataclass(frozen=True)
@@ -303,8 +302,10 @@ def open_raster(url: str, options: dict | None = None, refresh: bool = True, sid
 
 
 def no_probes(sidecars: bool) -> dict:
-    """GDAL options that spare it looking for sidecar files where there are none."""
-    return {} if sidecars else {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR"}
+    """GDAL options that spare it looking for sidecar files where there are none: no folder
+    listing, and no .aux.xml read (PAM; 0.75 -> 0.57 ms per local GeoTIFF open). What GDAL
+    keeps in the file itself (scales, offsets, band names in its GDAL_METADATA tag) is read."""
+    return {} if sidecars else {"GDAL_DISABLE_READDIR_ON_OPEN": "EMPTY_DIR", "GDAL_PAM_ENABLED": "NO"}
 
 
 def _cached(url: str, options: dict | None, sidecars: bool = True):
@@ -343,6 +344,12 @@ def describe(url: str, options: dict | None = None, refresh: bool = True, sideca
                       ds.count, ds.dtypes[0], ds.nodata, names,
                       tuple(float(s) for s in ds.scales), tuple(float(o) for o in ds.offsets), plain=plain,
                       sidecars=sidecars)
+
+
+def describe_in(bare: frozenset, options: dict | None, url: str) -> Source:
+    """:func:`describe` of a file of a mosaic whose folders ``bare`` hold no sidecar (what
+    :func:`.sources.describe_all` sends to other processes)."""
+    return describe(url, options, refresh=False, sidecars=folder_of(url) not in bare)
 
 
 def crs_name(crs: str | CRS) -> str:
@@ -745,11 +752,11 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
     files = [u.url for u in urls if isinstance(u, Source) and not u.parts]      # from an index
     bare = bare_folders(paths + files, options)
     # headers from the sources index of these files where it is current, else read (in parallel)
-    found = dict(zip(paths, sources_io.describe_all(paths, lambda u: describe(
-        u, options, refresh=False, sidecars=folder_of(u) not in bare))))
+    found = dict(zip(paths, sources_io.describe_all(paths, partial(describe_in, frozenset(bare), options))))
     # whether their folders hold sidecars is asked every run (an index cannot know)
-    results = [r if not isinstance(r, Source) or r.parts else replace(r, sidecars=folder_of(r.url) not in bare)
-               for r in (u if isinstance(u, Source) else found[u] for u in urls)]
+    results = [u if isinstance(u, Source) else found[u] for u in urls]
+    results = [r if not isinstance(r, Source) or r.parts or r.sidecars == (folder_of(r.url) not in bare)
+               else replace(r, sidecars=not r.sidecars) for r in results]
     described, skipped = [], []
     for u, result in zip(urls, results):
         if isinstance(result, RasterOpenError):

@@ -24,7 +24,10 @@ import hashlib
 import json
 import os
 import tempfile
-from concurrent.futures import ThreadPoolExecutor
+import multiprocessing
+import pickle
+import sys
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import replace
 from typing import TYPE_CHECKING, Callable, Sequence
 
@@ -35,7 +38,9 @@ if TYPE_CHECKING:
 
 INDEX_FILES = 64         # lists of fewer files are described every run (an index would cost more than it saves)
 KEEP = 100               # indexes kept in the cache, the most recently written
-THREADS = 16             # headers read at once (remote reads wait on I/O; local opens gain little)
+THREADS = 16             # remote headers read at once per process (they wait on I/O; local ones are read one by one)
+PROCESS_FROM = 256       # headers to read from which processes share them (starting one costs ~0.5 s)
+PROCESSES = 16           # at most this many
 SUFFIX = ".gti.gpkg"     # GDAL opens *.gti.gpkg through its GTI driver without a prefix
 # Source fields kept per row (besides its URL, the GTI ``location``); tuples are stored as JSON
 FIELDS = ("crs", "transform", "width", "height", "count", "dtype", "nodata", "names", "scales", "offsets", "plain")
@@ -203,7 +208,10 @@ def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS
     """Each URL's :class:`Source`, or the exception describing it raised, in order.
 
     Local files come from the index of these files where their size and modification time
-    still match; the others are described (``threads`` at once) and the index is rewritten.
+    still match; the others are described and the index is rewritten. :data:`PROCESS_FROM`
+    files or more to describe are shared among processes (opening a header is GIL-held
+    Python and PROJ work: threads gain nothing on local files), when ``describe`` can be sent
+    to them; each process (or this one, for fewer) reads ``threads`` remote headers at once.
     """
     local = indexable(urls)
     path = index_path(urls) if local else None
@@ -213,30 +221,83 @@ def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS
             known = read_index(path)[0]
         except Exception:       # an unreadable cache is rebuilt, never trusted
             known = {}
-
-    def one(u: str):
+    marks, results = [], []
+    for u in urls:
         try:
-            try:
-                mark = stamp(u) if local else None
-            except OSError:         # describe() says what is wrong with it
-                mark = None
-            hit = known.get(absolute(u))
-            if mark is not None and hit and hit[1] == mark:
-                return replace(hit[0], url=u), mark, False
-            return describe(u), mark, True
-        except Exception as exc:    # raised by the caller, in input order
-            return exc, None, False
-
-    with ThreadPoolExecutor(max_workers=max(1, min(threads, len(urls)))) as pool:
-        results = list(pool.map(one, urls))
-    good = [(r, mark) for r, mark, _ in results if not isinstance(r, Exception) and mark is not None]
-    if path and good and (any(new for *_, new in results) or len(good) != len(known)):
+            mark = stamp(u) if local else None
+        except OSError:         # describe() says what is wrong with it
+            mark = None
+        hit = known.get(absolute(u))
+        marks.append(mark)
+        results.append((hit[0] if hit[0].url == u else replace(hit[0], url=u))
+                       if mark is not None and hit and hit[1] == mark else None)
+    todo = [u for u, r in zip(urls, results) if r is None]
+    described = iter(_describe_many(describe, todo, threads))
+    results = [next(described) if r is None else r for r in results]
+    good = [(r, mark) for r, mark in zip(results, marks) if not isinstance(r, Exception) and mark is not None]
+    if path and good and (todo or len(good) != len(known)):
         try:
             write_index(path, [(replace(r, url=absolute(r.url)), mark) for r, mark in good])
             prune(os.path.dirname(path))
         except OSError:             # a read-only cache: the run goes on without one
             pass
-    return [r for r, _, _ in results]
+    return results
+
+
+def _describe_many(describe: Callable, urls: Sequence[str], threads: int) -> list:
+    """``describe`` of each URL, or its exception, in order; in :func:`processes` where there are many."""
+    workers, context = processes(len(urls)), _forking()
+    if workers > 1 and context:
+        try:
+            pickle.dumps(describe)
+        except Exception:           # a closure (tests count calls with one): described here
+            context = None
+    if workers <= 1 or not context:
+        return _describe_each(describe, urls, threads)
+    step = max(16, -(-len(urls) // (workers * 8)))      # chunks small enough to share the work evenly
+    with ProcessPoolExecutor(workers, mp_context=context) as pool:
+        parts = pool.map(_describe_each, *zip(*[(describe, urls[i:i + step], threads)
+                                                for i in range(0, len(urls), step)]))
+        return [r for part in parts for r in part]
+
+
+def processes(files: int) -> int:
+    """How many processes describe ``files`` headers: one below :data:`PROCESS_FROM`, else one
+    per CPU this process may use, at most :data:`PROCESSES`."""
+    if files < PROCESS_FROM:
+        return 1
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(1, min(cpus, PROCESSES))
+
+
+def _forking():
+    """The "fork" start method where it is safe, else None (headers are then read here).
+
+    Not "spawn": it runs the caller's ``__main__`` again in each process, which a script
+    calling ``rayvit.encode`` without an ``if __name__ == "__main__":`` guard does not survive.
+    Not once Ray runs in this process (a forked copy of its threads hangs): planning comes
+    before Ray starts, except for a caller who started it."""
+    ray = sys.modules.get("ray")
+    if "fork" not in multiprocessing.get_all_start_methods() or (ray and ray.is_initialized()):
+        return None
+    return multiprocessing.get_context("fork")
+
+
+def _describe_each(describe: Callable, urls: Sequence[str], threads: int) -> list:
+    def one(u: str):
+        try:
+            return describe(u)
+        except Exception as exc:    # raised by the caller, in input order
+            try:
+                pickle.dumps(exc)
+                return exc
+            except Exception:       # sent back from a process: said in words
+                return RuntimeError(f"{type(exc).__name__}: {exc}")
+
+    if threads <= 1 or len(urls) <= 1 or all(storage.is_local(u) for u in urls):
+        return [one(u) for u in urls]
+    with ThreadPoolExecutor(max_workers=min(threads, len(urls))) as pool:
+        return list(pool.map(one, urls))
 
 
 def prune(directory: str, keep: int = KEEP) -> None:

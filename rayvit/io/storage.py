@@ -49,7 +49,10 @@ BACKENDS = {"s3": _S3, "s3a": _S3, "gs": _GCS, "gcs": _GCS, "az": _AZURE, "abfs"
 
 
 def scheme(url: str) -> str:
-    parsed = urlparse(str(url))
+    url = str(url)
+    if "://" not in url and not url.startswith("file:"):   # a path (asked for each of 10^5 files)
+        return ""
+    parsed = urlparse(url)
     # Windows drive letters parse as a one-letter scheme.
     return "" if len(parsed.scheme) <= 1 else parsed.scheme
 
@@ -130,8 +133,10 @@ def redact(url: str) -> str:
     ``X-Amz-Credential``, ...) become ``***``."""
     from urllib.parse import parse_qsl, urlencode, urlunparse
 
+    if is_local(url):
+        return str(url)
     parsed = urlparse(str(url))
-    if is_local(url) or not (parsed.password or parsed.query):
+    if not (parsed.password or parsed.query):
         return str(url)
     netloc = parsed.netloc
     if parsed.password:

@@ -3,6 +3,7 @@ of them, a changed file is read again; GDAL opens the index as the input mosaic 
 rayvit takes it as an input."""
 
 import os
+from functools import partial
 
 import numpy as np
 import pytest
@@ -66,6 +67,33 @@ def test_a_bad_file_is_returned_in_its_place_and_not_kept(tmp_path, cache):
     out = sources.describe_all(files, describe)
     assert isinstance(out[1], RasterOpenError) and "missing.tif" in str(out[1])
     assert list(sources.read_index(sources.index_path(files))[0]) == [files[0], files[2], files[3]]
+
+
+def describe_noting_pid(pids: str, url: str):
+    """describe(), noting which process ran it (a module function: it can be sent to one)."""
+    with open(pids, "a") as fh:
+        fh.write(f"{os.getpid()}\n")
+    return describe(url)
+
+
+def test_many_headers_are_shared_among_processes_with_the_same_result(tmp_path, cache, monkeypatch):
+    files = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=2))
+    files[1] = str(tmp_path / "missing.tif")
+    monkeypatch.setattr(sources, "PROCESS_FROM", 2)
+    monkeypatch.setattr(sources, "processes", lambda n: 2)        # as on a machine of 2 CPUs or more
+    pids = tmp_path / "pids"
+    out = sources.describe_all(files, partial(describe_noting_pid, str(pids)))
+    ran = {int(p) for p in pids.read_text().split()}
+    assert len(ran) >= 1 and os.getpid() not in ran               # read elsewhere, not here
+    assert isinstance(out[1], RasterOpenError) and "missing.tif" in str(out[1])   # in its place
+    assert [out[i] for i in (0, 2, 3)] == [describe(files[i]) for i in (0, 2, 3)]
+    assert list(sources.read_index(sources.index_path(files))[0]) == [files[0], files[2], files[3]]
+    # a describe() that cannot be sent to another process is run here
+    pids.unlink()
+    files[1] = str(tmp_path / "part_01.tif")
+    os.utime(files[0], ns=(1, 1))                                    # changed: described again
+    assert sources.describe_all(files, lambda u: describe_noting_pid(str(pids), u))[0] == describe(files[0])
+    assert {int(p) for p in pids.read_text().split()} == {os.getpid()}
 
 
 def test_gdal_opens_the_index_as_the_mosaic_and_rayvit_takes_it_as_input(tmp_path, cache):
