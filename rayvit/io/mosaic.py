@@ -148,7 +148,7 @@ class Source:
     # no alpha (what lets many files be read as one VRT, :meth:`Mosaic._read_many`)
     plain: bool = False
     # the file's folder may hold sidecar files (.aux.xml, .msk, .ovr...) that GDAL must look
-    # for on every open; False where listing it showed none (:func:`bare_folders`)
+    # for on every open; False where listing it showed none (:func:`survey_folders`)
     sidecars: bool = True
 
     def scaled(self, bands: Sequence[int]) -> bool:
@@ -635,11 +635,18 @@ def folder_of(url: str) -> str:
     return url.rsplit("/", 1)[0] if "/" in url else "."
 
 
-def bare_folders(urls: Sequence[str], options: dict | None) -> set[str]:
-    """The folders of ``urls`` that hold no sidecar of them: no file, other than the inputs,
-    named after one (``a.tif.aux.xml``, ``a.msk``, ``a.tfw``, ``a.ovr``...). Each is listed
-    once. GDAL looks for sidecars on every open by listing the folder: for a folder of 16,384
-    files that was O(n) per open (a read over 1,024 of them: 1.0-1.4 s, 0.5-0.7 s without).
+def survey_folders(urls: Sequence[str], options: dict | None) -> tuple[set[str], dict]:
+    """``(bare, versions)`` from one listing of each folder of ``urls``.
+
+    ``bare``: the folders that hold no sidecar of the inputs: no file, other than the inputs,
+    named after one (``a.tif.aux.xml``, ``a.msk``, ``a.tfw``, ``a.ovr``...). GDAL looks for
+    sidecars on every open by listing the folder: for a folder of 16,384 files that was O(n)
+    per open (a read over 1,024 of them: 1.0-1.4 s, 0.5-0.7 s without).
+
+    ``versions``: each object's ``(size, version)`` in an object store, the version a digest
+    of its ETag (or generation), which tells a later run that it is unchanged
+    (:func:`.sources.describe_all`); the listing has them at no extra request.
+
     Remote listings are forgotten before and after (a cached listing of 10^4 objects is
     scanned on every later lookup)."""
     names: dict[str, set[str]] = {}
@@ -649,21 +656,25 @@ def bare_folders(urls: Sequence[str], options: dict | None) -> set[str]:
     fs = storage.filesystem(remote[0], options) if remote else None
     if fs:
         fs.invalidate_cache()
-    bare = set()
+    bare, versions = set(), {}
     for folder, inputs in names.items():
         try:
             if storage.is_local(folder):
                 entries = os.listdir(storage.local_path(folder))
             else:
-                entries = [str(n).rsplit("/", 1)[-1] for n in fs.ls(folder, detail=False)]
-        except OSError:                     # describe() says what is wrong
+                listing = fs.ls(folder, detail=True)
+                entries = [str(e["name"]).rsplit("/", 1)[-1] for e in listing]
+                for name, e in zip(entries, listing):
+                    if name in inputs and storage.object_version(e):
+                        versions[f"{folder}/{name}"] = (int(e.get("size") or 0), storage.object_version(e))
+        except (OSError, ValueError, NotImplementedError):     # describe() says what is wrong
             continue
         stems = {n.split(".", 1)[0] for n in inputs}
         if not any(e not in inputs and e.split(".", 1)[0] in stems for e in entries):
             bare.add(folder)
     if fs:
         fs.invalidate_cache()
-    return bare
+    return bare, versions
 
 
 def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -> tuple[int, ...]:
@@ -750,9 +761,10 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
         urls.extend(found)
     paths = [u for u in urls if not isinstance(u, Source)]
     files = [u.url for u in urls if isinstance(u, Source) and not u.parts]      # from an index
-    bare = bare_folders(paths + files, options)
+    bare, versions = survey_folders(paths + files, options)
     # headers from the sources index of these files where it is current, else read (in parallel)
-    found = dict(zip(paths, sources_io.describe_all(paths, partial(describe_in, frozenset(bare), options))))
+    found = dict(zip(paths, sources_io.describe_all(paths, partial(describe_in, frozenset(bare), options),
+                                                    versions=versions)))
     # whether their folders hold sidecars is asked every run (an index cannot know)
     results = [u if isinstance(u, Source) else found[u] for u in urls]
     results = [r if not isinstance(r, Source) or r.parts or r.sidecars == (folder_of(r.url) not in bare)

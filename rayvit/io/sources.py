@@ -4,8 +4,9 @@ A mosaic's plan needs each file's header (CRS, transform, size, bands, dtype, no
 scales/offsets, band names). Opening a GeoTIFF costs ~1.3 ms of mostly Python-held work in
 rasterio, so 4,096 files took 5-9 s of planning, on every run. :func:`describe_all` keeps the
 headers in a sources index, one row per file, and a later run over the same files (checked
-by size and modification time) reads it instead of opening them; files that changed are
-described again.
+by size and modification time, or an object's size and ETag from its folder's listing) reads
+it instead of opening them; files that changed are described again. Many headers to read
+are shared among processes.
 
 The index is a GeoPackage layer in GDAL's GTI conventions (a ``location`` column, each file's
 footprint in the first file's CRS, rows in input order), so GDAL, rasterio and QGIS open the
@@ -14,8 +15,9 @@ input itself (``rayvit encode sources.gti.gpkg -o out``). GeoPackage, not FlatGe
 GDAL inside rasterio's wheel (3.10) has no FlatGeobuf driver, and FlatGeobuf's spatial index
 reorders the rows (the input order decides which file wins where files overlap). It lives
 in ``$RAYVIT_CACHE`` (default ``~/.cache/rayvit``), under ``sources/``, named by the list of
-files (the :data:`KEEP` most recent are kept); only lists of :data:`INDEX_FILES` local files
-or more are indexed, for now.
+files (the :data:`KEEP` most recent are kept); lists of :data:`INDEX_FILES` files or more
+are indexed. GDAL opens the index of local files; one of objects names them by their URLs
+(``s3://``), which only rayvit reads.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ SUFFIX = ".gti.gpkg"     # GDAL opens *.gti.gpkg through its GTI driver without 
 # Source fields kept per row (besides its URL, the GTI ``location``); tuples are stored as JSON
 FIELDS = ("crs", "transform", "width", "height", "count", "dtype", "nodata", "names", "scales", "offsets", "plain")
 TUPLES = ("transform", "names", "scales", "offsets")
-COLUMNS = ("location", *FIELDS, "size", "mtime_ns")
+COLUMNS = ("location", *FIELDS, "size", "version")
 SHARED = "RAYVIT_SHARED"  # layer metadata: the fields every row shares, as JSON (stored once)
 LAYER = "sources"
 
@@ -60,14 +62,9 @@ def index_path(urls: Sequence[str]) -> str:
     return os.path.join(cache_dir(), key + SUFFIX)
 
 
-def indexable(urls: Sequence[str]) -> bool:
-    """Whether these files get a sources index (enough of them, all local)."""
-    return len(urls) >= INDEX_FILES and all(storage.is_local(u) for u in urls)
-
-
 def existing_index(urls: Sequence[str]) -> str | None:
     """The path of these files' sources index, if a run has written one."""
-    path = index_path(urls) if indexable(urls) else None
+    path = index_path(urls) if len(urls) >= INDEX_FILES else None
     return path if path and os.path.exists(path) else None
 
 
@@ -83,13 +80,14 @@ def absolute(url: str) -> str:
 
 
 def stamp(url: str) -> tuple[int, int]:
-    """A file's (size, modification time in ns): what tells a later run it is unchanged."""
+    """A file's (size, version): what tells a later run it is unchanged. The version is the
+    modification time in ns (an object's is a digest of its ETag: :func:`.storage.object_version`)."""
     st = os.stat(storage.local_path(url))
     return st.st_size, st.st_mtime_ns
 
 
 def read_index(path: str, options: dict | None = None) -> tuple[dict, Grid | None]:
-    """``({url: (Source, (size, mtime_ns))}, grid)`` from an index file (local or in an
+    """``({url: (Source, (size, version))}, grid)`` from an index file (local or in an
     object store); ``grid`` is the raster the index declares (a block product's), else None.
     Relative locations (a block product names its blocks relative to its index, as GDAL
     reads them) are resolved against the index's folder."""
@@ -120,7 +118,7 @@ def _read(path: str, base: str) -> tuple[dict, Grid | None]:
     common = {f: tuple(v) if f in TUPLES else v for f, v in shared.items()}
     if "plain" in common:
         common["plain"] = bool(common["plain"])
-    values = {c: table[c].tolist() for c in ["location", *columns, "size", "mtime_ns"]}
+    values = {c: table[c].tolist() for c in ["location", *columns, "size", "version"]}
     out = {}
     for i, location in enumerate(values["location"]):
         fields = dict(common)
@@ -136,7 +134,7 @@ def _read(path: str, base: str) -> tuple[dict, Grid | None]:
                 v = None if v != v else float(v)   # a column holds no None: NaN there is none
             fields[c] = v
         url = storage.join(base, location) if storage.is_local(location) and not os.path.isabs(location) else location
-        out[url] = Source(url, **fields), (int(values["size"][i]), int(values["mtime_ns"][i]))
+        out[url] = Source(url, **fields), (int(values["size"][i]), int(values["version"][i]))
     grid = None
     if "XSIZE" in meta and out:
         c, a, b, f, d, e = (float(v) for v in meta["GEOTRANSFORM"].split(","))   # GDAL's order
@@ -145,7 +143,7 @@ def _read(path: str, base: str) -> tuple[dict, Grid | None]:
 
 
 def write_index(path: str, rows: Sequence[tuple], grid: Grid | None = None, bands_xml: str = "") -> None:
-    """Write ``(Source, (size, mtime_ns))`` rows as a GTI-style GeoPackage, atomically.
+    """Write ``(Source, (size, version))`` rows as a GTI-style GeoPackage, atomically.
 
     A field that every row shares (the CRS, band names: 768 of them in a feature product) is
     stored once, in the layer's metadata. With ``grid`` the index declares its raster (a block
@@ -168,7 +166,7 @@ def write_index(path: str, rows: Sequence[tuple], grid: Grid | None = None, band
     shared = {f: getattr(rows[0][0], f) for f, vs in values.items()
               if all(v == vs[0] or (v != v and vs[0] != vs[0]) for v in vs)}
     table = {"location": [s.url for s, _ in rows], **{f: vs for f, vs in values.items() if f not in shared},
-             "size": [stamp[0] for _, stamp in rows], "mtime_ns": [stamp[1] for _, stamp in rows],
+             "size": [stamp[0] for _, stamp in rows], "version": [stamp[1] for _, stamp in rows],
              "rank": list(range(len(rows)))}
     crs = rows[0][0].crs
     frame = gpd.GeoDataFrame(table, geometry=[box(*_bounds_in(s, crs)) for s, _ in rows], crs=crs)
@@ -204,17 +202,22 @@ def _add_gti_xml(path: str, xml: str) -> None:
                    (doc.replace("</GDALMultiDomainMetadata>", domain + "</GDALMultiDomainMetadata>"), ident))
 
 
-def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS) -> list:
+def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS,
+                 versions: dict | None = None) -> list:
     """Each URL's :class:`Source`, or the exception describing it raised, in order.
 
-    Local files come from the index of these files where their size and modification time
-    still match; the others are described and the index is rewritten. :data:`PROCESS_FROM`
-    files or more to describe are shared among processes (opening a header is GIL-held
-    Python and PROJ work: threads gain nothing on local files), when ``describe`` can be sent
-    to them; each process (or this one, for fewer) reads ``threads`` remote headers at once.
+    Lists of :data:`INDEX_FILES` or more come from their sources index where each file's
+    size and version still match (a local file's are read here, an object's are given in
+    ``versions``, from a listing: :func:`.mosaic.survey_folders`; an object without one is
+    described every run); the others are described and the index is rewritten.
+
+    :data:`PROCESS_FROM` files or more to describe are shared among processes (opening a
+    header is GIL-held Python and PROJ work: threads gain nothing on local files), when
+    ``describe`` can be sent to them; each process (or this one, for fewer) reads ``threads``
+    remote headers at once.
     """
-    local = indexable(urls)
-    path = index_path(urls) if local else None
+    path = index_path(urls) if len(urls) >= INDEX_FILES else None
+    versions = versions or {}
     known = {}
     if path and os.path.exists(path):
         try:
@@ -224,7 +227,7 @@ def describe_all(urls: Sequence[str], describe: Callable, threads: int = THREADS
     marks, results = [], []
     for u in urls:
         try:
-            mark = stamp(u) if local else None
+            mark = (stamp(u) if storage.is_local(u) else versions.get(u)) if path else None
         except OSError:         # describe() says what is wrong with it
             mark = None
         hit = known.get(absolute(u))

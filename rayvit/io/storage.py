@@ -86,6 +86,11 @@ def clear_filesystems() -> None:
     _filesystem.cache_clear()
 
 
+# a forked process (headers read in several, io.sources) makes its own: a filesystem's event
+# loop runs in a thread of the process that made it
+os.register_at_fork(after_in_child=clear_filesystems)
+
+
 def freeze(obj):
     if isinstance(obj, dict):
         return tuple(sorted((k, freeze(v)) for k, v in obj.items()))
@@ -196,6 +201,15 @@ def expand(pattern: str, options: dict | None = None) -> list[str]:
     fs = filesystem(pattern, options)
     proto = scheme(pattern)
     return sorted(f"{proto}://{p}" for p in fs.glob(pattern))
+
+
+def object_version(info: dict) -> int:
+    """A listing entry's version as a 63-bit digest (S3 and Azure ETag, GCS generation), 0 where
+    the store gives none."""
+    import hashlib
+
+    tag = next((info[k] for k in ("ETag", "etag", "generation", "md5Hash") if info.get(k)), None)
+    return int(hashlib.sha256(str(tag).encode()).hexdigest()[:15], 16) + 1 if tag else 0
 
 
 def exists(url: str, options: dict | None = None) -> bool:

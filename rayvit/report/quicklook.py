@@ -206,7 +206,7 @@ def imagery_view(encode_sidecar: dict, jpeg: str) -> tuple[bool, str]:
         crs = CRS.from_user_input(s["crs"])
         # many files: their sources index, opened by GDAL as one mosaic (its tiles opened in C:
         # 4,096 files in 2.6 s here, against ~10 s opening each one from Python)
-        index = sources.existing_index(s["inputs"])
+        index = sources.existing_index(s["inputs"]) if all(map(storage.is_local, s["inputs"])) else None
         for url in [index] if index else s["inputs"]:
             with open_raster(url) as ds:
                 # only the view's pixels under this file: a mosaic of 4,096 files read the whole

@@ -173,7 +173,7 @@ def test_int8_features_table_search_and_change_in_the_bucket(s3, tmp_path, monke
 def test_remote_headers_honour_sidecar_files_and_skip_probing_folders_without_any(s3, tmp_path):
     """Each folder of remote inputs is listed once: where it holds a sidecar (.aux.xml here,
     setting a nodata value), GDAL still reads it; a folder without any is not probed."""
-    from rayvit.io.mosaic import bare_folders, open_mosaic
+    from rayvit.io.mosaic import open_mosaic, survey_folders
 
     path = write_raster(tmp_path / "a.tif", seeded_image((2, 16, 16), seed=3))
     (tmp_path / "a.tif.aux.xml").write_text('<PAMDataset><PAMRasterBand band="1"><NoDataValue>7</NoDataValue>'
@@ -183,6 +183,41 @@ def test_remote_headers_honour_sidecar_files_and_skip_probing_folders_without_an
     s3["fs"].put(str(tmp_path / "a.tif.aux.xml"), "rasters/side/a.tif.aux.xml")
     s3["fs"].put(path, "rasters/bare/a.tif")
     urls = ["s3://rasters/side/a.tif", "s3://rasters/bare/a.tif"]
-    assert bare_folders(urls, None) == {"s3://rasters/bare"}
+    assert survey_folders(urls, None)[0] == {"s3://rasters/bare"}
     side, bare = (open_mosaic([u]).sources[0] for u in urls)
     assert side.nodata == 7 and bare.nodata is None and side.sidecars and not bare.sidecars   # reads too
+
+
+def test_headers_of_objects_are_kept_and_read_again_only_for_objects_that_changed(s3, tmp_path, monkeypatch):
+    """The sources index of objects: their size and ETag come from the folder's listing; a
+    later run describes only the object rewritten since (a new ETag), in input order."""
+    from rayvit.io import sources
+    from rayvit.io.mosaic import describe, survey_folders
+
+    monkeypatch.setenv("RAYVIT_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(sources, "INDEX_FILES", 1)
+    local = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=6))
+    urls = [f"s3://rasters/kept/{os.path.basename(p)}" for p in local]
+    for path, url in zip(local, urls):
+        s3["fs"].put(path, url)
+    calls = []
+
+    def counting(url):
+        calls.append(url)
+        return describe(url)
+
+    def run():
+        return sources.describe_all(urls, counting, versions=survey_folders(urls, None)[1])
+
+    first = run()
+    assert sorted(calls) == sorted(urls) and [s.url for s in first] == urls
+    assert list(sources.read_index(sources.index_path(urls))[0]) == urls
+    calls.clear()
+    assert run() == first and calls == []
+    write_raster(local[2], seeded_image((2, 53, 69), seed=7), first[2].affine)     # 2 bands now
+    s3["fs"].put(local[2], urls[2])
+    third = run()
+    assert calls == [urls[2]] and third[2].count == 2 and third[:2] == first[:2] and third[3] == first[3]
+    # no listing (no version): described every run, and not kept
+    calls.clear()
+    assert sources.describe_all(urls, counting) == third and sorted(calls) == sorted(urls)

@@ -318,7 +318,7 @@ def test_gdal_looks_for_sidecar_files_only_in_folders_that_hold_some(tmp_path):
     """A folder holding a sidecar of an input (here ``a.tif.aux.xml`` setting a nodata value)
     is read as GDAL reads it; in a folder holding none GDAL is spared its probes (it listed the
     folder on every open), with the same pixels."""
-    from rayvit.io.mosaic import bare_folders
+    from rayvit.io.mosaic import survey_folders
 
     data = seeded_image((2, 16, 16), seed=3)
     data[:, 2, 3] = 7
@@ -330,7 +330,7 @@ def test_gdal_looks_for_sidecar_files_only_in_folders_that_hold_some(tmp_path):
     (tmp_path / "side" / "a.tif.aux.xml").write_text(
         '<PAMDataset><PAMRasterBand band="1"><NoDataValue>7</NoDataValue></PAMRasterBand>'
         '<PAMRasterBand band="2"><NoDataValue>7</NoDataValue></PAMRasterBand></PAMDataset>')
-    assert bare_folders([side, bare], None) == {str(tmp_path / "bare")}
+    assert survey_folders([side, bare], None) == ({str(tmp_path / "bare")}, {})    # no versions: files
     a, b = open_mosaic([side]), open_mosaic([bare])
     assert a.sources[0].sidecars and a.sources[0].nodata == 7
     assert not b.sources[0].sidecars and b.sources[0].nodata is None

@@ -3,7 +3,6 @@ of them, a changed file is read again; GDAL opens the index as the input mosaic 
 rayvit takes it as an input."""
 
 import os
-from functools import partial
 
 import numpy as np
 import pytest
@@ -69,31 +68,47 @@ def test_a_bad_file_is_returned_in_its_place_and_not_kept(tmp_path, cache):
     assert list(sources.read_index(sources.index_path(files))[0]) == [files[0], files[2], files[3]]
 
 
-def describe_noting_pid(pids: str, url: str):
-    """describe(), noting which process ran it (a module function: it can be sent to one)."""
+SHARED_AMONG_PROCESSES = """
+import os, sys
+from functools import partial
+from rayvit.errors import RasterOpenError
+from rayvit.io import sources
+from rayvit.io.mosaic import describe
+
+def describe_noting_pid(pids, url):
     with open(pids, "a") as fh:
-        fh.write(f"{os.getpid()}\n")
+        fh.write(f"{os.getpid()}\\n")
     return describe(url)
 
+sources.PROCESS_FROM = sources.INDEX_FILES = 2
+sources.processes = lambda n: 2             # as on a machine of 2 CPUs or more
+files, pids = sys.argv[1:5], sys.argv[5]
+out = sources.describe_all(files, partial(describe_noting_pid, pids))
+ran = {int(p) for p in open(pids).read().split()}
+assert ran and os.getpid() not in ran, ran                   # read elsewhere, not here
+assert isinstance(out[1], RasterOpenError) and "missing.tif" in str(out[1])   # in its place
+assert [out[i] for i in (0, 2, 3)] == [describe(files[i]) for i in (0, 2, 3)]
+assert list(sources.read_index(sources.index_path(files))[0]) == [files[0], files[2], files[3]]
+# a describe() that cannot be sent to another process is run here
+os.remove(pids)
+assert sources.describe_all(files[:1], lambda u: describe_noting_pid(pids, u))[0] == describe(files[0])
+assert {int(p) for p in open(pids).read().split()} == {os.getpid()}
+print("ok")
+"""
 
-def test_many_headers_are_shared_among_processes_with_the_same_result(tmp_path, cache, monkeypatch):
+
+def test_many_headers_are_shared_among_processes_with_the_same_result(tmp_path, cache):
+    """In a process of its own: one that runs Ray (this one may) reads them itself."""
+    import subprocess
+    import sys
+
     files = cut_into_four(tmp_path, seeded_image((3, 90, 130), seed=2))
     files[1] = str(tmp_path / "missing.tif")
-    monkeypatch.setattr(sources, "PROCESS_FROM", 2)
-    monkeypatch.setattr(sources, "processes", lambda n: 2)        # as on a machine of 2 CPUs or more
-    pids = tmp_path / "pids"
-    out = sources.describe_all(files, partial(describe_noting_pid, str(pids)))
-    ran = {int(p) for p in pids.read_text().split()}
-    assert len(ran) >= 1 and os.getpid() not in ran               # read elsewhere, not here
-    assert isinstance(out[1], RasterOpenError) and "missing.tif" in str(out[1])   # in its place
-    assert [out[i] for i in (0, 2, 3)] == [describe(files[i]) for i in (0, 2, 3)]
-    assert list(sources.read_index(sources.index_path(files))[0]) == [files[0], files[2], files[3]]
-    # a describe() that cannot be sent to another process is run here
-    pids.unlink()
-    files[1] = str(tmp_path / "part_01.tif")
-    os.utime(files[0], ns=(1, 1))                                    # changed: described again
-    assert sources.describe_all(files, lambda u: describe_noting_pid(str(pids), u))[0] == describe(files[0])
-    assert {int(p) for p in pids.read_text().split()} == {os.getpid()}
+    script = tmp_path / "shared.py"
+    script.write_text(SHARED_AMONG_PROCESSES)
+    run = subprocess.run([sys.executable, str(script), *files, str(tmp_path / "pids")],
+                         capture_output=True, text=True, env=dict(os.environ, RAYVIT_CACHE=str(cache)))
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
 
 
 def test_gdal_opens_the_index_as_the_mosaic_and_rayvit_takes_it_as_input(tmp_path, cache):
