@@ -2,6 +2,7 @@
 index that a dry run plans from without opening a file."""
 
 import glob
+import os
 
 import numpy as np
 import pytest
@@ -65,7 +66,9 @@ def test_objects_on_s3_are_described_concurrently_and_the_rate_reported(stores, 
     from rayvit.bench.scale import bench_s3
 
     data = np.random.default_rng(2).integers(0, 255, (3, 256, 256), dtype=np.uint8)
-    rows = bench_s3(str(tmp_path), "s3://rasters/bench", data, (), {}, 1.0, 36)
-    assert rows["describe"]["files"] == 36 and len(stores["s3"]["fs"].find("rasters/bench/describe")) == 36
+    rows = bench_s3(str(tmp_path), "s3://rasters/bench", data, (), {"RAYVIT_CACHE": str(tmp_path / "cache")}, 1.0, 64)
+    assert rows["describe"]["files"] == 64 and len(stores["s3"]["fs"].find("rasters/bench/describe")) == 64
     assert rows["describe"]["files_per_s"] > 0 and rows["describe"]["one_at_a_time_files_per_s"] > 0
-    assert "36 objects described" in capsys.readouterr().out
+    assert rows["describe"]["index_found_s"] > 0
+    assert os.listdir(tmp_path / "cache" / "sources")          # the second pass had their index
+    assert "64 objects described" in capsys.readouterr().out
