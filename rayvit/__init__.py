@@ -5,11 +5,13 @@ __version__ = "0.1.0"
 # Public names resolve on first use (PEP 562): importing the package -- which every Ray
 # worker does to unpickle its function -- then costs nothing, and an encoder actor does
 # not import scikit-learn nor a read task torch.
+# Every stage of the registry (rayvit.stages) is ``rayvit.<name>``.
+from .stages import STAGES  # noqa: E402
+
 _EXPORTS = {
-    "encode": ".encode.pipeline", "EncodeOptions": ".encode.pipeline", "EncodeResult": ".encode.pipeline",
-    "encode_dates": ".encode.pipeline",
-    "reduce": ".analysis.reduce", "cluster": ".analysis.cluster", "RayvitError": ".errors",
-    "table": ".analysis.table", "search": ".analysis.search", "change": ".analysis.change",
+    **{name: stage.module for name, stage in STAGES.items()},
+    "EncodeOptions": "rayvit.encode.pipeline", "EncodeResult": "rayvit.encode.pipeline",
+    "encode_dates": "rayvit.encode.pipeline", "RayvitError": "rayvit.errors",
 }
 
 __all__ = [*_EXPORTS, "__version__"]
@@ -28,7 +30,7 @@ def __getattr__(name: str):
         raise AttributeError(f"module 'rayvit' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    value = getattr(importlib.import_module(_EXPORTS[name]), name)
     globals()[name] = value
     return value
 

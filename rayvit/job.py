@@ -12,9 +12,10 @@ A job spec::
       - id: clusters
         cluster: {input: "${pca.output}", output: out/clusters, n_clusters: 8}
 
-Each step names one stage (``encode``, ``reduce``, ``cluster``, ``similarity``,
-``classify``) whose fields are the keyword arguments of the Python function of that stage
-(``rayvit.encode``, ``rayvit.reduce``...). ``${ID.output}`` is the product a previous
+Each step names one stage of the registry (:mod:`rayvit.stages`: ``encode``, ``reduce``,
+``cluster``, ``similarity``, ``classify``, ``table``, ``search``, ``change``, ``sample``) whose
+fields are the keyword arguments of the Python function of that stage (``rayvit.encode``,
+``rayvit.reduce``...). ``${ID.output}`` is the product a previous
 step wrote (its raster: ``features.tif``/``features.gti.gpkg``, ``reduced.tif``...), ``${ID.model}`` its
 model file, ``${ID.dir}`` its output directory. Before anything runs, every step is checked:
 the stage exists, every field is one of the stage's and has the right type, required fields
@@ -41,14 +42,9 @@ SPEC_KEYS = {"name", "address", "steps", "description", "report"}
 
 
 def stages() -> dict[str, Callable]:
-    from .analysis.classify import classify
-    from .analysis.cluster import cluster
-    from .analysis.reduce import reduce
-    from .analysis.similarity import similarity
-    from .encode.pipeline import encode
-    from .sample import sample
-    return {"encode": encode, "reduce": reduce, "cluster": cluster, "similarity": similarity,
-            "classify": classify, "sample": sample}
+    """Every stage a step may name (:mod:`rayvit.stages`), as its Python function."""
+    from .stages import STAGES
+    return {name: stage.function() for name, stage in STAGES.items()}
 
 
 def fields(stage: str) -> dict[str, tuple[Any, Any]]:
@@ -160,6 +156,8 @@ def run(path: str, dry_run: bool = False, address: str | None = None, progress: 
         print(f"{len(steps)} steps valid; nothing run.")
         print("dry run: nothing written.")
         return {}
+    from .stages import STAGES
+
     done: dict[str, dict] = {}
     reported = []
     for n, step in enumerate(steps, 1):
@@ -174,7 +172,7 @@ def run(path: str, dry_run: bool = False, address: str | None = None, progress: 
         done[step["id"]] = {"output": output, "dir": str(args["output"]),
                             "model": getattr(result, "model_path", None)}
         print(f"job: step {step['id']} done in {time.monotonic() - t0:.1f} s: {result.summary()}", flush=True)
-        if stage != "sample" and is_local(output):
+        if STAGES[stage].raster and is_local(output):
             product = os.path.splitext(os.path.basename(output))[0]
             reported.append((step["id"], stage, os.path.dirname(local_path(output)), product))
     if reported:

@@ -5,27 +5,25 @@ embeddings (0: same direction, 2: opposite); with ``zscore`` band 2 is
 ``(d - mean) / std`` over the scene's valid pixels. Rasters on different grids are read
 onto the first one's grid (nearest neighbour), cropped to their common extent. Hot spots
 are the 4-connected areas where the distance reaches the threshold (default: the scene's
-mean + 3 standard deviations), found window by window in Ray tasks and joined across
-window edges, written as GeoParquet polygons with their area and mean change.
+mean + 3 standard deviations), found block by block in the tasks that write ``change.tif``
+and joined across block edges, written as GeoParquet polygons with their area and mean
+change.
 """
 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, replace
 
 import numpy as np
 
 from ..console import warn
 from ..errors import InputError
-from ..io import storage
 from ..io.mosaic import Grid, Mosaic, _bounds_in
-from . import sampling
-from .apply import AnalysisResult, Product, open_input, run, run_windows, source_sidecar
 from .similarity import unit
+from .source import BlockSource, open_input, source_sidecar
+from .stage import AnalysisResult, Product, Stage, run
 
-WINDOW = 1024         # hot spots: windows of the one-band change raster
 READ_WINDOW = 256     # the statistics pass: windows of both feature rasters (D bands each)
 COMPARED = ("model", "preset", "layer", "weights_sha256")
 
@@ -137,18 +135,16 @@ def open_pair(a: str, b: str, bands=None, force: bool = False) -> Pair:
 
 # ----------------------------------------------------------------------------- hot spots
 
-def _components(mosaic, window, index, threshold):
-    """Ray task: the 4-connected areas at or above ``threshold`` in a window: per label its
-    pixel count, sum and max of the change and polygon, and the labels on the window's
-    four edges (to join areas across windows)."""
+def components(d: np.ndarray, valid: np.ndarray, window, affine, threshold: float):
+    """The 4-connected areas at or above ``threshold`` of the change ``d`` of a window: per
+    label its pixel count, sum and max of the change and polygon, and the labels on the
+    window's four edges (to join areas across windows); None without any."""
     from rasterio.features import shapes
     from rasterio.windows import Window, transform as window_transform
     from scipy import ndimage
     from shapely.geometry import shape
 
     r0, c0, h, w = window
-    data, valid = mosaic.read(*window)
-    d = data[0]
     hot = valid & np.isfinite(d) & (d >= threshold)
     labels, n = ndimage.label(hot)
     if n == 0:
@@ -157,7 +153,7 @@ def _components(mosaic, window, index, threshold):
     counts = ndimage.sum_labels(hot, labels, idx)
     sums = ndimage.sum_labels(np.where(hot, d, 0), labels, idx)
     maxima = ndimage.maximum(np.where(hot, d, -np.inf), labels, idx)
-    transform = window_transform(Window(c0, r0, w, h), mosaic.grid.affine)
+    transform = window_transform(Window(c0, r0, w, h), affine)
     polygons: dict[int, list] = {}
     for geom, value in shapes(labels.astype(np.int32), mask=hot, transform=transform, connectivity=4):
         polygons.setdefault(int(value), []).append(shape(geom))
@@ -194,18 +190,15 @@ def join_components(windows: list, parts: list) -> list[list[tuple[int, int]]]:
     return sorted((sorted(g) for g in groups.values()), key=lambda g: g[0])
 
 
-def hotspots(change_path: str, threshold: float):
-    """The hot-spot areas of a change raster as a GeoDataFrame (id, n_pixels, area,
-    mean_change, max_change, geometry), largest first."""
+def hotspots(grid: Grid, windows: list, parts: list):
+    """The hot-spot areas from the parts of each window (:func:`components`, None where it
+    has none) as a GeoDataFrame (id, n_pixels, area, mean_change, max_change, geometry),
+    largest first."""
     import geopandas as gpd
     from shapely import union_all
 
-    mosaic = open_input(change_path, [1])
-    g = mosaic.grid
-    windows = sampling.grid_windows(g.height, g.width, WINDOW)
-    parts = run_windows(_components, mosaic, windows, threshold, label="hot spots")
     rows = []
-    pixel_area = abs(g.affine.a * g.affine.e)
+    pixel_area = abs(grid.affine.a * grid.affine.e)
     for group in join_components(windows, parts):
         n = sum(parts[i]["counts"][k - 1] for i, k in group)
         total = sum(parts[i]["sums"][k - 1] for i, k in group)
@@ -213,11 +206,55 @@ def hotspots(change_path: str, threshold: float):
         geom = union_all([p for i, k in group for p in parts[i]["polygons"].get(k, [])])
         rows.append({"n_pixels": int(n), "area": float(n * pixel_area), "mean_change": float(total / n),
                      "max_change": float(peak), "geometry": geom})
-    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=g.crs) if rows else gpd.GeoDataFrame(
-        {"n_pixels": [], "area": [], "mean_change": [], "max_change": []}, geometry=[], crs=g.crs)
+    frame = gpd.GeoDataFrame(rows, geometry="geometry", crs=grid.crs) if rows else gpd.GeoDataFrame(
+        {"n_pixels": [], "area": [], "mean_change": [], "max_change": []}, geometry=[], crs=grid.crs)
     frame = frame.sort_values(["n_pixels", "mean_change"], ascending=False, ignore_index=True)
     frame.insert(0, "id", np.arange(1, len(frame) + 1))
     return frame
+
+
+class ChangeStage(Stage):
+    """Two dates -> the change of each pixel: ``change``; the hot spots as ``hotspots.parquet``
+    (found in the apply pass, block by block, joined across block edges)."""
+
+    name, product = "change", "change"
+
+    def __init__(self, a: str, b: str, zscore: bool = False, threshold: float | None = None, force: bool = False):
+        self.a, self.b, self.zscore, self.threshold, self.force = a, b, zscore, threshold, force
+
+    def config(self) -> dict:
+        return {"a": self.a, "b": self.b, "zscore": self.zscore, "threshold": self.threshold, "force": self.force}
+
+    def fit(self, source, pixels) -> "ChangeStage":
+        parts = source.map(_distance_moments, source.windows(READ_WINDOW), label="statistics")
+        n = sum(p[0] for p in parts)
+        if n == 0:
+            raise InputError(f"{self.a!r} and {self.b!r} share no pixel valid in both: nothing to compare.")
+        mean = sum(p[1] for p in parts) / n
+        std = math.sqrt(max(sum(p[2] for p in parts) / n - mean * mean, 0.0))
+        self.n_, self.cut_ = n, self.threshold if self.threshold is not None else mean + 3 * std
+        self.affine_ = source.grid.affine
+        self.model_ = Change(source.mosaic.a.count, mean, std, self.zscore)
+        return self
+
+    def products(self) -> list[Product]:
+        return [Product("change", self.model_.n_outputs, "float32", np.nan,
+                        ["cosine distance"] + (["z-score"] if self.zscore else []))]
+
+    def block_part(self, window, values, valid):
+        return components(values[0], valid, window, self.affine_, self.cut_)
+
+    def extras(self, source, windows) -> dict:
+        parts = getattr(self, "parts_", {})
+        return {"hotspots.parquet": hotspots(source.grid, windows, [parts.get(i) for i in range(len(windows))])}
+
+    def metrics(self, source, pixels, tally) -> dict:
+        m = self.model_
+        return {"pixels_compared": self.n_, "mean_distance": m.mean, "std_distance": m.std, "threshold": self.cut_,
+                "threshold_rule": "given" if self.threshold is not None else "mean + 3 std"}
+
+    def plan(self, output: str) -> str:
+        return f"\nhot spots: areas with distance >= threshold -> {output}/hotspots.parquet"
 
 
 def change(a: str, b: str, output: str, zscore: bool = False, threshold: float | None = None,
@@ -225,48 +262,33 @@ def change(a: str, b: str, output: str, zscore: bool = False, threshold: float |
            address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
     """Change between feature rasters ``a`` and ``b``: ``change.tif`` (cosine distance, and
     with ``zscore`` its z-score), ``hotspots.parquet``, quicklook, metrics."""
-    pair = open_pair(a, b, bands, force)
-    stats = {}
+    stage = ChangeStage(a, b, zscore, threshold, force)
+    return run(stage, BlockSource(open_pair(a, b, bands, force), a), output, None, block_size, overwrite, address,
+               progress, dry_run)
 
-    def fit(mosaic, pixels):
-        g = mosaic.grid
-        parts = run_windows(_distance_moments, mosaic, sampling.grid_windows(g.height, g.width, READ_WINDOW),
-                            label="statistics")
-        n = sum(p[0] for p in parts)
-        if n == 0:
-            raise InputError(f"{a!r} and {b!r} share no pixel valid in both: nothing to compare.")
-        mean = sum(p[1] for p in parts) / n
-        std = math.sqrt(max(sum(p[2] for p in parts) / n - mean * mean, 0.0))
-        stats.update(n=n, mean=mean, std=std)
-        return Change(pair.a.count, mean, std, zscore)
 
-    def cut():
-        return threshold if threshold is not None else stats["mean"] + 3 * stats["std"]
+def arguments(p) -> None:
+    """``rayvit change``'s options (:mod:`rayvit.stages`)."""
+    from ..options import add_ray_options, ints
 
-    def metrics(model, mosaic, pixels, tally):
-        return {"pixels_compared": stats["n"], "mean_distance": stats["mean"], "std_distance": stats["std"],
-                "threshold": cut(), "threshold_rule": "given" if threshold is not None else "mean + 3 std"}
-
-    def products(m):
-        return [Product("change", m.n_outputs, "float32", np.nan,
-                        ["cosine distance"] + (["z-score"] if m.zscore else []))]
-
-    config = {"input": a, "a": a, "b": b, "zscore": zscore, "threshold": threshold, "force": force}
-    result = run("change", pair, output, config, fit, None, products, metrics, None, block_size,
-                 overwrite, address, progress, statistics_pass=False, dry_run=dry_run)
-    if dry_run:
-        result.extra["plan"] += f"\nhot spots: areas with distance >= threshold -> {output}/hotspots.parquet"
-        return result
-    frame = hotspots(result.output, cut())
-    local = storage.is_local(output)
-    if local:
-        path = os.path.join(storage.local_path(output), "hotspots.parquet")
-    else:
-        import tempfile
-        path = os.path.join(tempfile.mkdtemp(prefix="rayvit-hotspots-"), "hotspots.parquet")
-    frame.to_parquet(path + ".tmp", schema_version="1.1.0", write_covering_bbox=True)
-    os.replace(path + ".tmp", path)
-    if not local:
-        storage.filesystem(output).put_file(path, storage.join(output, "hotspots.parquet"))
-    result.extra.update(hotspots=storage.join(output, "hotspots.parquet"), n_hotspots=len(frame))
-    return result
+    p.description = ("Per-pixel cosine distance (1 - cos) between the embeddings of two feature "
+                     "rasters, block by block in Ray tasks; B is read onto A's grid (nearest "
+                     "neighbour), cropped to their common extent. Writes change.tif (band 1: "
+                     "distance; with --zscore band 2: its z-score over the scene), "
+                     "hotspots.parquet (4-connected areas with distance >= --threshold, "
+                     "default mean + 3 std: area, mean and max change), metrics.json, "
+                     "quicklook.png. Rasters encoded with another model, layer or "
+                     "normalisation (their sidecars) are refused unless --force.")
+    p.epilog = ("example: rayvit change y2023/features.gti.gpkg y2025/features.gti.gpkg -o chg/ --zscore")
+    p.add_argument("a", help="feature raster of the first date")
+    p.add_argument("b", help="feature raster of the second date (same bands)")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    p.add_argument("--zscore", action="store_true", help="add band 2: (distance - mean) / std over the scene")
+    p.add_argument("--threshold", type=float, help="hot-spot distance threshold (default: mean + 3 std)")
+    p.add_argument("--force", action="store_true", help="compare rasters whose sidecars name another model, "
+                                                        "layer or normalisation")
+    p.add_argument("--bands", type=ints, help="1-based bands to use in both (default: all)")
+    p.add_argument("--block-size", type=int, default=512, help="pixels per processing block (default 512)")
+    p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
+    p.add_argument("--dry-run", action="store_true", help="check the inputs, print the work; writes nothing")
+    add_ray_options(p)

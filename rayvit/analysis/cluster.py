@@ -11,7 +11,8 @@ from ..console import Progress, progress_on
 from ..errors import InputError
 from ..report.quicklook import palette
 from . import estimators, sampling
-from .apply import AnalysisResult, Pixels, Product, run, run_windows, sample
+from .source import BlockSource, Pixels
+from .stage import AnalysisResult, Product, Stage, run
 from .kmeans import DistributedKMeans, partial_sums
 from .pca import Standardizer
 
@@ -52,12 +53,13 @@ def _step(mosaic, window, index, scaler, centers):
     return partial_sums(scaler.transform(sampling.valid_pixels(mosaic, window)), centers)
 
 
-def fit_clusterer(estimator, mosaic, pixels: Pixels, standardize: bool, sample_size: int, seed: int) -> Clusterer:
+def fit_clusterer(estimator, source: BlockSource, pixels: Pixels, standardize: bool, sample_size: int,
+                  seed: int) -> Clusterer:
     scaler = Standardizer(standardize).fit_moments(pixels.n, pixels.total, pixels.gram)
-    drawn = scaler.transform(sample(mosaic, pixels, sample_size, seed))
+    drawn = scaler.transform(source.sample(pixels, sample_size, seed))
     if isinstance(estimator, DistributedKMeans):
         def step(centers):
-            parts = run_windows(_step, mosaic, pixels.windows, scaler, centers)
+            parts = source.map(_step, pixels.windows, scaler, centers)
             bar.update(1)
             return (sum(p[0] for p in parts), sum(p[1] for p in parts), float(sum(p[2] for p in parts)))
 
@@ -75,6 +77,55 @@ def fit_clusterer(estimator, mosaic, pixels: Pixels, standardize: bool, sample_s
                      f"fitted on {len(drawn)} sampled pixels, applied by {how}")
 
 
+class Cluster(Stage):
+    """Every pixel -> a cluster label: ``clusters`` (with a colour table)."""
+
+    name, product, statistics, saves_model = "cluster", "clusters", True, True
+
+    def __init__(self, method: str = "KMeans", n_clusters: int | None = None, params=None, standardize: bool = True,
+                 sample_size: int = 100_000, seed: int = 0, fitted: bool = False):
+        cls = EXACT.get(method) or estimators.resolve("cluster", method)
+        self.method, self.n_clusters, self.params, self.standardize = method, n_clusters, params, standardize
+        self.sample_size, self.seed, self.estimator = sample_size, seed, None
+        if not fitted:
+            self.estimator = estimators.build(cls, params, n_clusters=n_clusters)
+            if isinstance(self.estimator, DistributedKMeans) and "random_state" not in estimators.parse_params(params):
+                self.estimator.random_state = seed
+            k = getattr(self.estimator, "n_clusters", 1)
+            if k is not None and k < 1:
+                raise InputError(f"--n-clusters must be >= 1, got {k}.")
+
+    def config(self) -> dict:
+        return {"method": self.method, "params": estimators.jsonable(self.params), "n_clusters": self.n_clusters,
+                "standardize": self.standardize, "sample": self.sample_size, "seed": self.seed}
+
+    def fit(self, source, pixels: Pixels) -> "Cluster":
+        self.model_ = fit_clusterer(self.estimator, source, pixels, self.standardize, self.sample_size, self.seed)
+        return self
+
+    def products(self) -> list[Product]:
+        n = self.model_.n_labels
+        return [Product("clusters", 1, *label_dtype(n), ["cluster"], colormap=palette(n))]
+
+    def metrics(self, source, pixels, tally) -> dict:
+        from sklearn.metrics import silhouette_score
+
+        model = self.model_
+        sizes = np.zeros(model.n_labels, dtype=np.int64) if tally is None else tally
+        out = {"method": type(model.estimator).__name__, "fit": model.how, "n_clusters": model.n_labels,
+               "n_iter": getattr(model.estimator, "n_iter_", None),
+               "inertia": getattr(model.estimator, "inertia_", None),
+               "cluster_sizes": [int(c) for c in sizes[:model.n_labels]],
+               "noise_value": model.noise, "noise_pixels": int(sizes[model.noise]) if len(sizes) > model.noise else 0,
+               "n_pixels": pixels.n}
+        probe = source.sample(pixels, min(5000, pixels.n), self.seed + 1)
+        labels = model.apply(probe)[:, 0]
+        keep = labels != model.noise
+        if 1 < len(np.unique(labels[keep])) < keep.sum():
+            out["silhouette_sample"] = float(silhouette_score(model.scaler.transform(probe[keep]), labels[keep]))
+        return out
+
+
 def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | None = None,
             params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
             seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512,
@@ -88,38 +139,23 @@ def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | N
     ``sklearn.cluster`` class is fitted on the sample and applied to every block with
     ``predict``, or, lacking it (HDBSCAN, DBSCAN, ...), with the nearest sampled pixel's label.
     """
-    cls = EXACT.get(method) or estimators.resolve("cluster", method)
-    estimator = None
-    if not model:
-        estimator = estimators.build(cls, params, n_clusters=n_clusters)
-        if isinstance(estimator, DistributedKMeans) and "random_state" not in estimators.parse_params(params):
-            estimator.random_state = seed
-        if getattr(estimator, "n_clusters", 1) is not None and getattr(estimator, "n_clusters", 1) < 1:
-            raise InputError(f"--n-clusters must be >= 1, got {estimator.n_clusters}.")
+    stage = Cluster(method, n_clusters, params, standardize, sample_size, seed, fitted=bool(model))
+    return run(stage, BlockSource.open(input, bands), output, model, block_size, overwrite, address, progress,
+               dry_run)
 
-    def fit(mosaic, pixels: Pixels):
-        return fit_clusterer(estimator, mosaic, pixels, standardize, sample_size, seed)
 
-    def metrics(model, mosaic, pixels, tally):
-        from sklearn.metrics import silhouette_score
-        sizes = np.zeros(model.n_labels, dtype=np.int64) if tally is None else tally
-        out = {"method": type(model.estimator).__name__, "fit": model.how, "n_clusters": model.n_labels,
-               "n_iter": getattr(model.estimator, "n_iter_", None),
-               "inertia": getattr(model.estimator, "inertia_", None),
-               "cluster_sizes": [int(c) for c in sizes[:model.n_labels]],
-               "noise_value": model.noise, "noise_pixels": int(sizes[model.noise]) if len(sizes) > model.noise else 0,
-               "n_pixels": pixels.n}
-        probe = sample(mosaic, pixels, min(5000, pixels.n), seed + 1)
-        labels = model.apply(probe)[:, 0]
-        keep = labels != model.noise
-        if 1 < len(np.unique(labels[keep])) < keep.sum():
-            out["silhouette_sample"] = float(silhouette_score(model.scaler.transform(probe[keep]), labels[keep]))
-        return out
+def arguments(p) -> None:
+    """``rayvit cluster``'s options (:mod:`rayvit.stages`)."""
+    from ..options import analysis_common, estimator_options
 
-    config = {"method": method, "params": estimators.jsonable(params), "n_clusters": n_clusters,
-              "standardize": standardize, "sample": sample_size, "seed": seed}
-    def products(m):
-        return [Product("clusters", 1, *label_dtype(m.n_labels), ["cluster"], colormap=palette(m.n_labels))]
-
-    return run("cluster", input, output, config, fit, model, products, metrics, bands, block_size,
-               overwrite, address, progress, dry_run=dry_run)
+    p.description = ("Cluster every pixel of a multi-band raster. KMeans: k-means++ on a "
+                     "seeded uniform sample, then Lloyd iterations over all valid pixels "
+                     "(summed over blocks in Ray tasks; --params max_iter, tol, init). Other "
+                     "sklearn.cluster classes are fitted on the sample and applied with "
+                     "predict, or by the nearest sampled pixel's label (HDBSCAN, DBSCAN, ...). "
+                     "Writes clusters.tif (smallest unsigned type; nodata = its maximum, "
+                     "noise = maximum - 1; GDAL colour table), model.joblib, metrics.json "
+                     "and quicklook.png.")
+    analysis_common(p)
+    estimator_options(p, "cluster", "KMeans", "distributed KMeans over all valid pixels")
+    p.add_argument("--n-clusters", type=int, help="sets the estimator's n_clusters (KMeans default: 8)")

@@ -12,14 +12,13 @@ Outputs: ``score.tif`` (float32, written block by block in Ray tasks as every an
 and ``hits.parquet``: the top-k pixels as GeoParquet (footprint, score, rank), no two closer
 than ``exclude_radius`` pixels. The top-k is exact over the whole mosaic: greedy selection
 in score order accepts at most ``k`` pixels and each accepted pixel rules out fewer than
-``(2r+1)**2`` others, so the k hits lie among the ``N = k (2r+1)**2`` best pixels. Each task
-keeps its window's ``N`` best, the driver merges them keeping ``N``: memory is bounded by
-``N``, whatever the area.
+``(2r+1)**2`` others, so the k hits lie among the ``N = k (2r+1)**2`` best pixels. Each apply
+task keeps the ``N`` best of the block it wrote, the driver merges them keeping ``N``: one
+pass over the data, memory bounded by ``N`` whatever the area.
 """
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Sequence
 
@@ -28,13 +27,12 @@ import numpy as np
 from ..console import warn
 from ..errors import InputError
 from ..io import geoparquet, storage
-from . import sampling
-from .apply import AnalysisResult, Product, open_input, run, run_windows
 from .similarity import unit
-from .vectors import check_exists, samples_from, write_samples
+from .source import BlockSource
+from .stage import AnalysisResult, Product, Stage, run
+from .vectors import check_exists, samples_frame, samples_from
 
 SCORERS = ("cosine", "linear")
-SCORE_WINDOW = 1024
 
 
 @dataclass
@@ -88,13 +86,6 @@ def best(scores: np.ndarray, rows: np.ndarray, cols: np.ndarray, n: int) -> tupl
     return scores[order], rows[order], cols[order]
 
 
-def window_candidates(mosaic, window, index, n):
-    """Ray task: the ``n`` best valid pixels of a window of the score raster."""
-    data, valid = mosaic.read(*window)
-    rr, cc = np.nonzero(valid & np.isfinite(data[0]))
-    return best(data[0, rr, cc].astype(np.float64), rr + window[0], cc + window[1], n)
-
-
 def suppress(scores, rows, cols, k: int, radius: int) -> np.ndarray:
     """Indices (in order) of the greedy top-k: each next best pixel farther than ``radius``
     pixels (Euclidean) from every one taken."""
@@ -112,33 +103,11 @@ def suppress(scores, rows, cols, k: int, radius: int) -> np.ndarray:
     return np.array(taken, dtype=np.int64)
 
 
-def top_k(score_path: str, k: int, radius: int) -> tuple[np.ndarray, ...]:
-    """The exact top-k of a score raster over all its windows (see the module docstring)."""
-    mosaic = open_input(score_path)
-    g = mosaic.grid
-    n = candidate_count(k, radius)
-    kept = (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64))
-
-    def merge(i, found):
-        nonlocal kept
-        kept = best(*(np.concatenate([a, b]) for a, b in zip(kept, found)), n)
-
-    run_windows(window_candidates, mosaic, sampling.grid_windows(g.height, g.width, SCORE_WINDOW), n,
-                on_result=merge, label="top-k")
-    take = suppress(*kept, k, radius)
-    return tuple(a[take] for a in kept) + (mosaic,)
-
-
-def write_hits(path: str, scores, rows, cols, mosaic, metadata: dict) -> None:
-    """The hits as GeoParquet: rank (1 = best), score, row, col, pixel footprint."""
-    import pyarrow.parquet as pq
-
-    bounds = geoparquet.cell_bounds(mosaic.grid.affine, rows, cols, 1, 1)
-    table = geoparquet.polygons_table(bounds, {"rank": np.arange(1, len(scores) + 1), "score": scores,
-                                               "row": rows, "col": cols}, mosaic.grid.crs, metadata)
-    tmp = path + ".tmp"
-    pq.write_table(table, tmp)
-    os.replace(tmp, path)
+def hits_table(scores, rows, cols, grid, metadata: dict):
+    """The hits as a GeoParquet table: rank (1 = best), score, row, col, pixel footprint."""
+    bounds = geoparquet.cell_bounds(grid.affine, rows, cols, 1, 1)
+    return geoparquet.polygons_table(bounds, {"rank": np.arange(1, len(scores) + 1), "score": scores,
+                                              "row": rows, "col": cols}, grid.crs, metadata)
 
 
 # ----------------------------------------------------------------------------- examples
@@ -172,16 +141,16 @@ def _truthy(values) -> np.ndarray:
     return np.array([str(v).lower() not in ("0", "false", "no", "none", "nan", "") for v in values])
 
 
-def _examples(path: str, mosaic, label: str | None, vector_crs, polygons, samples, seed):
+def _examples(path: str, source, label: str | None, vector_crs, polygons, samples, seed):
     """``(vectors, is_positive, Samples or None)`` of one example file: the rows of an
     embedding table as they are (they may come from another date or area), else the raster
     pixels its geometries select. With ``label``, that column says which are positive."""
-    found = table_embeddings(path, mosaic.count)
+    found = table_embeddings(path, source.count)
     if found is not None:
         frame, vectors, s = *found, None
         rows = np.arange(len(frame))
     else:
-        frame, s = samples_from(path, mosaic, vector_crs, polygons, samples, seed)
+        frame, s = samples_from(path, source, vector_crs, polygons, samples, seed)
         vectors, rows = s.values, s.feature
     if label is None:
         return vectors, np.ones(len(vectors), bool), s
@@ -191,6 +160,89 @@ def _examples(path: str, mosaic, label: str | None, vector_crs, polygons, sample
     return vectors, _truthy(frame[label].to_numpy()[rows]), s
 
 
+class Search(Stage):
+    """Every pixel -> its score against the examples: ``score``; the top-k as ``hits.parquet``
+    (from the apply pass: each block keeps its ``N`` best pixels), the example pixels as
+    ``samples.gpkg``."""
+
+    name, product = "search", "score"
+
+    def __init__(self, positives: str, negatives: str | None = None, label: str | None = None,
+                 scorer: str = "cosine", top_k: int = 100, exclude_radius: int = 0, polygons: str = "all",
+                 samples: int = 1000, seed: int = 0, vector_crs: str | None = None):
+        if scorer not in SCORERS:
+            raise InputError(f"--scorer must be one of {', '.join(SCORERS)}, got {scorer!r}.")
+        if top_k < 1:
+            raise InputError(f"--top-k must be >= 1, got {top_k}.")
+        if exclude_radius < 0:
+            raise InputError(f"--exclude-radius must be >= 0 pixels, got {exclude_radius}.")
+        for path in (positives, negatives):
+            if path:
+                check_exists(path)
+        self.positives, self.negatives, self.label, self.scorer = positives, negatives, label, scorer
+        self.top_k, self.exclude_radius, self.polygons = top_k, exclude_radius, polygons
+        self.samples, self.seed, self.vector_crs = samples, seed, vector_crs
+
+    def config(self) -> dict:
+        return {"positives": self.positives, "negatives": self.negatives, "label": self.label, "scorer": self.scorer,
+                "polygons": self.polygons, "samples": self.samples, "seed": self.seed, "vector_crs": self.vector_crs}
+
+    def fit(self, source, pixels) -> "Search":
+        args = (self.vector_crs, self.polygons, self.samples, self.seed)
+        values, is_pos, s = _examples(self.positives, source, self.label, *args)
+        neg_values = values[~is_pos]
+        if self.negatives:
+            neg, _, _ = _examples(self.negatives, source, None, *args)
+            neg_values = np.concatenate([neg_values, neg])
+        if not is_pos.any():
+            raise InputError(f"only negative examples: every example of {self.positives!r} has --label "
+                             f"{self.label!r} 0/false; give at least one positive example.")
+        if s is not None and s.report.get("outside_raster"):
+            warn(f"{s.report['outside_raster']} of the {s.report['geometries']} example geometries of "
+                 f"{self.positives!r} lie outside the raster and are left out.")
+        self.samples_, self.positive_ = s, is_pos.astype(np.int8)
+        self.model_ = fit_scorer(values[is_pos], neg_values if len(neg_values) else None, self.scorer, self.seed)
+        return self
+
+    def products(self) -> list[Product]:
+        return [Product("score", 1, "float32", np.nan, [f"{self.model_.kind} score"])]
+
+    def block_part(self, window, values, valid):
+        """The block's ``N`` best valid scores (module docstring): ``(scores, rows, cols)``."""
+        rr, cc = np.nonzero(valid & np.isfinite(values[0]))
+        return best(values[0, rr, cc].astype(np.float64), rr + window[0], cc + window[1],
+                    candidate_count(self.top_k, self.exclude_radius))
+
+    def take(self, index, found) -> None:
+        """Merge a block's candidates: the ``N`` best so far are kept, whatever the area."""
+        kept = getattr(self, "kept_", (np.zeros(0), np.zeros(0, np.int64), np.zeros(0, np.int64)))
+        self.kept_ = best(*(np.concatenate([a, b]) for a, b in zip(kept, found)),
+                          candidate_count(self.top_k, self.exclude_radius))
+
+    def extras(self, source, windows) -> dict:
+        kept = self.kept_
+        take = suppress(*kept, self.top_k, self.exclude_radius)
+        scores, rows, cols = (a[take] for a in kept)
+        if len(scores) < self.top_k:
+            warn(f"--top-k {self.top_k} is more than the {len(scores)} pixels that can be hits (valid pixels"
+                 f"{', spaced by --exclude-radius' if self.exclude_radius else ''}): all {len(scores)} are returned.")
+        out = {"hits.parquet": hits_table(scores, rows, cols, source.grid, {"rayvit": {
+            "stage": "search", "source": source.path, "scorer": self.scorer, "top_k": self.top_k,
+            "exclude_radius_px": self.exclude_radius}})}
+        if self.samples_ is not None:
+            out["samples.gpkg"] = samples_frame(source.grid, source.bands, self.samples_, {"positive": self.positive_})
+        return out
+
+    def metrics(self, source, pixels, tally) -> dict:
+        m = self.model_
+        return {"scorer": m.kind, "positives": m.n_positives, "negatives": m.n_negatives, "top_k": self.top_k,
+                "exclude_radius": self.exclude_radius, **(self.samples_.report if self.samples_ else {})}
+
+    def plan(self, output: str) -> str:
+        return (f"\nhits:   the top {self.top_k} pixels (exclusion radius {self.exclude_radius} px) "
+                f"-> {output}/hits.parquet")
+
+
 def search(input: str, positives: str, output: str, negatives: str | None = None, label: str | None = None,
            scorer: str = "cosine", top_k_hits: int = 100, exclude_radius: int = 0, polygons: str = "all",
            samples: int = 1000, seed: int = 0, vector_crs: str | None = None,
@@ -198,64 +250,34 @@ def search(input: str, positives: str, output: str, negatives: str | None = None
            address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
     """Score every pixel of ``input`` against example pixels; write ``score.tif`` and the
     top-k hits ``hits.parquet``."""
-    if scorer not in SCORERS:
-        raise InputError(f"--scorer must be one of {', '.join(SCORERS)}, got {scorer!r}.")
-    if top_k_hits < 1:
-        raise InputError(f"--top-k must be >= 1, got {top_k_hits}.")
-    if exclude_radius < 0:
-        raise InputError(f"--exclude-radius must be >= 0 pixels, got {exclude_radius}.")
-    for path in (positives, negatives):
-        if path:
-            check_exists(path)
-    used = {}
+    stage = Search(positives, negatives, label, scorer, top_k_hits, exclude_radius, polygons, samples, seed,
+                   vector_crs)
+    return run(stage, BlockSource.open(input, bands), output, None, block_size, overwrite, address, progress,
+               dry_run)
 
-    def fit(mosaic, pixels):
-        values, is_pos, s = _examples(positives, mosaic, label, vector_crs, polygons, samples, seed)
-        neg_values = values[~is_pos]
-        if negatives:
-            neg, _, _ = _examples(negatives, mosaic, None, vector_crs, polygons, samples, seed)
-            neg_values = np.concatenate([neg_values, neg])
-        if not is_pos.any():
-            raise InputError(f"only negative examples: every example of {positives!r} has --label {label!r} "
-                             "0/false; give at least one positive example.")
-        if s is not None and s.report.get("outside_raster"):
-            warn(f"{s.report['outside_raster']} of the {s.report['geometries']} example geometries of "
-                 f"{positives!r} lie outside the raster and are left out.")
-        used.update(samples=s, columns={"positive": is_pos.astype(np.int8)}, report=s.report if s else {})
-        return fit_scorer(values[is_pos], neg_values if len(neg_values) else None, scorer, seed)
 
-    def metrics(model, mosaic, pixels, tally):
-        return {"scorer": model.kind, "positives": model.n_positives, "negatives": model.n_negatives,
-                "top_k": top_k_hits, "exclude_radius": exclude_radius, **used["report"]}
+def arguments(p) -> None:
+    """``rayvit search``'s options (:mod:`rayvit.stages`)."""
+    from ..options import analysis_common
 
-    def extra(model, mosaic, outdir):
-        if used["samples"] is not None:
-            write_samples(f"{outdir}/samples.gpkg", mosaic, used["samples"], used["columns"])
-
-    def products(m):
-        return [Product("score", 1, "float32", np.nan, [f"{m.kind} score"])]
-
-    config = {"positives": positives, "negatives": negatives, "label": label, "scorer": scorer,
-              "polygons": polygons, "samples": samples, "seed": seed, "vector_crs": vector_crs}
-    result = run("search", input, output, config, fit, None, products, metrics, bands, block_size,
-                 overwrite, address, progress, statistics_pass=False, extra_files=extra, dry_run=dry_run)
-    if dry_run:
-        result.extra["plan"] += (f"\nhits:   the top {top_k_hits} pixels (exclusion radius {exclude_radius} px) "
-                                 f"-> {output}/hits.parquet")
-        return result
-    scores, rows, cols, mosaic = top_k(result.output, top_k_hits, exclude_radius)
-    if len(scores) < top_k_hits:
-        warn(f"--top-k {top_k_hits} is more than the {len(scores)} pixels that can be hits (valid pixels"
-             f"{', spaced by --exclude-radius' if exclude_radius else ''}): all {len(scores)} are returned.")
-    local = storage.is_local(output)
-    target = os.path.join(storage.local_path(output), "hits.parquet") if local else None
-    if not local:
-        import tempfile
-        target = os.path.join(tempfile.mkdtemp(prefix="rayvit-hits-"), "hits.parquet")
-    write_hits(target, scores, rows, cols, mosaic,
-               {"rayvit": {"stage": "search", "source": input, "scorer": scorer, "top_k": top_k_hits,
-                           "exclude_radius_px": exclude_radius}})
-    if not local:
-        storage.filesystem(output).put_file(target, storage.join(output, "hits.parquet"))
-    result.extra.update(hits=storage.join(output, "hits.parquet"), n_hits=int(len(scores)))
-    return result
+    p.description = ("Few-shot search: score every pixel against positive (and negative) "
+                     "examples, block by block in Ray tasks. Examples are points/polygons "
+                     "(the pixels they select) or rows of a `rayvit table` GeoParquet (their "
+                     "embeddings, from any date or area). --scorer cosine (default): mean "
+                     "cosine to the positives minus mean cosine to the negatives; linear: "
+                     "logistic regression on the examples (needs negatives), its log-odds. "
+                     "Writes score.tif, hits.parquet (the exact top-k pixels over the whole "
+                     "mosaic: rank, score, row, col, footprint), samples.gpkg, metrics.json, "
+                     "quicklook.png.")
+    p.epilog = ("example: rayvit search out/features.gti.gpkg pos.gpkg -o hits/ --negatives neg.gpkg "
+                "--top-k 200 --exclude-radius 3")
+    analysis_common(p, vectors="required", standardize=False, vectors_dest="positives")
+    p.add_argument("--negatives", help="negative examples (points/polygons or table rows)")
+    p.add_argument("--label", help="a column of the examples file: 1/true marks positives, 0/false negatives")
+    p.add_argument("--scorer", choices=("cosine", "linear"), default="cosine",
+                   help="cosine: mean cosine to positives - mean cosine to negatives (default); linear: "
+                        "logistic regression on the examples")
+    p.add_argument("--top-k", dest="top_k_hits", type=int, default=100, help="hits to list (default 100)")
+    p.add_argument("--exclude-radius", type=int, default=0,
+                   help="no two hits closer than this many pixels (default 0: any pixel may be a hit)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --polygons sample and the linear scorer")

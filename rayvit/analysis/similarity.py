@@ -8,8 +8,9 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import InputError
-from .apply import AnalysisResult, Product, run
-from .vectors import check_exists, samples_from, write_samples
+from .source import BlockSource
+from .stage import AnalysisResult, Product, Stage, run
+from .vectors import check_exists, samples_frame, samples_from
 
 REDUCTIONS = ("mean", "max")
 
@@ -45,6 +46,50 @@ class Similarity:
         return np.stack([cosine(x, r, self.reduce) for r in self.references], axis=1)
 
 
+class SimilarityStage(Stage):
+    """Every pixel -> its cosine similarity with reference pixels: ``similarity``; the
+    reference pixels as ``samples.gpkg``."""
+
+    name, product = "similarity", "similarity"
+
+    def __init__(self, vectors: str, by: str | None = None, reduce: str = "mean", polygons: str = "all",
+                 samples: int = 1000, seed: int = 0, vector_crs: str | None = None):
+        if reduce not in REDUCTIONS:
+            raise InputError(f"--reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}.")
+        check_exists(vectors)
+        self.vectors, self.by, self.reduce, self.polygons = vectors, by, reduce, polygons
+        self.samples, self.seed, self.vector_crs = samples, seed, vector_crs
+
+    def config(self) -> dict:
+        return {"vectors": self.vectors, "by": self.by, "reduce": self.reduce, "polygons": self.polygons,
+                "samples": self.samples, "seed": self.seed, "vector_crs": self.vector_crs}
+
+    def fit(self, source, pixels) -> "SimilarityStage":
+        gdf, s = samples_from(self.vectors, source, self.vector_crs, self.polygons, self.samples, self.seed)
+        by = self.by
+        if by is not None and by not in gdf.columns:
+            raise InputError(f"--by {by!r} is not a column of {self.vectors!r}; columns: "
+                             f"{', '.join(c for c in gdf.columns if c != 'geometry')}.")
+        groups = np.full(len(s.feature), "all", dtype=object) if by is None else gdf[by].to_numpy()[s.feature]
+        names = sorted({str(g) for g in groups})
+        keys = np.array([str(g) for g in groups])
+        self.samples_, self.keys_ = s, keys
+        self.model_ = Similarity([s.values[keys == n] for n in names], names, self.reduce)
+        return self
+
+    def products(self) -> list[Product]:
+        m = self.model_
+        return [Product("similarity", m.n_outputs, "float32", np.nan, list(m.names) if self.by else ["similarity"])]
+
+    def extras(self, source, windows) -> dict:
+        return {"samples.gpkg": samples_frame(source.grid, source.bands, self.samples_, {"group": self.keys_})}
+
+    def metrics(self, source, pixels, tally) -> dict:
+        m = self.model_
+        return {"reduce": m.reduce, "by": self.by, "bands": m.names,
+                "references_per_band": [len(r) for r in m.references], **self.samples_.report}
+
+
 def similarity(input: str, vectors: str, output: str, by: str | None = None, reduce: str = "mean",
                polygons: str = "all", samples: int = 1000, seed: int = 0, vector_crs: str | None = None,
                bands: Sequence[int] | None = None, block_size: int = 512, overwrite: bool = False,
@@ -56,36 +101,24 @@ def similarity(input: str, vectors: str, output: str, by: str | None = None, red
     instead of the cosine with their mean. Writes ``similarity.tif`` (float32 in [-1, 1],
     nodata NaN), ``samples.gpkg`` (the reference pixels and their values) and ``metrics.json``.
     """
-    if reduce not in REDUCTIONS:
-        raise InputError(f"--reduce must be one of {', '.join(REDUCTIONS)}, got {reduce!r}.")
-    check_exists(vectors)
-    used = {}
+    stage = SimilarityStage(vectors, by, reduce, polygons, samples, seed, vector_crs)
+    return run(stage, BlockSource.open(input, bands), output, None, block_size, overwrite, address, progress,
+               dry_run)
 
-    def fit(mosaic, pixels):
-        gdf, s = samples_from(vectors, mosaic, vector_crs, polygons, samples, seed)
-        if by is not None and by not in gdf.columns:
-            raise InputError(f"--by {by!r} is not a column of {vectors!r}; columns: "
-                             f"{', '.join(c for c in gdf.columns if c != 'geometry')}.")
-        groups = np.full(len(s.feature), "all", dtype=object) if by is None else gdf[by].to_numpy()[s.feature]
-        names = sorted({str(g) for g in groups})
-        keys = np.array([str(g) for g in groups])
-        used.update(samples=s, columns={"group": keys})
-        return Similarity([s.values[keys == n] for n in names], names, reduce)
 
-    def metrics(model, mosaic, pixels, tally):
-        s = used["samples"]
-        return {"reduce": model.reduce, "by": by, "bands": model.names,
-                "references_per_band": [len(r) for r in model.references], **s.report}
+def arguments(p) -> None:
+    """``rayvit similarity``'s options (:mod:`rayvit.stages`)."""
+    from ..options import analysis_common
 
-    def extra(model, mosaic, outdir):
-        if "samples" in used:
-            write_samples(f"{outdir}/samples.gpkg", mosaic, used["samples"], used["columns"])
-
-    def products(m):
-        return [Product("similarity", m.n_outputs, "float32", np.nan,
-                        list(m.names) if by else ["similarity"])]
-
-    config = {"vectors": vectors, "by": by, "reduce": reduce, "polygons": polygons, "samples": samples,
-              "seed": seed, "vector_crs": vector_crs}
-    return run("similarity", input, output, config, fit, None, products, metrics, bands, block_size,
-               overwrite, address, progress, statistics_pass=False, extra_files=extra, dry_run=dry_run)
+    p.description = ("Cosine similarity of every pixel with the mean vector of the pixels "
+                     "the reference geometries select (IAMAP), or with --by COLUMN one band "
+                     "per class, named after it. Computed block by block in Ray tasks. Writes "
+                     "similarity.tif (float32 in [-1, 1], nodata NaN), samples.gpkg (the "
+                     "reference pixels with their values), metrics.json, quicklook.png.")
+    p.epilog = ("example: rayvit similarity out/features.gti.gpkg refs.gpkg -o sim/ --by Type")
+    analysis_common(p, vectors="required", standardize=False)
+    p.add_argument("--by", help="one band per value of this column (default: one band, all references)")
+    p.add_argument("--reduce", choices=("mean", "max"), default="mean",
+                   help="mean: cosine with the mean reference vector (default, IAMAP); max: the largest "
+                        "cosine with any single reference")
+    p.add_argument("--seed", type=int, default=0, help="seed of --polygons sample")

@@ -29,9 +29,7 @@ from ..console import progress_enabled
 from ..errors import InputError
 from ..io import geoparquet, quantize, storage
 from ..io.mosaic import Mosaic
-from ..runtime import init_ray
-from . import sampling
-from .apply import open_input, run_windows, source_sidecar
+from .source import BlockSource
 
 POOLS = ("tile", "none")
 TABLE_DTYPES = ("float32", "float16", "int8")
@@ -165,10 +163,10 @@ def table(input: str, output: str, pool: str = "tile", tile: int = 16, dtype: st
     if tile < 1:
         raise InputError(f"--tile must be >= 1 feature pixel, got {tile}.")
     tile = 1 if pool == "none" else tile
-    mosaic = open_input(input, bands)
-    g = mosaic.grid
+    source = BlockSource.open(input, bands)
+    mosaic, g = source.mosaic, source.grid
     side = window_side(mosaic.count, tile)
-    windows = sampling.grid_windows(g.height, g.width, side)
+    windows = source.windows(side)
     cells = -(-g.height // tile) * -(-g.width // tile)
     if dry_run:
         plan = (f"input:  {input}: {g.width}x{g.height} feature px x {mosaic.count} bands\n"
@@ -176,14 +174,16 @@ def table(input: str, output: str, pool: str = "tile", tile: int = 16, dtype: st
                 f"embedding {dtype}[{mosaic.count}]\nwork:   {len(windows)} part files, one per Ray task "
                 f"({side}x{side}-px windows)\noutput: {output}/part-*.parquet + {SIDECAR}")
         return TableResult(output, 0, 0, time.monotonic() - t0, {"plan": plan})
-    sidecar = source_sidecar(input)
+    sidecar = source.sidecar
     options = storage.storage_options(output)
     geoparquet.start(output, SIDECAR, overwrite, options or None)
+    from ..runtime import init_ray
+
     with progress_enabled(progress):
         init_ray(address)
         scale = offset = ()
         if dtype == "int8":
-            parts = [p for p in run_windows(_ranges, mosaic, windows, label="ranges") if p[0]]
+            parts = [p for p in source.map(_ranges, windows, label="ranges") if p[0]]
             lo, hi = np.min([p[0] for p in parts], axis=0), np.max([p[1] for p in parts], axis=0)
             scale, offset = (tuple(a.tolist()) for a in quantize.params(lo, hi, "int8"))
         emb = stac_fields(sidecar, mosaic, pool, tile, dtype)
@@ -195,7 +195,7 @@ def table(input: str, output: str, pool: str = "tile", tile: int = 16, dtype: st
         spec = TableSpec(output, pool, tile, dtype,
                          (("emb", json.dumps(emb)), ("rayvit", json.dumps(provenance, default=str))),
                          scale, offset, storage.freeze(options) if options else ())
-        written = [p for p in run_windows(_write_part, mosaic, windows, spec, label="table") if p[0]]
+        written = [p for p in source.map(_write_part, windows, spec, label="table") if p[0]]
     rows = sum(n for _, n in written)
     if rows == 0:
         raise InputError(f"raster {input!r} has no valid pixel: the table would be empty.")
@@ -203,3 +203,32 @@ def table(input: str, output: str, pool: str = "tile", tile: int = 16, dtype: st
               "elapsed_s": time.monotonic() - t0}
     geoparquet.commit(output, [u for u, _ in written], SIDECAR, record, options or None)
     return TableResult(output, rows, len(written), time.monotonic() - t0, record)
+
+
+def arguments(p) -> None:
+    """``rayvit table``'s options (:mod:`rayvit.stages`)."""
+    from ..options import add_ray_options, ints
+
+    p.description = ("Write a feature raster as a GeoParquet 1.1 table, one part file per Ray "
+                     "task: one row per --tile x --tile cell of feature pixels with the mean "
+                     "embedding of its valid pixels (--pool tile), or one row per valid "
+                     "feature pixel (--pool none). Columns: row, col, valid_fraction, "
+                     "embedding (fixed-size list), bbox (covering) and geometry (footprint). "
+                     "File metadata: geo, emb (STAC embeddings extension fields) and rayvit "
+                     "(the source's sidecar: model, weights checksum, layer, normalisation, "
+                     "grid). Read with geopandas.read_parquet(DIR), pyarrow or DuckDB "
+                     "read_parquet('DIR/*.parquet').")
+    p.epilog = ("example: rayvit table out/features.gti.gpkg -o emb/ --pool tile --tile 16")
+    p.add_argument("input", help="feature raster (features.tif/.gti.gpkg, or any raster; "
+                                 "int8 with scales is dequantised)")
+    p.add_argument("-o", "--output", required=True, help="output directory (local or s3://...)")
+    p.add_argument("--pool", choices=("tile", "none"), default="tile",
+                   help="tile: a row per cell, mean over its valid pixels (default); none: a row per pixel")
+    p.add_argument("--tile", type=int, default=16, help="with --pool tile: cell side in feature pixels (default 16)")
+    p.add_argument("--dtype", choices=("float32", "float16", "int8"), default="float32",
+                   help="embedding type (default float32); int8: codes with a scale/offset per dimension "
+                        "in the emb:quantization metadata")
+    p.add_argument("--bands", type=ints, help="1-based bands to use (default: all)")
+    p.add_argument("--overwrite", action="store_true", help="replace a table already in the output directory")
+    p.add_argument("--dry-run", action="store_true", help="print the rows and part files it would write; writes nothing")
+    add_ray_options(p)

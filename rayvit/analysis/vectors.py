@@ -12,12 +12,14 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from typing import Sequence
 
 import numpy as np
 
 from ..errors import InputError
 from ..io import storage
 from ..io.mosaic import Mosaic
+from .source import BlockSource
 
 WINDOW = 256
 
@@ -163,10 +165,9 @@ def _read_pixels(mosaic, window, index, picks):
     return data[:, r, c].T.astype(np.float64), valid[r, c]
 
 
-def pixel_values(mosaic: Mosaic, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pixel_values(source: BlockSource, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Values ``(n, bands)`` and validity of the given pixels, read per window in Ray tasks."""
-    from .apply import run_windows
-
+    mosaic = source.mosaic
     keys = (rows // WINDOW) * (-(-mosaic.grid.width // WINDOW)) + cols // WINDOW
     order = np.argsort(keys, kind="stable")
     unique, starts = np.unique(keys[order], return_index=True)
@@ -179,17 +180,17 @@ def pixel_values(mosaic: Mosaic, rows: np.ndarray, cols: np.ndarray) -> tuple[np
         picks.append((rows[idx], cols[idx]))
     values = np.zeros((len(rows), mosaic.count))
     valid = np.zeros(len(rows), dtype=bool)
-    for idx, (v, ok) in zip(groups, run_windows(_read_pixels, mosaic, windows, picks)):
+    for idx, (v, ok) in zip(groups, source.map(_read_pixels, windows, picks)):
         values[idx], valid[idx] = v, ok
     return values, valid
 
 
-def samples_from(path: str, mosaic: Mosaic, vector_crs: str | None = None, polygons: str = "all",
+def samples_from(path: str, source: BlockSource, vector_crs: str | None = None, polygons: str = "all",
                  samples: int = 1000, seed: int = 0):
     """Read ``path`` and return ``(gdf, Samples)`` of its valid pixels inside the raster."""
-    gdf = read_vectors(path, mosaic.grid.crs, vector_crs).reset_index(drop=True)
-    rows, cols, feats, report = select_pixels(gdf, mosaic, polygons, samples, seed)
-    values, valid = pixel_values(mosaic, rows, cols)
+    gdf = read_vectors(path, source.grid.crs, vector_crs).reset_index(drop=True)
+    rows, cols, feats, report = select_pixels(gdf, source.mosaic, polygons, samples, seed)
+    values, valid = pixel_values(source, rows, cols)
     report["pixels_on_nodata"] = int((~valid).sum())
     report["pixels_used"] = int(valid.sum())
     if not valid.any():
@@ -199,16 +200,13 @@ def samples_from(path: str, mosaic: Mosaic, vector_crs: str | None = None, polyg
     return gdf, Samples(rows[valid], cols[valid], feats[valid], values[valid], report)
 
 
-def write_samples(path: str, mosaic: Mosaic, s: Samples, columns: dict[str, np.ndarray]) -> None:
-    """The pixels used, as points at pixel centres with ``columns`` and their band values."""
+def samples_frame(grid, bands: Sequence[int], s: Samples, columns: dict[str, np.ndarray]):
+    """The pixels used, as points at pixel centres with ``columns`` and their band values
+    (``samples.gpkg``)."""
     import geopandas as gpd
     import pandas as pd
 
-    x, y = mosaic.grid.affine @ (s.cols + 0.5, s.rows + 0.5)
+    x, y = grid.affine @ (s.cols + 0.5, s.rows + 0.5)
     frame = pd.DataFrame({"feature": s.feature, "row": s.rows, "col": s.cols, **columns})
-    bands = pd.DataFrame(s.values, columns=[f"b{b}" for b in mosaic.bands])
-    gdf = gpd.GeoDataFrame(pd.concat([frame, bands], axis=1), geometry=gpd.points_from_xy(x, y),
-                           crs=mosaic.grid.crs)
-    tmp = path + ".tmp.gpkg"
-    gdf.to_file(tmp, driver="GPKG", layer="samples")
-    os.replace(tmp, path)
+    values = pd.DataFrame(s.values, columns=[f"b{b}" for b in bands])
+    return gpd.GeoDataFrame(pd.concat([frame, values], axis=1), geometry=gpd.points_from_xy(x, y), crs=grid.crs)

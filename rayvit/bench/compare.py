@@ -27,7 +27,7 @@ def bench_compare(what: str, tiles: int = 1024, size: int = 224, model: str = "v
     """Encode throughput of the same raster two ways, in one run: ``storage`` (``s3_url``
     upload vs local disk) or ``nodes`` (cluster at ``address`` vs embedded single node)."""
     from ..io import storage
-    from ..sample import make_sample_raster
+    from ..landscape import make_sample_raster
 
     with workdir(work) as work:
         side = math.ceil(math.sqrt(tiles))

@@ -35,7 +35,7 @@ def bench_encode(model: str = "vit_tiny_patch16_224", tiles: int = 1024, size: i
     from ..encode.spec import ModelSpec
     from ..encode.stages.device import forward_rate
     from ..runtime import cluster_resources, init_ray
-    from ..sample import make_sample_raster
+    from ..landscape import make_sample_raster
 
     with workdir(work) as work:
         import torch

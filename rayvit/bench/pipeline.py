@@ -30,7 +30,7 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(1024
                    bands: int = 4, work: str | None = None, address: str | None = None) -> list[dict]:
     from ..encode.pipeline import encode
     from ..runtime import cluster_resources, init_ray
-    from ..sample import make_sample_raster
+    from ..landscape import make_sample_raster
 
     rows = []
     with workdir(work) as work:

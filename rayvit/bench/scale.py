@@ -206,7 +206,7 @@ if sys.argv[1] == "gdal":
     with rasterio.open(sys.argv[2]) as ds:
         data = ds.read(window=Window(0, 0, 256, 256))
 else:
-    from rayvit.analysis.apply import open_input
+    from rayvit.analysis.source import open_input
     data = open_input(sys.argv[2]).read(0, 0, 256, 256)[0]
 assert data.shape[1:] == (256, 256)
 print(time.perf_counter() - t0)
@@ -249,7 +249,9 @@ def write_product(directory: str, blocks: int, bands: int = 768) -> str:
             done.append(block)
             records.append({**first, "by": by, "bx": bx, "file": f"{block.name}.tif"})
     writer.record(records)
-    return writer.commit(done, single_file=False, sidecar={"stage": "bench"})
+    final = writer.assemble(done, single_file=False)
+    writer.seal(final, {"stage": "bench"})
+    return final
 
 
 def time_open_read(path: str, how: str, repeat: int = 3) -> float:

@@ -337,7 +337,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
         "device": plan.device, "batch_size": plan.batch_size,
     }
 
-    def finish() -> dict:       # the sidecar, written after the product is assembled
+    def finish() -> dict:       # the sidecar, once the product is assembled
         timings["commit_s"] = time.monotonic() - t1
         timings["total_s"] = time.monotonic() - t0
         # what this run did (a resumed run encodes fewer tiles): the rest of the sidecar is
@@ -345,14 +345,163 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
         return dict(sidecar, timings=dict(timings, tiles_encoded=todo, tiles_per_s=todo / timings["total_s"],
                                           nodes=len(nodes)))
 
-    final = writer.commit(with_data, plan.single_file, finish)
+    final = writer.assemble(with_data, plan.single_file)
     imagery = None
     if preview:
         import ray
         with contextlib.suppress(ray.exceptions.RayError):
             imagery = preview.assemble(ray.get(list(previews.values())))
-    report.write(writer.outdir, "features", raster=writer.readable(final), imagery=imagery)
+    record = finish()
+    report.write(writer.outdir, "features", raster=writer.readable(final), imagery=imagery,
+                 sidecar=writer.sidecar(final, record))
+    writer.seal(final, record)      # last: its presence says the product is complete
     writer.publish()
     return EncodeResult(writer.url(os.path.basename(final)), output, t.n_tiles, todo, written, len(finished),
                         timings["total_s"], km2, plan, first_batch, nodes, first_block_tiles=first_tiles,
                         timings=timings)
+
+
+def arguments(p) -> None:
+    """``rayvit encode``'s options (:mod:`rayvit.stages`)."""
+    import argparse
+    import textwrap
+
+    from ..io.writer import DTYPES
+    from ..options import add_ray_options, bands, extent, floats, names, size
+    from .merge import MERGERS
+    from .plan import DEFAULT_MODEL, NORMALIZE_MODES
+
+    p.formatter_class = argparse.RawDescriptionHelpFormatter
+    p.description = textwrap.dedent("""\
+            Encode one raster or a mosaic of many into a feature raster on the model's patch grid.
+            Each output pixel covers one model patch (e.g. 16x16 input pixels) and holds the
+            patch's feature vector (one band per feature).
+
+            examples:
+              rayvit encode scene.tif -o out/
+              rayvit encode 'tiles/*.tif' s3://bucket/extra.tif -o out/ \\
+                  --model vit_small_patch14_reg4_dinov2.lvd142m --bands 4,3,2 --size 448 --stride 224
+              rayvit encode --stac s3://bucket/catalog.json --assets red,green,blue,nir -o out/ \\
+                  --datetime 2025-06-01/2025-08-31 --query 'eo:cloud_cover<20' --composite least-cloudy
+              rayvit encode --stac https://stac.example/v1 --collection sentinel-2-l2a \\
+                  --bbox 5.0,43.5,5.2,43.6 --assets B02,B03,B04,B08 --by-date -o dates/
+            """)
+    p.add_argument("inputs", nargs="*", help="raster paths, globs or URLs (s3://, gs://, az:// or abfs://, "
+                                             "http(s)://); several form one mosaic (first listed wins on "
+                                             "overlaps). Or none, with --stac")
+    p.add_argument("-o", "--output", required=True, help="output directory")
+    g = p.add_argument_group("model")
+    g.add_argument("--model", default=DEFAULT_MODEL, help="a remote-sensing preset (`rayvit models` lists "
+                   "them), any timm model name, or hf-hub:ORG/NAME "
+                   f"(default: {DEFAULT_MODEL}); rayvit_patchmean_pN is a deterministic patch-mean baseline")
+    g.add_argument("--pretrained", action=argparse.BooleanOptionalAction, default=True,
+                   help="load pretrained weights from the hub (default: yes; --no-pretrained: random)")
+    g.add_argument("--weights", help="local weights file (.safetensors, or .pth loaded without "
+                                     "executing pickled code); implies pretrained. For a preset, its "
+                                     "published checkpoint layout is converted")
+    g.add_argument("--wavelengths", type=floats,
+                   help="centre wavelength of each selected band, micrometres (wavelength-conditioned "
+                        "presets such as dofa-vit-b16; default: from the band names)")
+    g.add_argument("--band-fill", choices=("zero", "mean"),
+                   help="let a preset run without some of its bands: feed them as 0 reflectance (zero) "
+                        "or as the band's mean (mean); the sidecar lists them. Default: missing bands are an error")
+    g.add_argument("--layer", type=int, default=-1, help="feature layer/block index (default: -1 = last)")
+    g.add_argument("--device", default="auto", help="auto (GPU when visible), cpu, cuda, cuda:N")
+    g.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
+                   help="inference precision (default: bf16 on GPU, fp32 on CPU)")
+    g = p.add_argument_group("inputs")
+    g.add_argument("--bands", type=bands,
+                   help="bands to read, in order: 1-based indices and/or names (the raster's band "
+                        "descriptions, e.g. B02,B03,B04,B08), or a sensor (sentinel-2, sentinel-2-l2a, "
+                        "landsat-oli, landsat-oli-sr, naip, rgb) naming all of them. Default: all, or "
+                        "a preset's bands found by name")
+    g.add_argument("--extent", type=extent, help="minx,miny,maxx,maxy to encode (default: all inputs)")
+    g.add_argument("--extent-crs", help="CRS of --extent (default: the target CRS)")
+    g.add_argument("--crs", help="target CRS (default: the first input's); others are warped onto it")
+    g.add_argument("--skip-bad-inputs", action="store_true",
+                   help="leave out input files that cannot be opened (missing, unreachable, corrupt) instead "
+                        "of failing; they are listed in features.json and their area stays nodata")
+    g.add_argument("--res", type=float, help="target pixel size in CRS units (default: the first input's; "
+                                             "with --stac the finest asset's)")
+    g = p.add_argument_group("STAC input (instead of input files)")
+    g.add_argument("--stac", metavar="SOURCE",
+                   help="a STAC ItemCollection, Item or static Catalog/Collection (JSON, local or in object "
+                        "storage), a stac-geoparquet file, or a STAC API URL (searched with the filters below)")
+    g.add_argument("--assets", type=names, help="assets to read as bands, in order: asset keys or band "
+                   "(common) names, e.g. red,green,blue,nir or B02,B03,B04,B08")
+    g.add_argument("--bbox", type=extent, help="lon/lat minx,miny,maxx,maxy the items must intersect")
+    g.add_argument("--datetime", help="a date, a date-time, or START/END (.. for open), RFC 3339")
+    g.add_argument("--collection", type=names, help="collection id(s), comma-separated")
+    g.add_argument("--query", action="append", default=[], metavar="PROP<OP>VALUE",
+                   help="item property filter, e.g. 'eo:cloud_cover<20' (repeatable)")
+    g.add_argument("--composite", choices=("first", "last", "least-cloudy"),
+                   help="several items over a pixel: the oldest (first), newest (last) or least cloudy "
+                        "(eo:cloud_cover) valid one wins (default: least-cloudy)")
+    g.add_argument("--by-date", action="store_true",
+                   help="one product per date in OUTPUT/YYYY-MM-DD/, all on one grid (for rayvit change)")
+    g.add_argument("--normalize", choices=NORMALIZE_MODES,
+                   help="preset: the preset's input scaling and mean/std (default for presets that "
+                        "have them); stats: per-band mean/std from a seeded sample of windows (default "
+                        "otherwise); model: the model's mean/std after dividing by --scale; none")
+    g.add_argument("--mean", type=floats, help="per-band means (overrides --normalize; with --std)")
+    g.add_argument("--std", type=floats, help="per-band standard deviations (with --mean)")
+    g.add_argument("--scale", type=float, help="with --normalize model or preset: pixel value of 1.0 "
+                                               "(default: the preset's, e.g. 10000 for Sentinel-2; "
+                                               "dtype max for integers, 1 for floats)")
+    g = p.add_argument_group("tiling")
+    g.add_argument("--size", type=size, default=224, help="tile size in input pixels, N or ROWS,COLS "
+                                                           "(default: 224)")
+    g.add_argument("--stride", type=size, help="tile stride in input pixels (default: = size, no overlap)")
+    g.add_argument("--resize", choices=("none", "model"), default="none",
+                   help="none: encode tiles at native size (default); model: resize each tile to the "
+                        "model's input size (IAMAP)")
+    g.add_argument("--merge", choices=tuple(MERGERS), help="how overlapping tiles combine (default: "
+                   "center when tiles overlap: each keeps its central stride x stride part)")
+    g = p.add_argument_group("output")
+    g.add_argument("--dtype", choices=DTYPES, default="float32",
+                   help="feature type (default: float32). float16 halves the size; int8/uint8 quarter it, "
+                        "with a scale and offset per band (GDAL metadata) that every reader applies: "
+                        "the error is at most half a step, 1/254 of the band's range")
+    g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
+    g.add_argument("--blocks", action="store_true",
+                   help="always write GeoTIFF blocks + their tile index features.gti.gpkg "
+                        "(default: above 64 MiB uncompressed only)")
+    g.add_argument("--block-size", type=int,
+                   help="output block size in feature pixels: the unit of work (one read, one device "
+                        "call, one written file). Default: the multiple of the stride nearest 128, so "
+                        "that without overlap no tile straddles two blocks")
+    g.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
+    g.add_argument("--dry-run", action="store_true", help="print the plan and exit; writes nothing")
+    g = p.add_argument_group("performance")
+    g.add_argument("--actors", type=int,
+                   help="device actors (default: one per GPU of the cluster; on CPU total CPUs / --threads; "
+                        "never more than there are blocks)")
+    g.add_argument("--threads", type=int,
+                   help="torch threads per CPU actor (default: largest node CPUs / 4, between 1 and 4)")
+    g.add_argument("--batch-size", type=int, help="tiles per model call (default: 64 GPU, 16 CPU)")
+    add_ray_options(p)
+
+
+def main(args) -> int:
+    """``rayvit encode`` from its parsed options."""
+
+    fields = EncodeOptions.__dataclass_fields__
+    opts = {k: v for k, v in vars(args).items() if k in fields}
+    opts["progress"] = not args.quiet
+    if not args.inputs and not args.stac:
+        raise InputError("give input rasters, or a STAC source with --stac.")
+    if args.by_date:
+        for date, result in encode_dates(args.output, EncodeOptions(**opts)).items():
+            print(f"{date}:")
+            print(result.plan.describe() + "\n" + result.estimate if args.dry_run else result.summary())
+        if args.dry_run:
+            print("dry run: nothing written.")
+        return 0
+    result = encode(args.inputs, args.output, EncodeOptions(**opts))
+    if args.dry_run:
+        print(result.plan.describe())
+        print(result.estimate)
+        print("dry run: nothing written.")
+    else:
+        print(result.summary())
+    return 0

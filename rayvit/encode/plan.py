@@ -185,9 +185,7 @@ def model_info(spec: ModelSpec) -> ModelInfo:
     if path:
         try:
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(f"{path}.{os.getpid()}.tmp", "w") as fh:
-                json.dump(asdict(info), fh)
-            os.replace(f"{path}.{os.getpid()}.tmp", path)
+            storage.atomic_write(path, json.dumps(asdict(info)))
         except OSError:         # a read-only cache: planned every time
             pass
     return info

@@ -159,19 +159,17 @@ class BlockWriter:
         final = storage.join(self.dest, record["file"])
         if self.ranges:
             record["min"], record["max"] = quantize.band_ranges(data, valid)
-        fd, tmp = tempfile.mkstemp(suffix=".tif", prefix=f".{block.name}.",
-                                   dir=None if remote else self.dest)
-        os.close(fd)
-        try:
-            a = rasterio.Affine(*self.transform)
-            transform = rasterio.Affine(a.a, 0, a.c + block.col * a.a, 0, a.e, a.f + block.row * a.e)
-            profile = block_profile(self.dtype, self.compress, self.nodata, block.rows, block.cols, self.count)
-            # float16 features arrive as float16: their words are written as they are
-            raw = data.dtype == np.float16 and self.dtype == "float16" and np.isnan(self.nodata)
-            if raw:
-                data, profile = data.view(np.uint16), raw_float16_profile(profile)
-            elif data.dtype == np.float16:
-                data = data.astype(np.float32)   # exact
+        a = rasterio.Affine(*self.transform)
+        transform = rasterio.Affine(a.a, 0, a.c + block.col * a.a, 0, a.e, a.f + block.row * a.e)
+        profile = block_profile(self.dtype, self.compress, self.nodata, block.rows, block.cols, self.count)
+        # float16 features arrive as float16: their words are written as they are
+        raw = data.dtype == np.float16 and self.dtype == "float16" and np.isnan(self.nodata)
+        if raw:
+            data, profile = data.view(np.uint16), raw_float16_profile(profile)
+        elif data.dtype == np.float16:
+            data = data.astype(np.float32)   # exact
+
+        def write_to(tmp: str) -> None:
             with rasterio.open(tmp, "w", width=block.cols, height=block.rows, count=self.count,
                                crs=self.crs, transform=transform, **profile) as dst:
                 # tags before pixels: GDAL then writes the IFD once, at the start of the file
@@ -184,10 +182,15 @@ class BlockWriter:
             if raw:
                 mark_float16(tmp)
             record["sha256"] = storage.sha256_file(tmp)
-            if remote:
-                storage.filesystem(self.dest, storage.unfreeze(self.options)).put_file(tmp, final)
-            else:
-                os.replace(tmp, final)
+
+        if not remote:
+            storage.atomic_write(final, write_to)
+            return record
+        fd, tmp = tempfile.mkstemp(suffix=".tif", prefix=f".{block.name}.")
+        os.close(fd)
+        try:
+            write_to(tmp)
+            storage.filesystem(self.dest, storage.unfreeze(self.options)).put_file(tmp, final)
         finally:
             if os.path.exists(tmp):
                 os.remove(tmp)

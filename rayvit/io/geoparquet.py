@@ -123,9 +123,7 @@ def commit(outdir: str, parts: list[str], sidecar: str, record: dict, options: d
     text = json.dumps(record, indent=1, default=str)
     if storage.is_local(outdir):
         os.rmdir(storage.join(outdir, PARTS))
-        with open(path + ".tmp", "w") as fh:
-            fh.write(text)
-        os.replace(path + ".tmp", path)
+        storage.atomic_write(path, text)
     else:
         with fs.open(path, "w") as fh:
             fh.write(text)

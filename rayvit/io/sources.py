@@ -180,11 +180,13 @@ def write_index(path: str, rows: Sequence[tuple], grid: Grid | None = None, band
         meta = {"SORT_FIELD": "rank", "SORT_FIELD_ASC": "NO", "MASK_BAND": "YES"}
     meta[SHARED] = json.dumps({f: list(v) if f in TUPLES else v for f, v in shared.items()})
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.{os.getpid()}.tmp{SUFFIX}"
-    frame.to_file(tmp, driver="GPKG", engine="pyogrio", layer=LAYER, layer_metadata=meta)
-    if bands_xml:
-        _add_gti_xml(tmp, f"<GDALTileIndexDataset>{bands_xml}</GDALTileIndexDataset>")
-    os.replace(tmp, path)
+
+    def write(tmp: str) -> None:
+        frame.to_file(tmp, driver="GPKG", engine="pyogrio", layer=LAYER, layer_metadata=meta)
+        if bands_xml:
+            _add_gti_xml(tmp, f"<GDALTileIndexDataset>{bands_xml}</GDALTileIndexDataset>")
+
+    storage.atomic_write(path, write)
 
 
 def _add_gti_xml(path: str, xml: str) -> None:

@@ -18,6 +18,7 @@ import importlib
 import os
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Callable
 from urllib.parse import urlparse
 
 import fsspec
@@ -201,6 +202,36 @@ def expand(pattern: str, options: dict | None = None) -> list[str]:
     fs = filesystem(pattern, options)
     proto = scheme(pattern)
     return sorted(f"{proto}://{p}" for p in fs.glob(pattern))
+
+
+def atomic_write(path: str, write: "Callable[[str], object] | str | bytes") -> str:
+    """Write a local file so that it is either whole or absent: ``write(tmp)`` (or the text or
+    bytes given) into a temporary file beside it (same suffix, for writers that choose the
+    format by it), flushed to disk, renamed over ``path``, and the rename made durable. The
+    one way rayvit writes a file: a crash or a full disk never leaves a partial one behind a
+    final name. Returns ``path``."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stem, dot, suffix = name.partition(".")
+    tmp = os.path.join(folder, f".{stem}.tmp-{os.getpid()}{dot}{suffix}")
+    try:
+        if callable(write):
+            write(tmp)
+        else:
+            with open(tmp, "w" if isinstance(write, str) else "wb") as fh:
+                fh.write(write)
+        with open(tmp, "rb+") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return path
 
 
 def object_version(info: dict) -> int:

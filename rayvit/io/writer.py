@@ -23,7 +23,8 @@ import os
 import shutil
 from dataclasses import dataclass, replace
 from html import escape
-from typing import Callable, Iterable, Sequence
+from xml.sax.saxutils import escape as xml_escape
+from typing import Iterable, Sequence
 
 import numpy as np
 import rasterio
@@ -49,15 +50,6 @@ OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.gti.
 VRT_SOURCES = 2**14
 
 
-def _atomic_write_text(path: str, text: str) -> None:
-    tmp = f"{path}.tmp-{os.getpid()}"
-    with open(tmp, "w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
-
-
 @dataclass
 class FeatureWriter:
     """Writes one product (feature raster on ``grid``) into a local output directory."""
@@ -75,6 +67,7 @@ class FeatureWriter:
     # quantises them with one scale/offset per band into blocks/.../q (io.quantize). Not for
     # products whose integers are the values (cluster labels, classes).
     quantized: bool = False
+    categories: Sequence[str] | None = None    # names of band 1's values (classes), for GDAL and QGIS
 
     def __post_init__(self) -> None:
         # Object-store outputs are staged in a local directory (blocks, resume state) and
@@ -134,6 +127,22 @@ class FeatureWriter:
             f"output directory {self.outdir!r} holds a different run ({', '.join(ours)}: other "
             "inputs or options); use --overwrite to replace it, or choose another -o.")
 
+    def check_writable(self) -> None:
+        """Refuse, before any work and writing nothing, an output directory that cannot be
+        made or written (a file in its path, a read-only parent). An object-store output's
+        bucket and credentials are checked by :meth:`check`."""
+        if self.remote:
+            return
+        path = os.path.abspath(self.outdir)
+        while not os.path.exists(path):
+            path = os.path.dirname(path)
+        if not os.path.isdir(path):
+            raise OutputError(f"cannot create output directory {self.outdir!r}: {path!r} is a file; "
+                              "choose another -o.")
+        if not os.access(path, os.W_OK | os.X_OK):
+            raise OutputError(f"cannot create output directory {self.outdir!r}: {path!r} is not writable; "
+                              "choose another -o or fix its permissions.")
+
     def start(self, fingerprint: str, config: dict, overwrite: bool) -> None:
         if overwrite and self.remote:
             fs = storage.fs_for(self.remote)
@@ -151,7 +160,7 @@ class FeatureWriter:
         except OSError as exc:
             raise OutputError(f"cannot create output directory {self.outdir!r}: {exc}") from exc
         if self.existing_run() is None:
-            _atomic_write_text(self.path(RUN_FILE), json.dumps(
+            storage.atomic_write(self.path(RUN_FILE), json.dumps(
                 {"fingerprint": fingerprint, "config": config}, indent=1, sort_keys=True))
 
     # ------------------------------------------------------------------ blocks
@@ -363,18 +372,15 @@ class FeatureWriter:
         # the driver compresses the product once: with every core of this node
         rasterio.shutil.copy(staging, dest, driver="COG", num_threads="ALL_CPUS", **profile)
 
-    def commit(self, blocks_with_data: Sequence[Block], single_file: bool,
-               sidecar: dict | Callable[[], dict]) -> str:
-        """Assemble the product (the blocks' tile index, and a VRT while small; or one COG)
-        and commit the sidecar last
-        (``sidecar()`` is called then, when it is a callable: it may time the assembly)."""
+    def assemble(self, blocks_with_data: Sequence[Block], single_file: bool) -> str:
+        """Make the product of its blocks: one COG, or the blocks' tile index (and a VRT while
+        small). Its category names (``categories``) go in a PAM sidecar beside it. Returns
+        its path. Nothing says it is complete until :meth:`seal`."""
         if self.quantized:
             self._quantize(blocks_with_data)
         if single_file:
             final = self.path(f"{self.product}.tif")
-            tmp = self.path(f".{self.product}.tif.tmp")
-            self._assemble(blocks_with_data, tmp)
-            os.replace(tmp, final)
+            storage.atomic_write(final, lambda tmp: self._assemble(blocks_with_data, tmp))
             shutil.rmtree(self.block_dir)
             if self.remote:   # the workers uploaded them; the product is the one file now
                 fs = storage.fs_for(self.remote)
@@ -389,12 +395,42 @@ class FeatureWriter:
             final = self.path(f"{self.product}{sources.SUFFIX}")
             self.write_index(blocks_with_data, final)
             if len(blocks_with_data) * self.count <= VRT_SOURCES:
-                _atomic_write_text(self.path(f"{self.product}.vrt"), self.vrt_xml(blocks_with_data))
-        sidecar = dict(sidecar() if callable(sidecar) else sidecar, output=os.path.basename(final))
-        if self.quantized:
-            sidecar["quantization"] = quantize.stac_object(self.dtype, self.scales, self.offsets)
-        _atomic_write_text(self.path(f"{self.product}.json"), json.dumps(sidecar, indent=1))
+                storage.atomic_write(self.path(f"{self.product}.vrt"), self.vrt_xml(blocks_with_data))
+        if self.categories:
+            cats = "".join(f"<Category>{xml_escape(str(n))}</Category>" for n in self.categories)
+            storage.atomic_write(final + ".aux.xml", f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}'
+                                                     "</CategoryNames></PAMRasterBand></PAMDataset>\n")
         return final
+
+    def sidecar(self, final: str, record: dict) -> dict:
+        """The product's sidecar: ``record`` with the product's file and its quantisation."""
+        out = dict(record, output=os.path.basename(final))
+        if self.quantized:
+            out["quantization"] = quantize.stac_object(self.dtype, self.scales, self.offsets)
+        return out
+
+    def seal(self, final: str, record: dict) -> None:
+        """Write the product's sidecar (:meth:`sidecar`): the last thing written, whose
+        presence says that the product and everything beside it is complete."""
+        storage.atomic_write(self.path(f"{self.product}.json"), json.dumps(self.sidecar(final, record), indent=1))
+
+    def write_file(self, name: str, data) -> str:
+        """Write ``data`` as ``name`` in the output directory, atomically: a dict as JSON, a
+        model bundle (``.joblib``), a GeoDataFrame as GeoParquet (``.parquet``) or a GeoPackage
+        layer named after the file (``.gpkg``), an Arrow table as Parquet."""
+        path = self.path(name)
+        if name.endswith(".json"):
+            return storage.atomic_write(path, json.dumps(data, indent=1, default=str))
+        if name.endswith(".joblib"):
+            import joblib
+            return storage.atomic_write(path, lambda tmp: joblib.dump(data, tmp))
+        if name.endswith(".gpkg"):
+            return storage.atomic_write(path, lambda tmp: data.to_file(tmp, driver="GPKG", layer=name[:-5]))
+        if hasattr(data, "to_parquet"):
+            return storage.atomic_write(path, lambda tmp: data.to_parquet(tmp, schema_version="1.1.0",
+                                                                          write_covering_bbox=True))
+        import pyarrow.parquet as pq
+        return storage.atomic_write(path, lambda tmp: pq.write_table(data, tmp))
 
     def readable(self, final: str) -> str:
         """Where the driver can read the product it just committed (report, quicklook): the

@@ -180,18 +180,20 @@ def _charts(stage: str, metrics: dict, raster: str, colormap: dict, names: list)
 
 
 def section(outdir: str, product: str, anchor: str | None = None, title: str | None = None,
-            raster: str | None = None, imagery=None) -> Section:
+            raster: str | None = None, imagery=None, sidecar: dict | None = None) -> Section:
     """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
     from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket);
     ``raster=""``: not readable here (:meth:`FeatureWriter.readable`), so no maps are drawn.
     ``imagery``: the input imagery view ``(bands (3, h, w), valid (h, w))`` an encode sampled
-    as it read (:class:`rayvit.encode.stages.read.Preview`); else it is read from the inputs."""
+    as it read (:class:`rayvit.encode.stages.read.Preview`); else it is read from the inputs.
+    ``sidecar``: the product's sidecar, before it is written (it is written last); else read."""
     from ..io import sources, storage
     from ..io.writer import VRT_SOURCES
     from ..io.mosaic import crs_name, open_raster
 
-    with open(os.path.join(outdir, f"{product}.json")) as fh:
-        sidecar = json.load(fh)
+    if sidecar is None:         # a finished product's (a job's report)
+        with open(os.path.join(outdir, f"{product}.json")) as fh:
+            sidecar = json.load(fh)
     metrics = sidecar.get("metrics") or {}
     stage = sidecar.get("stage", "encode")
     maps = raster != ""
@@ -252,7 +254,6 @@ def page(title: str, sections: Sequence[Section], intro: str = "") -> str:
 
 
 def save(path: str, text: str) -> str:
-    with open(path + ".tmp", "w") as fh:
-        fh.write(text)
-    os.replace(path + ".tmp", path)
-    return path
+    from ..io.storage import atomic_write
+
+    return atomic_write(path, text)

@@ -38,7 +38,7 @@ def test_a_bench_product_is_a_block_product_that_gdal_and_rayvit_read_alike(tmp_
     through rayvit's reader (the bench times both)."""
     import rasterio
 
-    from rayvit.analysis.apply import open_input
+    from rayvit.analysis.source import open_input
     from rayvit.bench.scale import PRODUCT_BLOCK, time_open_read, write_product
 
     path = write_product(str(tmp_path / "p"), 16, bands=3)

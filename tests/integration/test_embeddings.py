@@ -200,10 +200,7 @@ def test_search_bad_inputs_and_more_hits_than_pixels(tmp_path, ray_local):
     assert len(gpd.read_parquet(tmp_path / "c" / "hits.parquet")) == 12
 
 
-def test_change_between_dates_on_different_grids(tmp_path, ray_local, monkeypatch):
-    from rayvit.analysis import change as change_module
-
-    monkeypatch.setattr(change_module, "WINDOW", 16)     # hot spots cross window edges
+def test_change_between_dates_on_different_grids(tmp_path, ray_local):
     rng = np.random.default_rng(2)
     a = rng.normal(size=(8, 40, 50)) * 0.1 + 1.0
     b = a + rng.normal(size=a.shape) * 0.01
@@ -212,7 +209,7 @@ def test_change_between_dates_on_different_grids(tmp_path, ray_local, monkeypatc
     pa = feature_raster(tmp_path / "a.tif", a)
     # date B on a shifted grid: starts 5 px right and 3 px down, one pixel wider
     pb = feature_raster(tmp_path / "b.tif", b[:, 3:, 5:], x0=X0 + 50, y0=Y0 - 30)
-    r = change(pa, pb, str(tmp_path / "chg"), zscore=True, threshold=0.5, **Q)
+    r = change(pa, pb, str(tmp_path / "chg"), zscore=True, threshold=0.5, block_size=16, **Q)   # hot spots cross blocks
     with rasterio.open(r.output) as ds:
         out, t = ds.read(), ds.transform
     assert out.shape == (2, 37, 45) and (t.c, t.f) == (X0 + 50, Y0 - 30)

@@ -74,7 +74,7 @@ def test_blocks_open_as_one_raster_through_the_tile_index_and_the_vrt(scene, tmp
     (size, georeferencing, band names and nodata as the single COG's), and rayvit reads it
     block by block through the index, on the product's grid; the VRT is written beside it
     only while it lists at most VRT_SOURCES blocks x bands."""
-    from rayvit.analysis.apply import open_input
+    from rayvit.analysis.source import open_input
     from rayvit.io import writer
 
     path, _, _ = scene

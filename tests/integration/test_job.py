@@ -66,3 +66,38 @@ def test_ray_job_submit_runs_a_pipeline_on_a_ray_start_cluster(cluster, tmp_path
     labels = read(out / "clu" / "clusters.tif")[0]
     assert labels.shape == (1, 4, 6) and set(np.unique(labels)) <= {0, 1, 2}
     assert json.loads((out / "clu" / "clusters.json").read_text())["input"] == str(out / "pca" / "reduced.tif")
+
+
+def test_a_job_runs_table_search_and_change_steps(tmp_path, ray_local):
+    """Every stage of the registry is a step kind: the embedding stages too, each reading an
+    earlier step's product by reference, with the job's report showing the raster ones."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from rayvit.job import run
+
+    rng = np.random.default_rng(3)
+    a = rng.normal(size=(6, 24, 32)).astype("float32")
+    b = a.copy()
+    b[:, 4:10, 6:14] *= -1                                       # changed between the dates
+    write_raster(tmp_path / "a.tif", a)
+    write_raster(tmp_path / "b.tif", b)
+    gpd.GeoDataFrame(geometry=[Point(500000.0 + 105, 4000000.0 - 105)], crs="EPSG:32633").to_file(tmp_path / "pos.gpkg")
+    out = tmp_path / "out"
+    job = spec({"id": "sim", "similarity": {"input": str(tmp_path / "a.tif"), "vectors": str(tmp_path / "pos.gpkg"),
+                                            "output": str(out / "sim")}},
+               {"id": "rows", "table": {"input": str(tmp_path / "a.tif"), "output": str(out / "rows"), "tile": 4}},
+               {"id": "hits", "search": {"input": str(tmp_path / "a.tif"), "positives": str(tmp_path / "pos.gpkg"),
+                                         "output": str(out / "hits"), "top_k_hits": 5}},
+               {"id": "chg", "change": {"a": str(tmp_path / "a.tif"), "b": str(tmp_path / "b.tif"),
+                                        "output": str(out / "chg"), "threshold": 1.0}})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(job))
+    done = run(str(path), progress=False)
+    assert done["rows"]["output"] == str(out / "rows") and list((out / "rows").glob("part-*.parquet"))
+    hits = gpd.read_parquet(out / "hits" / "hits.parquet")
+    assert hits["rank"].tolist() == [1, 2, 3, 4, 5] and (hits.loc[0, "row"], hits.loc[0, "col"]) == (10, 10)
+    spots = gpd.read_parquet(out / "chg" / "hotspots.parquet")
+    assert spots.loc[0, "n_pixels"] == 48                       # the 6 x 8 px reversed
+    page = (out / "report.html").read_text()
+    assert all(f"step {s}:" in page for s in ("sim", "hits", "chg")) and "step rows:" not in page

@@ -12,7 +12,7 @@ import rasterio
 from conftest import ROOT, readme_first_command
 from sklearn.metrics import adjusted_rand_score
 
-from rayvit.sample import CLASSES
+from rayvit.landscape import CLASSES
 
 # Documented in the README ("Quickstart"): with random weights the 4-cluster KMeans map of the
 # generated landscape agrees with its truth to an adjusted Rand index of ~0.75 (measured);

@@ -114,7 +114,7 @@ def test_classification_cv_refit_on_all_and_outputs(scene, training, tmp_path):
 def test_spatial_cv_keeps_blocks_disjoint_across_folds(scene, training, tmp_path):
     path, _, _ = scene
     vec = training[0]
-    classify(path, vec, tmp_path / "o", label="Type", cv="spatial", cv_block_size=100.0, folds_n=4,
+    classify(path, vec, tmp_path / "o", label="Type", cv="spatial", cv_block=100.0, folds_n=4,
              params=RF, **Q)
     s = gpd.read_file(tmp_path / "o" / "samples.gpkg")
     blocks = list(zip((s.geometry.x // 100).astype(int), (s.geometry.y // 100).astype(int)))

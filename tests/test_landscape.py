@@ -4,7 +4,7 @@ import geopandas as gpd
 import numpy as np
 import rasterio
 
-from rayvit.sample import CLASSES, SPECTRA, landscape, sample
+from rayvit.landscape import CLASSES, SPECTRA, landscape, sample
 
 
 def test_landscape_has_every_class_with_its_own_spectrum_and_is_seeded():

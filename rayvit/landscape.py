@@ -19,6 +19,8 @@ import rasterio
 from rasterio.enums import ColorInterp
 from rasterio.transform import from_origin
 
+from .io import storage
+
 # Sentinel-2-like reflectance x 10000 of bands blue, green, red, near infrared
 CLASSES = ("water", "forest", "fields", "built-up")
 SPECTRA = np.array([[700, 600, 400, 200],        # water: dark, darkest in the NIR
@@ -87,14 +89,16 @@ class SampleResult:
 
 
 def _write(path: str, data: np.ndarray, **profile) -> None:
-    with rasterio.open(path + ".tmp", "w", driver="GTiff", width=data.shape[-1], height=data.shape[-2],
-                       count=data.shape[0], dtype=data.dtype, crs=CRS, tiled=True, blockxsize=256,
-                       blockysize=256, compress="deflate", **profile) as dst:
-        dst.write(data)
-        if data.shape[0] == 4:
-            dst.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined]
-            dst.descriptions = ("blue", "green", "red", "nir")
-    os.replace(path + ".tmp", path)
+    def write(tmp: str) -> None:
+        with rasterio.open(tmp, "w", driver="GTiff", width=data.shape[-1], height=data.shape[-2],
+                           count=data.shape[0], dtype=data.dtype, crs=CRS, tiled=True, blockxsize=256,
+                           blockysize=256, compress="deflate", **profile) as dst:
+            dst.write(data)
+            if data.shape[0] == 4:
+                dst.colorinterp = [ColorInterp.blue, ColorInterp.green, ColorInterp.red, ColorInterp.undefined]
+                dst.descriptions = ("blue", "green", "red", "nir")
+
+    storage.atomic_write(path, write)
 
 
 def sample(output: str, size: int = 1120, seed: int = 0, res: float = 10.0, address: str | None = None,
@@ -137,8 +141,7 @@ def sample(output: str, size: int = 1120, seed: int = 0, res: float = 10.0, addr
              for k in found for r, c in found[k]]
     for name, rows in (("refs.gpkg", refs), ("train.gpkg", train)):
         frame = gpd.GeoDataFrame({"Type": [t for t, _ in rows]}, geometry=[g for _, g in rows], crs=CRS)
-        frame.to_file(paths[name] + ".tmp.gpkg", driver="GPKG")
-        os.replace(paths[name] + ".tmp.gpkg", paths[name])
+        storage.atomic_write(paths[name], lambda tmp: frame.to_file(tmp, driver="GPKG", layer=name[:-5]))
     return SampleResult(paths["sample.tif"], output, paths["truth.tif"], paths["refs.gpkg"],
                         paths["train.gpkg"], time.monotonic() - t0)
 
@@ -176,3 +179,22 @@ def make_sample_raster(path: str, height: int, width: int, bands: int = 4, seed:
                 out[b] = np.clip((128 + 35 * field + noise) * gain, 1, 255 * gain).astype(dtype)
             dst.write(out, window=rasterio.windows.Window(0, r0, width, rows))
     return path
+
+
+def arguments(p) -> None:
+    """``rayvit sample``'s options (:mod:`rayvit.stages`)."""
+    p.description = ("Writes a GENERATED, seeded sample (not real imagery): sample.tif (4-band "
+                                   "uint16 landscape of water, forest, fields and built-up patches with "
+                                   "distinct spectra and textures), truth.tif (the class of every pixel), "
+                                   "refs.gpkg (reference points) and train.gpkg (labelled polygons). The "
+                                   "quickstart job (jobs/quickstart.yaml) starts with this step.")
+    p.add_argument("-o", "--output", default="quickstart-out/sample", help="output directory "
+                                                                          "(default: quickstart-out/sample)")
+    p.add_argument("--size", type=int, default=1120, help="side in pixels (default: 1120, 10 m pixels)")
+    p.add_argument("--seed", type=int, default=0, help="seed (default: 0)")
+
+
+def main(args) -> int:
+    """``rayvit sample`` from its parsed options."""
+    print(sample(args.output, args.size, args.seed).summary())
+    return 0
