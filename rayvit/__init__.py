@@ -1,6 +1,6 @@
 """rayvit: raster mosaics of any size -> Vision Transformer feature maps on Ray."""
 
-__version__ = "0.1.0"
+from .version import __version__  # noqa: F401
 
 # Public names resolve on first use (PEP 562): importing the package -- which every Ray
 # worker does to unpickle its function -- then costs nothing, and an encoder actor does

@@ -7,7 +7,7 @@ import contextlib
 import sys
 from typing import Sequence
 
-from . import __version__
+from .version import __version__
 from .errors import InputError, RayvitError
 from .options import add_ray_options
 

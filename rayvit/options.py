@@ -14,19 +14,6 @@ def ints(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
-def bands(text: str):
-    """``--bands``: a sensor name (``sentinel-2``), or comma-separated indices and/or names."""
-    text = text.replace(" ", "")
-    if not text or "," not in text and not text.isdigit() and text.lower() in sensors():
-        return text.lower()
-    return tuple(int(v) if v.isdigit() else v for v in text.split(","))
-
-
-def sensors():
-    from .encode.presets import SENSORS
-    return SENSORS
-
-
 def floats(text: str) -> tuple[float, ...]:
     try:
         return tuple(float(v) for v in text.replace(" ", "").split(","))

@@ -10,7 +10,8 @@ import numpy as np
 from ..console import Progress, progress_on
 from ..errors import InputError
 from ..report.quicklook import palette
-from . import estimators, sampling
+from ..io import sampling
+from . import estimators
 from .source import BlockSource, Pixels
 from .stage import AnalysisResult, Product, Stage, run
 from .kmeans import DistributedKMeans, partial_sums

@@ -22,7 +22,7 @@ from ..console import Progress, progress_on
 from ..errors import InputError
 from ..io import sources, storage
 from ..io.mosaic import Mosaic, open_mosaic
-from . import sampling
+from ..io import sampling
 
 WINDOWS_PER_TASK = 4
 # Statistics and samples use a fixed window grid, independent of the output --block-size,

@@ -25,7 +25,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..console import progress_enabled
 from ..errors import InputError
 from ..grid import Block

@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 
 import numpy as np
 
-from .. import __version__
+from ..version import __version__
 from ..console import progress_enabled
 from ..errors import InputError
 from ..io import geoparquet, quantize, storage

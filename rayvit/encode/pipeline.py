@@ -17,7 +17,7 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Iterator, Sequence
 
-from .. import __version__
+from ..version import __version__
 from ..errors import InputError
 from .. import report
 from ..console import Progress
@@ -367,7 +367,7 @@ def arguments(p) -> None:
     import textwrap
 
     from ..io.writer import DTYPES
-    from ..options import add_ray_options, bands, extent, floats, names, size
+    from ..options import add_ray_options, extent, floats, names, size
     from .merge import MERGERS
     from .plan import DEFAULT_MODEL, NORMALIZE_MODES
 
@@ -410,7 +410,7 @@ def arguments(p) -> None:
     g.add_argument("--precision", choices=("fp32", "bf16", "fp16"),
                    help="inference precision (default: bf16 on GPU, fp32 on CPU)")
     g = p.add_argument_group("inputs")
-    g.add_argument("--bands", type=bands,
+    g.add_argument("--bands", type=band_option,
                    help="bands to read, in order: 1-based indices and/or names (the raster's band "
                         "descriptions, e.g. B02,B03,B04,B08), or a sensor (sentinel-2, sentinel-2-l2a, "
                         "landsat-oli, landsat-oli-sr, naip, rgb) naming all of them. Default: all, or "
@@ -505,3 +505,13 @@ def main(args) -> int:
     else:
         print(result.summary())
     return 0
+
+
+def band_option(text: str):
+    """``--bands``: a sensor name (``sentinel-2``), or comma-separated indices and/or names."""
+    from .presets import SENSORS
+
+    text = text.replace(" ", "")
+    if not text or "," not in text and not text.isdigit() and text.lower() in SENSORS:
+        return text.lower()
+    return tuple(int(v) if v.isdigit() else v for v in text.split(","))

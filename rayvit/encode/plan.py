@@ -11,7 +11,7 @@ from typing import Sequence
 
 import numpy as np
 
-from ..analysis.sampling import band_statistics
+from ..io.sampling import band_statistics
 from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io import storage
@@ -194,7 +194,7 @@ def model_info(spec: ModelSpec) -> ModelInfo:
 def _model_cache(spec: ModelSpec) -> str | None:
     from importlib import metadata
 
-    from .. import __version__
+    from ..version import __version__
 
     if spec.pretrained and not (spec.weights and storage.is_local(spec.weights)):
         return None

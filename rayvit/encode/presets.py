@@ -12,8 +12,9 @@ and ``std`` as listed (one value applies to every band).
 from __future__ import annotations
 
 import difflib
-import re
 from dataclasses import dataclass, field
+
+from ..io.mosaic import canonical
 
 
 @dataclass(frozen=True)
@@ -58,15 +59,6 @@ SENSORS = {s.name: s for s in (
 SENSORS["sentinel-2-l2a"] = Sensor("sentinel-2-l2a", tuple(b for b in SENSORS["sentinel-2"].bands
                                                             if b.name != "B10"))
 SENSORS["landsat-oli-sr"] = Sensor("landsat-oli-sr", SENSORS["landsat-oli"].bands[:7])
-
-
-def canonical(name: str) -> str:
-    """A band name compared loosely: case, spaces, ``SR_`` prefixes and leading zeros do not
-    matter (``B02`` = ``b2`` = ``SR_B2``; ``B8A`` = ``B08a``)."""
-    key = re.sub(r"[\s_-]+", "", str(name).lower())
-    key = key[2:] if key.startswith("sr") and key[2:3] == "b" else key
-    m = re.fullmatch(r"b0*(\d+)(a?)", key)
-    return f"b{m.group(1)}{m.group(2)}" if m else key
 
 
 def band_keys(band: Band) -> set[str]:

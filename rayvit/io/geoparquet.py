@@ -73,19 +73,15 @@ def write_part(table, outdir: str, name: str, options: dict | None = None) -> st
     import pyarrow.parquet as pq
 
     dest = storage.join(outdir, PARTS, name)
-    fd, tmp = tempfile.mkstemp(suffix=".parquet", dir=None if not storage.is_local(outdir)
-                               else os.path.dirname(dest))
+    if storage.is_local(outdir):
+        return storage.atomic_write(dest, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+    fd, tmp = tempfile.mkstemp(suffix=".parquet")
     os.close(fd)
     try:
         pq.write_table(table, tmp, compression="zstd")
-        os.chmod(tmp, 0o644)
-        if storage.is_local(outdir):
-            os.replace(tmp, dest)
-        else:
-            storage.filesystem(outdir, options).put_file(tmp, dest)
+        storage.filesystem(outdir, options).put_file(tmp, dest)
     finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+        os.remove(tmp)
     return dest
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import atexit
 import math
 import os
+import re
 import warnings
 from dataclasses import dataclass, replace
 from functools import cached_property, lru_cache, partial
@@ -167,8 +168,6 @@ class Source:
 
     def band_index(self, name: str) -> int | None:
         """1-based index of the band called ``name`` (loosely: ``B2`` = ``B02``), or None."""
-        from ..encode.presets import canonical
-
         key = canonical(name)
         return next((i + 1 for i, n in enumerate(self.names) if n and canonical(n) == key), None)
 
@@ -350,6 +349,15 @@ def describe_in(bare: frozenset, options: dict | None, url: str) -> Source:
     """:func:`describe` of a file of a mosaic whose folders ``bare`` hold no sidecar (what
     :func:`.sources.describe_all` sends to other processes)."""
     return describe(url, options, refresh=False, sidecars=folder_of(url) not in bare)
+
+
+def canonical(name: str) -> str:
+    """A band name compared loosely: case, spaces, ``SR_`` prefixes and leading zeros do not
+    matter (``B02`` = ``b2`` = ``SR_B2``; ``B8A`` = ``B08a``)."""
+    key = re.sub(r"[\s_-]+", "", str(name).lower())
+    key = key[2:] if key.startswith("sr") and key[2:3] == "b" else key
+    m = re.fullmatch(r"b0*(\d+)(a?)", key)
+    return f"b{m.group(1)}{m.group(2)}" if m else key
 
 
 def crs_name(crs: str | CRS) -> str:

@@ -247,7 +247,7 @@ def _band_names(band: dict) -> tuple[str, ...]:
 
 
 def _find(assets: dict, name: str) -> tuple[str, int, str] | None:
-    from ..encode.presets import canonical
+    from .mosaic import canonical
 
     key = canonical(name)
     for akey, asset in assets.items():           # an asset key first ...

@@ -156,12 +156,13 @@ class FeatureWriter:
                 elif os.path.exists(p):
                     os.remove(p)
         try:
-            os.makedirs(self.block_dir, exist_ok=True)
+            os.makedirs(self.outdir, exist_ok=True)
         except OSError as exc:
             raise OutputError(f"cannot create output directory {self.outdir!r}: {exc}") from exc
-        if self.existing_run() is None:
+        if self.existing_run() is None:     # first: what is beside it then belongs to this run
             storage.atomic_write(self.path(RUN_FILE), json.dumps(
                 {"fingerprint": fingerprint, "config": config}, indent=1, sort_keys=True))
+        os.makedirs(self.block_dir, exist_ok=True)
 
     # ------------------------------------------------------------------ blocks
     @property

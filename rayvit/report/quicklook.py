@@ -141,7 +141,7 @@ def quicklook(path: str, png: str, categorical: bool = False, colormap: dict | N
         rgba = labels_rgba(np.ma.getdata(data[0]).astype(np.int64), mask, colormap or {})
     else:
         rgba = stretch(principal_rgb(data, mask) if components else np.ma.getdata(data), mask)
-    Image.fromarray(enlarge(rgba), "RGBA").save(png)
+    storage.atomic_write(png, lambda tmp: Image.fromarray(enlarge(rgba), "RGBA").save(tmp, format="PNG"))
 
 
 def sidecar_of(raster: str) -> dict | None:
@@ -241,4 +241,4 @@ def save_view(bands: np.ndarray, filled: np.ndarray, jpeg: str) -> None:
     """``(3, h, w)`` imagery, valid where ``filled``, as a 2-98 % stretched JPEG (no data: white)."""
     rgba = enlarge(stretch(bands, ~filled))
     rgb = np.where(rgba[..., 3:] > 0, rgba[..., :3], 255).astype(np.uint8)
-    Image.fromarray(rgb, "RGB").save(jpeg, quality=85)
+    storage.atomic_write(jpeg, lambda tmp: Image.fromarray(rgb, "RGB").save(tmp, format="JPEG", quality=85))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import InputError
-from ..io.mosaic import Mosaic
+from .mosaic import Mosaic
 
 
 def sample_windows(height: int, width: int, n: int, window: int, seed: int) -> list[tuple[int, int, int, int]]:
