@@ -5,16 +5,14 @@ from .version import __version__  # noqa: F401
 # Public names resolve on first use (PEP 562): importing the package -- which every Ray
 # worker does to unpickle its function -- then costs nothing, and an encoder actor does
 # not import scikit-learn nor a read task torch.
-# Every stage of the registry (rayvit.stages) is ``rayvit.<name>``.
-from .stages import STAGES  # noqa: E402
-
 _EXPORTS = {
-    **{name: stage.module for name, stage in STAGES.items()},
     "EncodeOptions": "rayvit.encode.pipeline", "EncodeResult": "rayvit.encode.pipeline",
     "encode_dates": "rayvit.encode.pipeline", "RayvitError": "rayvit.errors",
 }
+# and every stage of the registry (rayvit.stages) is ``rayvit.<name>``
+from .stages import STAGES  # noqa: E402
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [*STAGES, *_EXPORTS, "__version__"]
 
 # The function ``rayvit.encode`` shares its name with the subpackage ``rayvit.encode``.
 # Python binds a subpackage as an attribute of its parent when it is first imported, which
@@ -26,14 +24,15 @@ del encode
 
 
 def __getattr__(name: str):
-    if name not in _EXPORTS:
-        raise AttributeError(f"module 'rayvit' has no attribute {name!r}")
     import importlib
 
-    value = getattr(importlib.import_module(_EXPORTS[name]), name)
+    module = STAGES[name].module if name in STAGES else _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'rayvit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__():
-    return sorted([*globals(), *_EXPORTS])
+    return sorted([*globals(), *STAGES, *_EXPORTS])

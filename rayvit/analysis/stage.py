@@ -117,7 +117,7 @@ class AnalysisResult:
         line = (f"{self.n_pixels} valid pixels in {self.elapsed_s:.1f} s on {nodes} Ray node(s) -> "
                 f"{self.output} (model {self.model_path})")
         for name, path in self.extra.get("files", {}).items():
-            line += f"\n{self.extra.get('n_' + name, '')} {name} -> {path}".replace("\n ", "\n")
+            line += f"\n{self.extra['n_' + name]} {name} -> {path}"      # e.g. 100 hits -> out/hits.parquet
         if self.timings:
             line += "\ntime: " + ", ".join(f"{label} {self.timings[key]:.1f} s" for key, label in PHASES
                                           if key in self.timings)
