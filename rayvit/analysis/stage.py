@@ -16,8 +16,6 @@ quicklook and report -> the sidecars, last (:mod:`rayvit.io.writer`).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import time
 from dataclasses import dataclass, field
@@ -31,12 +29,8 @@ from ..errors import InputError
 from ..grid import Block
 from ..io import storage
 from ..io.cog import BlockWriter
-from ..io.writer import FeatureWriter
+from ..io.writer import SINGLE_FILE_MAX, ProductWriter, fingerprint
 from .source import BlockSource, Pixels
-
-# larger products are written as COG blocks + a tile index instead of one COG
-SINGLE_FILE_MAX = 2 * 2**30
-
 
 @dataclass
 class Product:
@@ -128,10 +122,6 @@ PHASES = (("ray_start_s", "Ray start"), ("statistics_s", "statistics"), ("fit_s"
           ("writing_s", "writing"), ("commit_s", "commit"))
 
 
-def fingerprint(config: dict) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-
 def load_model(path: str, bands: int, stage: str) -> dict:
     """A rayvit model bundle from ``model.joblib``; errors name the file and the mismatch."""
     import joblib
@@ -174,7 +164,7 @@ def _apply(mosaic, window, index, stage: Stage, product: Product, writer: BlockW
     return record, counts, int(valid.sum()), stage.block_part(window, out, valid) if first else None
 
 
-def write_blocks(source: BlockSource, stage: Stage, writer: FeatureWriter, product: Product, block_size: int,
+def write_blocks(source: BlockSource, stage: Stage, writer: ProductWriter, product: Product, block_size: int,
                  first: bool) -> tuple[list[Block], np.ndarray | None, int, list]:
     """Apply the stage to every block in Ray tasks that write the blocks themselves; the
     driver appends their records to the manifest (and hands the stage its part of each
@@ -235,7 +225,7 @@ def run(stage: Stage, source: BlockSource, output: str, model: str | None = None
         return AnalysisResult(None, str(output), model, {}, time.monotonic() - t0, 0,
                               extra={"plan": dry_plan(stage, source, output, block_size, bool(bundle))})
     run_id = fingerprint(config)
-    out = FeatureWriter(output, source.grid, 1, [stage.product], product=stage.product)
+    out = ProductWriter(output, source.grid, 1, [stage.product], product=stage.product)
     state = out.check(run_id, overwrite)        # the output location, before any pass (writing nothing)
     out.check_writable()
     timings, clock = {}, [time.monotonic()]
@@ -258,7 +248,7 @@ def run(stage: Stage, source: BlockSource, output: str, model: str | None = None
         out.start(run_id, config, overwrite=state == "overwrite")     # a bad input has left nothing
         out.check_reachable()
         products = stage.products()
-        writers = [FeatureWriter(output, source.grid, p.count, p.descriptions, p.dtype, product=p.name,
+        writers = [ProductWriter(output, source.grid, p.count, p.descriptions, p.dtype, product=p.name,
                                  nodata=p.nodata, colormap=p.colormap, quantized=p.quantized, categories=p.categories)
                    for p in products]
         for w in writers:

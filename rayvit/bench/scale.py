@@ -215,7 +215,7 @@ print(time.perf_counter() - t0)
 
 def write_product(directory: str, blocks: int, bands: int = 768) -> str:
     """A committed float16 block product of ``blocks`` (a square number) blocks of
-    :data:`PRODUCT_BLOCK` px and ``bands`` bands, as encode writes it (:class:`FeatureWriter`:
+    :data:`PRODUCT_BLOCK` px and ``bands`` bands, as encode writes it (:class:`ProductWriter`:
     blocks, manifest, tile index). Block (0, 0) is written by the block writer; the others are
     byte copies of it with their own origin patched into the GeoTIFF tie point (writing 10^4
     768-band blocks would take ~25 min on 2 cores). Returns the product's entry point."""
@@ -223,12 +223,12 @@ def write_product(directory: str, blocks: int, bands: int = 768) -> str:
 
     from ..grid import Block
     from ..io.mosaic import Grid
-    from ..io.writer import FeatureWriter
+    from ..io.writer import ProductWriter
 
     k, side = math.isqrt(blocks), PRODUCT_BLOCK
     x0, y0, res = 500000.0, 4000000.0, 10.0
     grid = Grid("EPSG:32633", (res, 0.0, x0, 0.0, -res, y0), k * side, k * side)
-    writer = FeatureWriter(directory, grid, bands, [f"feature_{i:04d}" for i in range(1, bands + 1)], "float16")
+    writer = ProductWriter(directory, grid, bands, [f"feature_{i:04d}" for i in range(1, bands + 1)], "float16")
     writer.start("bench", {}, overwrite=True)
     data = (np.random.default_rng(0).standard_normal((bands, 1, 1)) * np.ones((1, side, side))).astype(np.float16)
     first = writer.block_writer().write(Block(0, 0, 0, 0, side, side), data, np.ones((side, side), bool))

@@ -22,7 +22,7 @@ from ..errors import InputError
 from .. import report
 from ..console import Progress
 from ..io import quantize, storage
-from ..io.writer import FeatureWriter
+from ..io.writer import ProductWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
                    pool_shape, stac_sources, unwrap_worker_error)
 
@@ -97,7 +97,7 @@ def _lost(exc: BaseException) -> tuple[bool, bool]:
     return lost, actor
 
 
-def stream_blocks(plan: EncodePlan, tasks: list, writer: FeatureWriter, cpus: float, gpus: float,
+def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: float, gpus: float,
                   node_cpus: float, preview=None, previews: dict | None = None) -> Iterator[dict]:
     """Run the block tasks through read -> device -> write; yield each block's record.
 
@@ -258,7 +258,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
         return result
 
     d = plan.info.num_features
-    writer = FeatureWriter(output, plan.feature_grid, d, [f"feature_{i + 1:04d}" for i in range(d)],
+    writer = ProductWriter(output, plan.feature_grid, d, [f"feature_{i + 1:04d}" for i in range(d)],
                            o.dtype, o.compress, quantized=quantize.is_quantized(o.dtype))
     config = plan.config()
     fingerprint = plan.fingerprint(config)

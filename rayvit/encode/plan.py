@@ -16,7 +16,7 @@ from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io import storage
 from ..io.mosaic import Grid, Mosaic, Source, crs_name, open_mosaic
-from ..io.writer import DTYPES
+from ..io.writer import DTYPES, SINGLE_FILE_MAX, fingerprint
 from . import presets
 from .bands import FILLS, Binding, bind, sensor_names
 from .merge import MERGERS
@@ -24,10 +24,6 @@ from .spec import PRECISIONS, RESIZE_MODES, ModelInfo, ModelSpec
 
 NORMALIZE_MODES = ("preset", "stats", "model", "none")
 DEFAULT_MODEL = "vit_small_patch14_reg4_dinov2.lvd142m"
-# bytes (uncompressed): above this the product is blocks + VRT. The driver re-reads and
-# recompresses a single COG at commit (measured ~4 CPU-ms per tile at D = 768 on one
-# process): fine for small outputs, a bottleneck for large ones whatever the GPUs.
-SINGLE_FILE_LIMIT = 64 << 20
 
 
 def device_defaults(device: str) -> tuple[int, str]:
@@ -251,7 +247,7 @@ class EncodePlan:
 
     @property
     def single_file(self) -> bool:
-        return not self.options.blocks and self.out_bytes <= SINGLE_FILE_LIMIT
+        return not self.options.blocks and self.out_bytes <= SINGLE_FILE_MAX
 
     def config(self) -> dict:
         """Everything that determines the output bytes (and nothing that does not)."""
@@ -275,9 +271,9 @@ class EncodePlan:
         }
 
     def fingerprint(self, config: dict | None = None) -> str:
-        """A digest of :meth:`config` (given, where the caller has it already: 10^4 inputs)."""
-        text = json.dumps(config or self.config(), sort_keys=True, default=str)
-        return hashlib.sha256(text.encode()).hexdigest()[:16]
+        """The run's identity (:func:`rayvit.io.writer.fingerprint`) of :meth:`config` (given,
+        where the caller has it already: 10^4 inputs)."""
+        return fingerprint(config or self.config())
 
     def on_device(self, device: str) -> "EncodePlan":
         """This plan with the device resolved against the cluster (precision default with it)."""

@@ -183,7 +183,7 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
             raster: str | None = None, imagery=None, sidecar: dict | None = None) -> Section:
     """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
     from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket);
-    ``raster=""``: not readable here (:meth:`FeatureWriter.readable`), so no maps are drawn.
+    ``raster=""``: not readable here (:meth:`ProductWriter.readable`), so no maps are drawn.
     ``imagery``: the input imagery view ``(bands (3, h, w), valid (h, w))`` an encode sampled
     as it read (:class:`rayvit.encode.stages.read.Preview`); else it is read from the inputs.
     ``sidecar``: the product's sidecar, before it is written (it is written last); else read."""
