@@ -226,8 +226,8 @@ def run(stage: Stage, source: BlockSource, output: str, model: str | None = None
                               extra={"plan": dry_plan(stage, source, output, block_size, bool(bundle))})
     run_id = fingerprint(config)
     out = ProductWriter(output, source.grid, 1, [stage.product], product=stage.product)
-    state = out.check(run_id, overwrite)        # the output location, before any pass (writing nothing)
-    out.check_writable()
+    out.check_writable()                        # the output location, before any pass (writing nothing)
+    state = out.check(run_id, overwrite)
     timings, clock = {}, [time.monotonic()]
 
     def phase(name: str) -> None:

@@ -87,14 +87,16 @@ def write_part(table, outdir: str, name: str, options: dict | None = None) -> st
 
 def start(outdir: str, sidecar: str, overwrite: bool, options: dict | None = None) -> None:
     """Prepare an output table directory: refuse one that holds a table unless ``overwrite``
-    (then remove its parts and sidecar), and clear unfinished parts of an earlier run."""
+    (then remove its parts and sidecar), and clear what an earlier run left unfinished: its
+    parts, moved in or not, without the sidecar that commits them."""
     from ..errors import OutputError
 
     fs = storage.filesystem(outdir, options)
     root = storage.local_path(outdir) if storage.is_local(outdir) else outdir
-    existing = [p for p in (fs.ls(root, detail=False) if fs.exists(root) else [])
-                if p.rsplit("/", 1)[-1].endswith(".parquet") or p.rsplit("/", 1)[-1] == sidecar]
-    if existing and not overwrite:
+    names = {p: p.rsplit("/", 1)[-1] for p in (fs.ls(root, detail=False) if fs.exists(root) else [])}
+    existing = [p for p, n in names.items() if n.endswith(".parquet") or n == sidecar]
+    unfinished = sidecar not in names.values() and all(names[p].startswith("part-") for p in existing)
+    if existing and not overwrite and not unfinished:
         raise OutputError(f"output {outdir!r} already holds a table ({len(existing)} files); use "
                           "--overwrite to replace it, or choose another -o.")
     for path in existing:
