@@ -15,7 +15,7 @@ from typing import Callable
 
 
 @dataclass(frozen=True)
-class Stage:
+class Entry:
     name: str
     module: str            # defines the function ``name`` and ``arguments(parser)``
     help: str              # one line, for ``rayvit --help``
@@ -36,17 +36,17 @@ class Stage:
         return call(self.function(), args)
 
 
-STAGES = {s.name: s for s in (
-    Stage("encode", "rayvit.encode.pipeline", "raster(s) -> georeferenced ViT feature raster",
+STAGES = {e.name: e for e in (
+    Entry("encode", "rayvit.encode.pipeline", "raster(s) -> georeferenced ViT feature raster",
           main="rayvit.encode.pipeline:main"),
-    Stage("reduce", "rayvit.analysis.reduce", "raster -> fewer bands (exact PCA, UMAP, any sklearn decomposition)"),
-    Stage("cluster", "rayvit.analysis.cluster", "raster -> cluster map (distributed KMeans, HDBSCAN, any sklearn.cluster)"),
-    Stage("similarity", "rayvit.analysis.similarity", "raster + reference points/polygons -> cosine similarity map"),
-    Stage("classify", "rayvit.analysis.classify", "raster + labelled points/polygons -> class or value map"),
-    Stage("table", "rayvit.analysis.table", "feature raster -> GeoParquet embedding table (a row per cell or pixel)",
+    Entry("reduce", "rayvit.analysis.reduce", "raster -> fewer bands (exact PCA, UMAP, any sklearn decomposition)"),
+    Entry("cluster", "rayvit.analysis.cluster", "raster -> cluster map (distributed KMeans, HDBSCAN, any sklearn.cluster)"),
+    Entry("similarity", "rayvit.analysis.similarity", "raster + reference points/polygons -> cosine similarity map"),
+    Entry("classify", "rayvit.analysis.classify", "raster + labelled points/polygons -> class or value map"),
+    Entry("table", "rayvit.analysis.table", "feature raster -> GeoParquet embedding table (a row per cell or pixel)",
           raster=False),
-    Stage("search", "rayvit.analysis.search", "feature raster + a few examples -> score map and top-k hits"),
-    Stage("change", "rayvit.analysis.change", "two feature rasters (two dates) -> change map and hot spots"),
-    Stage("sample", "rayvit.landscape", "generate the synthetic sample landscape, its truth and vectors", raster=False,
+    Entry("search", "rayvit.analysis.search", "feature raster + a few examples -> score map and top-k hits"),
+    Entry("change", "rayvit.analysis.change", "two feature rasters (two dates) -> change map and hot spots"),
+    Entry("sample", "rayvit.landscape", "generate the synthetic sample landscape, its truth and vectors", raster=False,
           main="rayvit.landscape:main"),
 )}

@@ -55,7 +55,7 @@ def norm_stage(tmp_path, monkeypatch):
     from ray import cloudpickle
 
     cloudpickle.register_pickle_by_value(norm_stage)     # Ray workers do not see tmp_path
-    monkeypatch.setitem(stages.STAGES, "norm", stages.Stage("norm", "norm_stage", "raster -> vector lengths"))
+    monkeypatch.setitem(stages.STAGES, "norm", stages.Entry("norm", "norm_stage", "raster -> vector lengths"))
     yield
     cloudpickle.unregister_pickle_by_value(norm_stage)
     sys.modules.pop("norm_stage", None)

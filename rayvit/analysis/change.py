@@ -79,7 +79,7 @@ class Pair:
 
 
 @dataclass
-class Change:
+class ChangeRule:
     """The fitted change rule: what every block applies."""
 
     bands: int
@@ -213,7 +213,7 @@ def hotspots(grid: Grid, windows: list, parts: list):
     return frame
 
 
-class ChangeStage(Stage):
+class Change(Stage):
     """Two dates -> the change of each pixel: ``change``; the hot spots as ``hotspots.parquet``
     (found in the apply pass, block by block, joined across block edges)."""
 
@@ -225,7 +225,7 @@ class ChangeStage(Stage):
     def config(self) -> dict:
         return {"a": self.a, "b": self.b, "zscore": self.zscore, "threshold": self.threshold, "force": self.force}
 
-    def fit(self, source, pixels) -> "ChangeStage":
+    def fit(self, source, pixels) -> "Change":
         parts = source.map(_distance_moments, source.windows(READ_WINDOW), label="statistics")
         n = sum(p[0] for p in parts)
         if n == 0:
@@ -234,7 +234,7 @@ class ChangeStage(Stage):
         std = math.sqrt(max(sum(p[2] for p in parts) / n - mean * mean, 0.0))
         self.n_, self.cut_ = n, self.threshold if self.threshold is not None else mean + 3 * std
         self.affine_ = source.grid.affine
-        self.model_ = Change(source.mosaic.a.count, mean, std, self.zscore)
+        self.model_ = ChangeRule(source.mosaic.a.count, mean, std, self.zscore)
         return self
 
     def products(self) -> list[Product]:
@@ -260,9 +260,9 @@ class ChangeStage(Stage):
 def change(a: str, b: str, output: str, zscore: bool = False, threshold: float | None = None,
            force: bool = False, bands=None, block_size: int = 512, overwrite: bool = False,
            address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
-    """Change between feature rasters ``a`` and ``b``: ``change.tif`` (cosine distance, and
+    """ChangeRule between feature rasters ``a`` and ``b``: ``change.tif`` (cosine distance, and
     with ``zscore`` its z-score), ``hotspots.parquet``, quicklook, metrics."""
-    stage = ChangeStage(a, b, zscore, threshold, force)
+    stage = Change(a, b, zscore, threshold, force)
     return run(stage, BlockSource(open_pair(a, b, bands, force), a), output, None, block_size, overwrite, address,
                progress, dry_run)
 

@@ -31,7 +31,7 @@ def cosine(x: np.ndarray, references: np.ndarray, reduce: str = "mean") -> np.nd
 
 
 @dataclass
-class Similarity:
+class References:
     """One output band per group of reference vectors."""
 
     references: list            # one (m_i, bands) array per band
@@ -46,7 +46,7 @@ class Similarity:
         return np.stack([cosine(x, r, self.reduce) for r in self.references], axis=1)
 
 
-class SimilarityStage(Stage):
+class Similarity(Stage):
     """Every pixel -> its cosine similarity with reference pixels: ``similarity``; the
     reference pixels as ``samples.gpkg``."""
 
@@ -64,7 +64,7 @@ class SimilarityStage(Stage):
         return {"vectors": self.vectors, "by": self.by, "reduce": self.reduce, "polygons": self.polygons,
                 "samples": self.samples, "seed": self.seed, "vector_crs": self.vector_crs}
 
-    def fit(self, source, pixels) -> "SimilarityStage":
+    def fit(self, source, pixels) -> "Similarity":
         gdf, s = samples_from(self.vectors, source, self.vector_crs, self.polygons, self.samples, self.seed)
         by = self.by
         if by is not None and by not in gdf.columns:
@@ -74,7 +74,7 @@ class SimilarityStage(Stage):
         names = sorted({str(g) for g in groups})
         keys = np.array([str(g) for g in groups])
         self.samples_, self.keys_ = s, keys
-        self.model_ = Similarity([s.values[keys == n] for n in names], names, self.reduce)
+        self.model_ = References([s.values[keys == n] for n in names], names, self.reduce)
         return self
 
     def products(self) -> list[Product]:
@@ -101,7 +101,7 @@ def similarity(input: str, vectors: str, output: str, by: str | None = None, red
     instead of the cosine with their mean. Writes ``similarity.tif`` (float32 in [-1, 1],
     nodata NaN), ``samples.gpkg`` (the reference pixels and their values) and ``metrics.json``.
     """
-    stage = SimilarityStage(vectors, by, reduce, polygons, samples, seed, vector_crs)
+    stage = Similarity(vectors, by, reduce, polygons, samples, seed, vector_crs)
     return run(stage, BlockSource.open(input, bands), output, None, block_size, overwrite, address, progress,
                dry_run)
 
