@@ -1,4 +1,4 @@
-"""``rayvit bench device``: the prepared GPU check, run in one call on a lent device machine.
+"""`python -m rayvit.bench.gpu_check`: the prepared GPU check, run in one call on a lent device machine.
 
 For each model (default ViT-B/16 and ViT-L/16, 224 px tiles, bf16 on CUDA): the bare model's
 ``forward_intermediates`` on random tensors and the whole ``rayvit.encode`` of a generated
@@ -112,7 +112,7 @@ def device_check(out: str, models=MODELS, tiles: int = 4096, size: int = 224, ba
 def main(argv=None) -> int:
     import argparse
 
-    p = argparse.ArgumentParser(prog="python -m rayvit.bench.device", description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(prog="python -m rayvit.bench.gpu_check", description=__doc__.split("\n\n")[0])
     p.add_argument("--out", default=os.environ.get("OUT", "device-out"), help="where the JSON goes (default $OUT)")
     p.add_argument("--models", default=",".join(MODELS), help="timm models, comma-separated")
     p.add_argument("--tiles", type=int, default=4096, help="tiles per encode (default 4096)")

@@ -5,7 +5,7 @@ import json
 
 import pytest
 
-from rayvit.bench.device import device_check, utilisation
+from rayvit.bench.gpu_check import device_check, utilisation
 
 
 def test_utilisation_summarises_the_samples_taken_during_a_run(tmp_path):
