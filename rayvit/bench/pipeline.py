@@ -9,7 +9,9 @@ starts Ray's workers; every run then starts its own device actors, as a command 
 device actors, write tasks, driver, Ray services), and the **difference** between the two
 sizes, divided by the difference in tiles, gives the marginal CPU-ms per tile of each
 stage: start-up (actor imports, a few CPU-seconds that vary by +-2 s between runs) cancels
-out. Both sizes have enough blocks (2 x 2 and 4 x 4) to start every actor. With the null model, the device actors' share
+out; the whole machine's CPU time over each run, from ``/proc/stat``, is differenced the
+same way (it also counts what the per-process sweeps miss: short-lived processes, the
+kernel). Both sizes have enough blocks (2 x 2 and 4 x 4) to start every actor. With the null model, the device actors' share
 is the device stage without the model: normalisation, tile cutting, merge, cast, copies.
 A last, untimed run per width samples memory: the driver's peak must not grow with D.
 """
@@ -61,16 +63,19 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(1024
                 runs = []
                 for n in tiles:
                     r, elapsed, mon = run(n, d, dtype)
-                    runs.append((r.tiles_encoded, elapsed, mon.cpu_by_role()))
-                (n0, e0, c0), (n1, e1, c1) = runs[0], runs[-1]
+                    runs.append((r.tiles_encoded, elapsed, mon.cpu_by_role(), mon.machine_cpu_s))
+                (n0, e0, c0, m0), (n1, e1, c1, m1) = runs[0], runs[-1]
                 per_tile = {role: 1000 * (c1[role] - c0[role]) / (n1 - n0) for role in c0}
                 total = sum(per_tile.values())
+                machine = 1000 * (m1 - m0) / (n1 - n0)
                 row = {"width": d, "dtype": dtype, "ms_per_tile": per_tile, "total_ms_per_tile": total,
+                       "machine_ms_per_tile": machine,
                        "tiles_per_s": (n1 - n0) / max(e1 - e0, 1e-9), "elapsed_s": [e0, e1]}
                 rows.append(row)
                 print(f"bench pipeline: D={d} {dtype}: {total:.2f} CPU-ms per tile "
                       + ("(target <= %.1f at D=768 float16) " % TARGET_MS if (d, dtype) == (768, "float16") else "")
                       + "= " + ", ".join(f"{k} {v:.2f}" for k, v in per_tile.items())
+                      + f"; the whole machine (/proc/stat) {machine:.2f}"
                       + f"; marginal {row['tiles_per_s']:.0f} tiles/s on {int(cpus)} CPUs "
                       f"({n0} tiles in {e0:.1f} s, {n1} in {e1:.1f} s; {os.path.basename(r.output)})", flush=True)
             _, _, mem = run(tiles[-1], d, dtypes[0], memory=True)
