@@ -14,15 +14,15 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable, Sequence
 
 import numpy as np
 
 from ..console import Progress, progress_on
 from ..errors import InputError
-from ..io import sources, storage
+from ..io import sampling, sources, storage
 from ..io.mosaic import Mosaic, open_mosaic
-from ..io import sampling
 
 WINDOWS_PER_TASK = 4
 # Statistics and samples use a fixed window grid, independent of the output --block-size,
@@ -34,6 +34,14 @@ def _windows_task(fn: Callable, mosaic, windows: list, args: tuple) -> tuple[str
     import ray
 
     return ray.get_runtime_context().get_node_id(), [fn(mosaic, w, i, *args) for i, w in windows]
+
+
+@lru_cache(maxsize=1)
+def _remote_windows_task():
+    """:func:`_windows_task` as a Ray task, made once per process (KMeans maps every Lloyd step)."""
+    import ray
+
+    return ray.remote(scheduling_strategy="SPREAD")(_windows_task)
 
 
 @dataclass
@@ -109,7 +117,7 @@ class BlockSource:
         (unless progress is off: :func:`rayvit.console.progress_on`)."""
         import ray
 
-        task = ray.remote(scheduling_strategy="SPREAD")(_windows_task)
+        task = _remote_windows_task()
         mref, aref = ray.put(self.mosaic), ray.put(args)
         indexed = list(enumerate(windows))
         groups = [indexed[i:i + WINDOWS_PER_TASK] for i in range(0, len(indexed), WINDOWS_PER_TASK)]

@@ -673,8 +673,9 @@ def survey_folders(urls: Sequence[str], options: dict | None) -> tuple[set[str],
                 listing = fs.ls(folder, detail=True)
                 entries = [str(e["name"]).rsplit("/", 1)[-1] for e in listing]
                 for name, e in zip(entries, listing):
-                    if name in inputs and storage.object_version(e):
-                        versions[f"{folder}/{name}"] = (int(e.get("size") or 0), storage.object_version(e))
+                    version = storage.object_version(e) if name in inputs else 0
+                    if version:
+                        versions[f"{folder}/{name}"] = (int(e.get("size") or 0), version)
         except (OSError, ValueError, NotImplementedError):     # describe() says what is wrong
             continue
         stems = {n.split(".", 1)[0] for n in inputs}
