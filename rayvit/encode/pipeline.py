@@ -98,7 +98,7 @@ def _lost(exc: BaseException) -> tuple[bool, bool]:
 
 
 def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: float, gpus: float,
-                  node_cpus: float, preview=None, previews: dict | None = None) -> Iterator[dict]:
+                  node_cpus: float, preview=None, previews: dict | None = None, sample=None) -> Iterator[dict]:
     """Run the block tasks through read -> device -> write; yield each block's record.
 
     Per block: a read task, a call to the least busy device actor with the read's result (an
@@ -108,7 +108,8 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: fl
     because the cluster lost something is run again (:data:`TRIES` attempts); an actor that
     died leaves the pool and the others take its blocks. With ``preview``, each read task
     also samples its block's part of the input imagery view, and ``previews[(by, bx)]`` gets
-    its object reference.
+    its object reference. With ``sample`` (:class:`.stages.write.FeatureSample`), each
+    record carries its block's part of the report's view of the features.
     """
     import ray
 
@@ -125,6 +126,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: fl
     block_writer = ray.put(writer.block_writer())
     read = ray.remote(read_block).options(num_cpus=READ_CPUS, num_returns=2)
     preview = ray.put(preview) if preview else None
+    sample = ray.put(sample) if sample else None
     write = ray.remote(write_block).options(num_cpus=WRITE_CPUS)
     write_slots = max(1, min(int(cpus), len(tasks)))
     todo = deque((task, 1) for task in tasks)
@@ -144,7 +146,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: fl
                 encoding[call], load[actor] = (task, attempt, actor), load[actor] + 1
             while encoded and len(writing) < write_slots:
                 call, job = encoded.popleft()
-                writing[write.remote(block_writer, t, call)] = job
+                writing[write.remote(block_writer, t, call, sample)] = job
             (done,), _ = ray.wait([*encoding, *writing], num_returns=1)
             if done in encoding:
                 job = encoding.pop(done)
@@ -191,6 +193,18 @@ def imagery_preview(plan: EncodePlan):
     view, h, w = view_grid(g.transform, g.width, g.height)
     return Preview(tuple(view)[:6], h, w, tuple(g.transform), tuple(plan.mosaic.grid.transform),
                    tuple(bands.index(b) for b in rgb))
+
+
+def feature_sample(plan: EncodePlan):
+    """What the write tasks sample for the report's view of the features: the bands and the
+    decimation :func:`rayvit.report.quicklook.read_small` would read."""
+    from ..report.quicklook import COMPONENT_BANDS, small_shape, spread_bands
+    from .stages.write import FeatureSample
+
+    g, d = plan.feature_grid, plan.info.num_features
+    bands = spread_bands(d, COMPONENT_BANDS)
+    return FeatureSample(g.height, g.width, *small_shape(g.height, g.width, len(bands)),
+                         tuple(b - 1 for b in bands))
 
 
 def stac_record(plan: EncodePlan) -> dict:
@@ -282,12 +296,14 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
     nodes: dict[str, int] = {}
     sums = dict.fromkeys(STAGE_SECONDS, 0.0)
     t1 = time.monotonic()
-    # a resumed run has no preview of the blocks read before: its report reads the inputs
+    # a resumed run has no preview of the blocks read or written before: its report reads them
     preview, previews = (None if finished else imagery_preview(plan)), {}
+    sample, parts = (None if finished else feature_sample(plan)), []
     if tasks:
         with Progress(todo, "encode", "tile", o.progress) as progress:
-            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, preview, previews):
+            for record in stream_blocks(plan, tasks, writer, cpus, gpus, node_cpus, preview, previews, sample):
                 tiles, node = record.pop("tiles"), record.pop("node")
+                parts.append(record.pop("sample", None))
                 seconds = {key: record.pop(key) for key in STAGE_SECONDS}
                 if not first_batch:
                     first_batch, first_tiles = time.monotonic() - t0, tiles
@@ -353,7 +369,7 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
             imagery = preview.assemble(ray.get(list(previews.values())))
     record = finish()
     report.write(writer.outdir, "features", raster=writer.readable(final), imagery=imagery,
-                 sidecar=writer.sidecar(final, record))
+                 features=sample.assemble(parts) if sample else None, sidecar=writer.sidecar(final, record))
     writer.seal(final, record)      # last: its presence says the product is complete
     writer.publish()
     return EncodeResult(writer.url(os.path.basename(final)), output, t.n_tiles, todo, written, len(finished),

@@ -10,11 +10,13 @@ from typing import Sequence
 from .html import page, save, section
 
 
-def write(outdir: str, product: str, raster: str | None = None, imagery=None, sidecar: dict | None = None) -> str:
+def write(outdir: str, product: str, raster: str | None = None, imagery=None, features=None,
+          sidecar: dict | None = None) -> str:
     """Write ``report.html`` for the product ``product`` in the local directory ``outdir``
     (its raster read from ``raster`` when given, its input imagery view given as ``imagery``,
-    its sidecar as ``sidecar``, which is written after the report: see :func:`.html.section`)."""
-    s = section(outdir, product, raster=raster, imagery=imagery, sidecar=sidecar)
+    its features' view as ``features``, its sidecar as ``sidecar``, which is written after
+    the report: see :func:`.html.section`)."""
+    s = section(outdir, product, raster=raster, imagery=imagery, features=features, sidecar=sidecar)
     return save(os.path.join(outdir, "report.html"), page(f"rayvit {s.title}", [s]))
 
 

@@ -121,7 +121,7 @@ def _read(path: str) -> bytes:
         return fh.read()
 
 
-def _figures(outdir: str, sidecar: dict, raster: str, categorical: bool, imagery=None) -> str:
+def _figures(outdir: str, sidecar: dict, raster: str, categorical: bool, imagery=None, features=None) -> str:
     figures, notes = [], []
     encode = imagery_of(sidecar)
     with tempfile.TemporaryDirectory() as tmp:
@@ -139,7 +139,7 @@ def _figures(outdir: str, sidecar: dict, raster: str, categorical: bool, imagery
         look = os.path.join(outdir, "quicklook.png")
         if not os.path.exists(look):      # an encode: principal components of the features
             look = os.path.join(tmp, "quicklook.png")
-            quicklook(raster, look, components=True)
+            quicklook(raster, look, components=True, data=features)
         caption = ("Map (one pixel per output pixel, enlarged with nearest neighbour)" if categorical else
                    f"First three principal components of the features (of {COMPONENT_BANDS} evenly spaced "
                    "features when there are more), 2-98 % stretch" if "inputs" in sidecar
@@ -180,13 +180,14 @@ def _charts(stage: str, metrics: dict, raster: str, colormap: dict, names: list)
 
 
 def section(outdir: str, product: str, anchor: str | None = None, title: str | None = None,
-            raster: str | None = None, imagery=None, sidecar: dict | None = None) -> Section:
+            raster: str | None = None, imagery=None, features=None, sidecar: dict | None = None) -> Section:
     """The report section of the product ``product`` in ``outdir`` (local). Its raster is read
     from ``raster`` when given (an object-store output's VRT, whose blocks are in the bucket);
     ``raster=""``: not readable here (:meth:`ProductWriter.readable`), so no maps are drawn.
     ``imagery``: the input imagery view ``(bands (3, h, w), valid (h, w))`` an encode sampled
     as it read (:class:`rayvit.encode.stages.read.Preview`); else it is read from the inputs.
-    ``sidecar``: the product's sidecar, before it is written (it is written last); else read."""
+    ``features``: the features' view (:func:`.quicklook.read_small`'s) its write tasks
+    sampled; else the raster is read. ``sidecar``: the product's sidecar, before it is written (it is written last); else read."""
     from ..io import sources, storage
     from ..io.writer import VRT_SOURCES
     from ..io.mosaic import crs_name, open_raster
@@ -228,7 +229,7 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     parts = [f"<h2 id=\"{anchor or product}\">{html.escape(title or f'{stage}: {product}')}</h2>",
              "<h3>Inputs and plan</h3>", table(plan),
              "<h3>Time</h3>", timing_table(timings, work, stage) if timings else "<p>not timed</p>",
-             "<h3>Maps</h3>", _figures(outdir, sidecar, raster, categorical, imagery) if maps else
+             "<h3>Maps</h3>", _figures(outdir, sidecar, raster, categorical, imagery, features) if maps else
              f'<p class="note">Not drawn: GDAL cannot read a tile index in an object store through '
              f"rayvit's reader (only a VRT, written up to {VRT_SOURCES:,} blocks x bands). The product is "
              "complete: open it with GDAL's /vsis3/, /vsigs/ or /vsiaz/, or with rayvit's analysis stages.</p>"]

@@ -131,11 +131,13 @@ def principal_rgb(data: np.ma.MaskedArray, mask: np.ndarray, max_pixels: int = 2
 
 
 def quicklook(path: str, png: str, categorical: bool = False, colormap: dict | None = None,
-              components: bool = False) -> None:
+              components: bool = False, data: np.ma.MaskedArray | None = None) -> None:
     """A PNG of a raster: labels through ``colormap`` (categorical), the first three
     principal components (``components``: feature rasters), or its first three bands
-    (2-98 % stretch)."""
-    data = read_small(path, COMPONENT_BANDS if components else None)
+    (2-98 % stretch). ``data``: what :func:`read_small` would read, already sampled (an
+    encode's write tasks do: :class:`rayvit.encode.stages.write.FeatureSample`)."""
+    if data is None:
+        data = read_small(path, COMPONENT_BANDS if components else None)
     mask = np.ma.getmaskarray(data).any(axis=0)
     if categorical:
         rgba = labels_rgba(np.ma.getdata(data[0]).astype(np.int64), mask, colormap or {})
