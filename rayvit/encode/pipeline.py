@@ -24,13 +24,12 @@ from ..console import Progress
 from ..io import quantize, storage
 from ..io.writer import ProductWriter
 from .plan import (READ_CPUS, EncodeOptions, EncodePlan, actor_cpus, choose_device, estimate, plan_encode,
-                   pool_shape, stac_sources, unwrap_worker_error)
+                   pool_shape, queue_depth, stac_sources, unwrap_worker_error)
 
 # Write tasks reserve no CPU, at most one per CPU at once: with a reservation they waited
 # behind read-ahead for the CPU share the actors leave (the first block was written after
 # 60 s of a 137-s run, 4096 tiles on 2 CPUs) and the actors then idled at the end.
 WRITE_CPUS = 0
-PER_ACTOR = 2       # blocks queued per actor: the next block's window is read while this one encodes
 TRIES = 3           # attempts per block when a node, an actor or an object is lost
 STAGE_SECONDS = ("read_s", "device_s", "write_s", "model_load_s")  # measured per block in the stages
 
@@ -103,7 +102,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: fl
 
     Per block: a read task, a call to the least busy device actor with the read's result (an
     object reference: the window goes from the reader to the actor without the driver), a
-    write task with the actor's result. At most :data:`PER_ACTOR` blocks wait per actor and
+    write task with the actor's result. At most :func:`.plan.queue_depth` blocks wait per actor and
     one write per CPU runs, so memory stays bounded whatever the area. A block that fails
     because the cluster lost something is run again (:data:`TRIES` attempts); an actor that
     died leaves the pool and the others take its blocks. With ``preview``, each read task
@@ -120,6 +119,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: fl
     o, t = plan.options, plan.tiling
     on_gpu = plan.device.startswith("cuda")
     size, threads = pool_shape(cpus, gpus, node_cpus, on_gpu, o.actors, o.threads)
+    depth = queue_depth(cpus, size, on_gpu)
     pool = device_pool(size, actor_cpus(cpus, size, on_gpu), 1 if on_gpu else 0, None if on_gpu else threads)
     config = ray.put(DeviceConfig(plan.spec, t, plan.mean, plan.std, plan.merge, o.dtype, plan.device,
                                   plan.precision, plan.batch_size, plan.info.weights_sha256))
@@ -136,7 +136,7 @@ def stream_blocks(plan: EncodePlan, tasks: list, writer: ProductWriter, cpus: fl
     writing: dict = {}     # write task -> (task, attempt, actor)
     try:
         while todo or encoding or encoded or writing:
-            while todo and load and min(load.values()) < PER_ACTOR and len(encoded) + len(writing) <= write_slots:
+            while todo and load and min(load.values()) < depth and len(encoded) + len(writing) <= write_slots:
                 actor = min(load, key=load.get)
                 task, attempt = todo.popleft()
                 window, part = read.remote(plan.mosaic.subset(*task.window), t, task, preview)  # its few sources only

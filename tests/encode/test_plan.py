@@ -2,7 +2,7 @@
 
 import pytest
 
-from rayvit.encode.plan import EncodeOptions, actor_cpus, choose_device, pool_shape
+from rayvit.encode.plan import PER_ACTOR, EncodeOptions, actor_cpus, choose_device, pool_shape, queue_depth
 from rayvit.errors import InputError
 
 
@@ -33,6 +33,13 @@ def test_one_actor_per_gpu_across_nodes_and_cpu_actors_hold_a_token_cpu():
     assert actor_cpus(8, 2, on_gpu=True) == 1.0
     with pytest.raises(InputError, match="--actors 40 is too many for the 2 CPUs"):
         actor_cpus(2, 40, on_gpu=False)
+
+
+def test_a_gpu_actor_gets_as_many_blocks_in_flight_as_the_cpus_beside_it_can_read():
+    assert queue_depth(cpus=16, actors=1, on_gpu=True) == 15        # one H100 node: 15 reads at once
+    assert queue_depth(cpus=64, actors=4, on_gpu=True) == 15        # four such nodes
+    assert queue_depth(cpus=16, actors=8, on_gpu=True) == PER_ACTOR  # 8 GPUs on 16 cores: at least 2
+    assert queue_depth(cpus=2, actors=2, on_gpu=False) == PER_ACTOR  # CPU actors share the cores
 
 
 def test_run_record_of_a_stac_item_hides_signed_asset_urls():
