@@ -55,7 +55,7 @@ class FeatureSample:
         out = np.full((len(self.bands), self.height, self.width), np.nan, np.float32)
         for row, col, values in filter(None, parts):
             out[:, row:row + values.shape[1], col:col + values.shape[2]] = values
-        return np.ma.masked_invalid(out)
+        return np.ma.masked_array(out, mask=np.isnan(out))     # masked_invalid copies: 0.2 s at 1 Mpx
 
 
 def write_block(writer: BlockWriter, tiling: Tiling, encoded: dict, sample: FeatureSample | None = None) -> dict:
