@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from rayvit.encode import merge
+
 
 def tiled_features(data, valid, size, stride, f, method):
     """Brute force: paint every tile's patch-mean + in-tile position features, then merge."""
@@ -36,6 +38,19 @@ def tiled_features(data, valid, size, stride, f, method):
     for (gy, gx), items in contrib.items():
         items.sort()
         pos = np.array([[a, b] for _, a, b in items], float)
+        out[:c, gy, gx] = pm[:, gy, gx]
+        if method in ("hann", "gaussian"):       # weighted by the window at each item's place in its tile
+            window = getattr(merge, method)
+            wy, wx = window(sy // f), window(sx // f)
+            values = np.concatenate([np.broadcast_to(pm[:, gy, gx].astype(np.float32), (len(items), c)),
+                                     pos.astype(np.float32)], axis=1)
+            total, weights = np.zeros(c + 2), 0.0
+            for (_, a, b), v in zip(items, values):
+                weight = wy[a] * wx[b]
+                total += weight * v.astype(np.float64)
+                weights += weight
+            out[:, gy, gx] = total / weights
+            continue
         out[:c, gy, gx] = pm[:, gy, gx]
         out[c:, gy, gx] = {"center": pos[0], "first": pos[0], "last": pos[-1], "mean": pos.mean(0),
                            "min": pos.min(0), "max": pos.max(0)}[method]

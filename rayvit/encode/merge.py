@@ -9,7 +9,13 @@ result is the same whatever the number of actors, nodes or the block order:
 * ``first`` / ``last`` - the lowest / highest ranked tile with a valid value wins;
 * ``mean`` - the true mean of all valid contributions, summed in float64 (IAMAP keeps a
   running pairwise mean, which weights later tiles more);
-* ``min`` / ``max`` - element-wise over valid contributions.
+* ``min`` / ``max`` - element-wise over valid contributions;
+* ``hann`` / ``gaussian`` - seamless blends: the mean weighted by a window over each tile's
+  feature grid (Hann: ``sin^2(pi (i + 0.5) / n)`` per axis, never 0; Gaussian: sigma of a
+  quarter of the tile), normalised by the weights that fall on each pixel, in float64.
+  Features near a tile's edge, which saw the least context, weigh least, so no seam shows
+  where tiles meet (TerraTorch's tiled inference blends with a cosine window). With
+  ``stride == size`` (no overlap) every pixel has one tile and a blend equals ``first``.
 
 Pixels with no valid contribution are NaN and invalid. The same code runs on numpy arrays
 (tests, the reference path) and on torch tensors on the encoder's device (the pipeline):
@@ -39,6 +45,8 @@ class Contribution:
     col: int
     features: object  # (D, h, w) float32: numpy array or torch tensor
     valid: object     # (h, w) bool
+    tile_offset: tuple[int, int] = (0, 0)   # where ``features`` start in their tile's feature grid
+    tile_shape: tuple[int, int] | None = None   # the tile's feature grid (default: features' own)
 
     def slices(self) -> tuple[slice, slice]:
         h, w = self.valid.shape
@@ -114,10 +122,12 @@ class Last(Merger):
 
 
 class Mean(Merger):
+    COUNT = "int32"     # the weights' sum (a blend's are float64)
+
     def __init__(self, shape, like):
         super().__init__(shape, like)
         self.total = _full(like, shape, 0.0, "float64")
-        self.count = _full(like, shape[1:], 0, "int32")
+        self.count = _full(like, shape[1:], 0, self.COUNT)
 
     def _add(self, sy, sx, features, valid):
         xp = _xp(features)
@@ -131,6 +141,40 @@ class Mean(Merger):
             out = self.total / self.count
         out = out.astype(np.float32) if xp is np else out.float()
         return xp.where(self.valid[None], out, math.nan), self.valid
+
+
+def hann(n: int) -> np.ndarray:
+    """``sin^2(pi (i + 0.5) / n)``: a Hann window sampled at pixel centres (no zero weight)."""
+    return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
+
+
+def gaussian(n: int) -> np.ndarray:
+    """A Gaussian window over ``n`` pixel centres, sigma ``n / 4``, 1 at the centre."""
+    return np.exp(-0.5 * ((np.arange(n) + 0.5 - n / 2) / (n / 4)) ** 2)
+
+
+def _blend(window: Callable[[int], np.ndarray]) -> type:
+    class Blend(Mean):
+        """The mean of valid contributions weighted by ``window`` over their tile."""
+
+        COUNT = "float64"
+
+        def add(self, c: Contribution) -> None:
+            self._tile = c      # the weights depend on where the contribution lies in its tile
+            super().add(c)
+
+        def _add(self, sy, sx, features, valid):
+            xp, c = _xp(features), self._tile
+            ty, tx = c.tile_shape or tuple(valid.shape)
+            (oy, ox), (h, w) = c.tile_offset, tuple(valid.shape)
+            weight = np.outer(window(ty)[oy:oy + h], window(tx)[ox:ox + w])
+            weight = weight if xp is np else xp.as_tensor(weight, device=features.device)
+            weight = xp.where(valid, weight, 0.0)
+            self.total[:, sy, sx] += weight[None] * xp.where(valid[None], features, 0.0)
+            self.count[sy, sx] += weight
+            self.valid[sy, sx] |= valid
+    Blend.__name__ = Blend.__qualname__ = window.__name__.capitalize()
+    return Blend
 
 
 def _extreme(name: str) -> type:
@@ -152,6 +196,8 @@ MERGERS: dict[str, type] = {
     "mean": Mean,
     "min": _extreme("fmin"),
     "max": _extreme("fmax"),
+    "hann": _blend(hann),
+    "gaussian": _blend(gaussian),
 }
 
 MergeFunction = Callable[[tuple[int, int, int], Sequence[Contribution]], tuple[np.ndarray, np.ndarray]]
@@ -166,7 +212,8 @@ class CallableMerger(Merger):
 
     def add(self, c: Contribution) -> None:
         to_np = (lambda a: a) if _xp(c.features) is np else (lambda a: a.cpu().numpy())
-        self.items.append(Contribution(c.rank, c.row, c.col, to_np(c.features), to_np(c.valid)))
+        self.items.append(Contribution(c.rank, c.row, c.col, to_np(c.features), to_np(c.valid),
+                                       c.tile_offset, c.tile_shape))
 
     def result(self):
         out, valid = self.function(self.shape, sorted(self.items, key=lambda c: c.rank))

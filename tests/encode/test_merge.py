@@ -1,6 +1,7 @@
 """Merge strategies on hand-made contributions: exact values, and order independence."""
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -24,6 +25,12 @@ EXPECTED = {
     "mean": [1, 6, (3 + 20 - 5) / 3, 30],
     "min": [1, 2, -5, 30],
     "max": [1, 10, 20, 30],
+    # weights from the window over each tile's own width (a, b: 3 px; c: 2 px), by hand:
+    # Hann sin^2(pi (i + .5) / n): n=3 -> 1/4, 1, 1/4; n=2 -> 1/2, 1/2
+    "hann": [1, (2 + 10 / 4) / (1 + 1 / 4), (3 / 4 + 20 - 5 / 2) / (1 / 4 + 1 + 1 / 2), 30],
+    # Gaussian, sigma n/4: n=3 -> g, 1, g with g = exp(-8/9); n=2 -> e, e with e = exp(-1/2)
+    "gaussian": [1, (2 + 10 * math.exp(-8 / 9)) / (1 + math.exp(-8 / 9)),
+                 (3 * math.exp(-8 / 9) + 20 - 5 * math.exp(-0.5)) / (math.exp(-8 / 9) + 1 + math.exp(-0.5)), 30],
 }
 
 

@@ -136,7 +136,8 @@ def encode_block(model: torch.nn.Module, info: ModelInfo, cfg: DeviceConfig, tas
             oy, ox = t.y.feature_offset(gy), t.x.feature_offset(gx)
             merger.add(Contribution(t.tile_index(gy, gx), y0 - b.row, x0 - b.col,
                                     feats[k, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox],
-                                    tiles_fvalid[i, j, y0 - oy:y1 - oy, x0 - ox:x1 - ox]))
+                                    tiles_fvalid[i, j, y0 - oy:y1 - oy, x0 - ox:x1 - ox],
+                                    (y0 - oy, x0 - ox), (tfy, tfx)))
     out, out_valid = merger.result()
     out = out.to(torch.float16 if cfg.dtype == "float16" else torch.float32)
     return out.cpu().numpy(), out_valid.to(torch.uint8).cpu().numpy(), len(todo)
