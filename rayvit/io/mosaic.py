@@ -459,6 +459,7 @@ class Mosaic:
     options: tuple = ()
     skipped: tuple = ()      # {"input", "error"} of inputs left out (--skip-bad-inputs)
     dequantize: bool = False  # apply each band's scale/offset on read (quantised feature rasters)
+    alphaearth: bool = False  # int8 AlphaEarth codes: read as sign(v) (v / 127.5)^2, -128 invalid
 
     @property
     def count(self) -> int:
@@ -505,6 +506,16 @@ class Mosaic:
         Pixels outside every file, on nodata, or masked in any selected band are invalid
         (their data value is 0). The window may extend past the grid (edge tiles).
         """
+        data, valid = self._read(row, col, rows, cols)
+        if self.alphaearth:
+            from .quantize import ALPHAEARTH_NODATA, alphaearth_values
+
+            valid &= ~(data == ALPHAEARTH_NODATA).any(axis=0)
+            data = alphaearth_values(data)
+            data[:, ~valid] = 0
+        return data, valid
+
+    def _read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         found = self._sources_in(self.grid.window_bounds(row, col, rows, cols))
         if len(found) >= VRT_FROM:
             many = self._read_many(found, row, col, rows, cols)
@@ -731,7 +742,8 @@ def select_bands(sources: Sequence[Source], bands: Sequence[int | str] | None) -
 def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | None = None, crs: str | None = None,
                 res: float | None = None, extent: Sequence[float] | None = None,
                 extent_crs: str | None = None, s3_endpoint: str | None = None,
-                skip_bad_inputs: bool = False, dequantize: bool = False, grid: Grid | None = None) -> Mosaic:
+                skip_bad_inputs: bool = False, dequantize: bool = False, grid: Grid | None = None,
+                alphaearth: bool = False) -> Mosaic:
     """Expand globs, read every file's metadata (several at once, or from the files' sources
     index, :mod:`.sources`), check bands and build the target grid.
 
@@ -739,7 +751,9 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
     imposes the target grid (the dates of a STAC ``--by-date`` run share one).
 
     ``dequantize``: bands with a GDAL scale/offset are read as floats (``stored * scale +
-    offset``), and an int8 raster without them is an error (its codes are not features).
+    offset``), and an int8 raster without them is an error (its codes are not features),
+    unless it is AlphaEarth's (``alphaearth``, or int8 bands named A00..A63): its codes are
+    then read as :func:`.quantize.alphaearth_values`, -128 invalid.
 
     A file that cannot be opened (missing, unreachable, corrupt) is an error naming it, or
     with ``skip_bad_inputs`` is left out and listed in ``Mosaic.skipped`` (its area is then
@@ -810,15 +824,27 @@ def open_mosaic(inputs: Sequence[str | Source], bands: Sequence[int | str] | Non
              "onto it with nearest-neighbour resampling. Choose the grid with --crs/--res, or "
              "reproject them first (gdalwarp) to control the resampling.")
     dtype = np.result_type(*[np.dtype(s.dtype) for s in kinds]).name
-    if dequantize:
+    from .quantize import ALPHAEARTH_BANDS, ALPHAEARTH_PREFIX
+
+    named = all(s.dtype == "int8" and not s.scaled(bands) and s.names == ALPHAEARTH_BANDS for s in kinds)
+    alphaearth = alphaearth or (dequantize and named)
+    if alphaearth:
+        for s in kinds:
+            if s.dtype != "int8":
+                raise InputError(f"{s.url!r} is {s.dtype}, not the int8 codes of AlphaEarth embeddings "
+                                 f"that {ALPHAEARTH_PREFIX!r} declares; drop the prefix to read its values "
+                                 "as they are.")
+        dtype = "float32"
+    elif dequantize:
         for s in kinds:
             if s.dtype == "int8" and not s.scaled(bands):
                 raise InputError(
                     f"{s.url!r} holds int8 codes without a scale and offset per band, so its values "
                     "are not the features they encode. Declare them (value = code * scale + offset), "
                     f"e.g. `gdal_edit.py -scale 0.01 -offset 0 {s.url}` (one value per band is also "
-                    "accepted), or write the features as int8 with `rayvit encode --dtype int8`.")
+                    "accepted), or write the features as int8 with `rayvit encode --dtype int8`. "
+                    f"AlphaEarth embeddings: name the input {ALPHAEARTH_PREFIX}{s.url}.")
         if any(s.scaled(bands) for s in kinds):
             dtype = "float32"
     return Mosaic(sources, grid, tuple(int(b) for b in bands), dtype,
-                  storage.freeze(options) if options else (), tuple(skipped), dequantize)
+                  storage.freeze(options) if options else (), tuple(skipped), dequantize, alphaearth)

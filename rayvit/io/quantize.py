@@ -71,3 +71,20 @@ def stac_object(dtype: str, scale, offset, original: str = "float32") -> dict:
                       f"{CODES[dtype][2]}",
             "original_dtype": original, "quantized_dtype": dtype,
             "scale": [float(s) for s in scale], "offset": [float(o) for o in offset]}
+
+
+# AlphaEarth Foundations (Google DeepMind's Satellite Embedding dataset, V1, annual): its
+# GeoTIFF/COG distribution stores each of the 64 unit-vector components as an int8 code ``v``
+# with a non-linear quantisation, value = sign(v) * (v / 127.5) ** 2, and -128 for no data
+# (as the dataset's documentation of the int8 export describes; the float values lie in
+# [-1, 1] and cluster near 0, where the square root spacing keeps more precision).
+ALPHAEARTH_NODATA = -128
+ALPHAEARTH_PREFIX = "alphaearth:"
+ALPHAEARTH_BANDS = tuple(f"A{i:02d}" for i in range(64))    # the dataset's band names
+
+
+def alphaearth_values(codes: np.ndarray) -> np.ndarray:
+    """AlphaEarth int8 codes -> float32 values ``sign(v) * (v / 127.5) ** 2`` (computed in
+    float64, rounded once; the nodata code is the caller's to mask)."""
+    v = codes.astype(np.float64) / 127.5
+    return (np.sign(v) * v * v).astype(np.float32)

@@ -13,7 +13,7 @@ from conftest import run_cli, write_raster
 from rasterio.transform import from_origin
 from shapely.geometry import Point
 
-from rayvit import change, cluster, encode, reduce, search, table
+from rayvit import change, classify, cluster, encode, reduce, search, similarity, table
 from rayvit.errors import InputError
 from rayvit.io import quantize
 
@@ -232,3 +232,61 @@ def test_change_between_dates_on_different_grids(tmp_path, ray_local):
     other = feature_raster(tmp_path / "c.tif", a[:5])
     res = run_cli("change", pa, other, "-o", tmp_path / "z")
     assert res.returncode == 2 and "has 8 bands but" in res.stderr and not (tmp_path / "z").exists()
+
+
+def alphaearth_codes(tmp_path):
+    """A 64-band AlphaEarth-style int8 raster (codes of unit vectors around two directions,
+    a corner of -128 no data) and the float raster its documented de-quantisation gives,
+    computed here by hand: sign(v) * (v / 127.5)^2."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 30, 40)) * 0.2
+    x[0, :, :20] += 1.0
+    x[1, :, 20:] += 1.0
+    x /= np.linalg.norm(x, axis=0, keepdims=True)
+    codes = np.clip(np.round(np.sign(x) * np.sqrt(np.abs(x)) * 127.5), -127, 127).astype(np.int8)
+    codes[:, :4, :6] = -128
+    by_hand = np.empty(codes.shape, np.float32)
+    for idx, v in np.ndenumerate(codes):
+        by_hand[idx] = np.nan if codes[(slice(None),) + idx[1:]].min() == -128 else \
+            np.float32((1 if v > 0 else -1 if v < 0 else 0) * (v / 127.5) ** 2)
+    return write_raster(tmp_path / "ae.tif", codes, from_origin(X0, Y0, 10, 10)), by_hand
+
+
+def test_alphaearth_codes_are_read_through_their_documented_dequantisation(tmp_path):
+    from rayvit.analysis.source import open_input
+
+    path, by_hand = alphaearth_codes(tmp_path)
+    data, valid = open_input("alphaearth:" + path).read(0, 0, 30, 40)
+    assert data.dtype == np.float32 and not valid[:4, :6].any() and valid.sum() == 30 * 40 - 24
+    np.testing.assert_array_equal(data[:, valid], by_hand[:, valid])
+    # int8 bands named as the dataset names them (A00..A63) need no prefix
+    with rasterio.open(path, "r+") as ds:
+        ds.descriptions = quantize.ALPHAEARTH_BANDS
+    np.testing.assert_array_equal(open_input(path).read(0, 0, 30, 40)[0], data)
+    floats = feature_raster(tmp_path / "f.tif", by_hand)
+    with pytest.raises(InputError, match=r"f.tif' is float32, not the int8 codes of AlphaEarth.*drop the prefix"):
+        open_input("alphaearth:" + floats)
+
+
+def test_every_analysis_stage_runs_on_alphaearth_embeddings_as_on_their_floats(tmp_path, ray_local):
+    """cluster, similarity, search and classify on ``alphaearth:ae.tif`` give the outputs they
+    give on the float raster the codes stand for."""
+    path, by_hand = alphaearth_codes(tmp_path)
+    floats = feature_raster(tmp_path / "f.tif", by_hand)
+    points = gpd.GeoDataFrame({"label": ["west", "west", "east", "east"]},
+                              geometry=[centre(10, 5), centre(25, 12), centre(8, 30), centre(20, 35)],
+                              crs="EPSG:32633")
+    points.to_file(tmp_path / "p.gpkg")
+    vectors = str(tmp_path / "p.gpkg")
+    outputs = {}
+    for name, src in (("ae", "alphaearth:" + path), ("f", floats)):
+        outputs[name] = [cluster(src, tmp_path / f"c{name}", n_clusters=2, **Q).output,
+                         similarity(src, vectors, tmp_path / f"s{name}", by="label", **Q).output,
+                         search(src, vectors, tmp_path / f"q{name}", top_k_hits=3, **Q).output,
+                         classify(src, vectors, tmp_path / f"k{name}", label="label", cv="none", **Q).output]
+    for a, b in zip(outputs["ae"], outputs["f"]):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+    with rasterio.open(outputs["ae"][0]) as ds:            # two clusters: the two directions
+        labels = ds.read(1)
+    assert labels[10, 10] != labels[10, 30] and labels[:4, :6].min() == ds.nodata
