@@ -61,6 +61,12 @@ def _xp(array):
     return np
 
 
+def _empty(like, shape):
+    """An uninitialised array like ``like`` (module, device, dtype)."""
+    xp = _xp(like)
+    return np.empty(shape, like.dtype) if xp is np else xp.empty(shape, dtype=like.dtype, device=like.device)
+
+
 def _full(like, shape, value, dtype: str | None = None):
     """An array like ``like`` (module, device; dtype unless ``dtype`` is given) full of ``value``."""
     xp = _xp(like)
@@ -76,8 +82,12 @@ class Merger:
     rounding is monotonic, so rounding each kept value once gives the bits of rounding the
     float32 result; ``mean`` sums in float64 whatever ``like`` is)."""
 
+    NAN_START = False   # the block starts as NaN (mergers that compare with what is there)
+
     def __init__(self, shape: tuple[int, int, int], like):
-        self.out = _full(like, shape, math.nan)
+        # left uninitialised unless a merger reads it: ``result`` sets the pixels no valid
+        # contribution reached to NaN (filling a 768 x 126 x 126 block first cost ~0.2 ms per tile)
+        self.out = _full(like, shape, math.nan) if self.NAN_START else _empty(like, shape)
         self.valid = _full(like, shape[1:], False, "bool")
         self.last_rank = -1
 
@@ -93,7 +103,12 @@ class Merger:
         raise NotImplementedError
 
     def result(self):
-        """``(data (D, rows, cols) in the block's dtype, valid (rows, cols) bool)``."""
+        """``(data (D, rows, cols) in the block's dtype, NaN where not valid; valid (rows, cols) bool)``."""
+        if not self.NAN_START and not _all_on_host(self.valid):
+            if _xp(self.out) is np:
+                self.out[:, ~self.valid] = math.nan
+            else:
+                self.out.masked_fill_(~self.valid, math.nan)
         return self.out, self.valid
 
 
@@ -179,6 +194,8 @@ def _blend(window: Callable[[int], np.ndarray]) -> type:
 
 def _extreme(name: str) -> type:
     class Extreme(Merger):
+        NAN_START = True
+
         def _add(self, sy, sx, features, valid):
             xp = _xp(features)
             new = xp.where(valid[None], features, math.nan)

@@ -118,7 +118,10 @@ def encode_block(model: torch.nn.Module, info: ModelInfo, cfg: DeviceConfig, tas
     todo = torch.nonzero(tiles_fvalid.flatten(2).any(dim=2)).tolist()  # row-major = rank order
     mean = torch.tensor(cfg.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
     std = torch.tensor(cfg.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-    merger = get_merger(cfg.merge)((info.num_features, b.rows, b.cols), fvalid.new_zeros(1, dtype=torch.float32))
+    # float16 output: copy merges round each kept value once, straight into a float16 block
+    # (the bits of rounding the float32 block; no second pass over the block to cast it)
+    out_dtype = torch.float16 if cfg.dtype == "float16" else torch.float32
+    merger = get_merger(cfg.merge)((info.num_features, b.rows, b.cols), fvalid.new_zeros(1, dtype=out_dtype))
     for start in range(0, len(todo), cfg.batch_size):
         batch = todo[start:start + cfg.batch_size]
         iy = torch.tensor([i for i, _ in batch], device=device)
@@ -139,7 +142,7 @@ def encode_block(model: torch.nn.Module, info: ModelInfo, cfg: DeviceConfig, tas
                                     tiles_fvalid[i, j, y0 - oy:y1 - oy, x0 - ox:x1 - ox],
                                     (y0 - oy, x0 - ox), (tfy, tfx)))
     out, out_valid = merger.result()
-    out = out.to(torch.float16 if cfg.dtype == "float16" else torch.float32)
+    out = out.to(out_dtype)
     return out.cpu().numpy(), out_valid.to(torch.uint8).cpu().numpy(), len(todo)
 
 
