@@ -7,7 +7,7 @@ from .version import __version__  # noqa: F401
 # not import scikit-learn nor a read task torch.
 _EXPORTS = {
     "EncodeOptions": "rayvit.encode.pipeline", "EncodeResult": "rayvit.encode.pipeline",
-    "encode_dates": "rayvit.encode.pipeline", "RayvitError": "rayvit.errors",
+    "encode_dates": "rayvit.encode.pipeline", "RayvitError": "rayvit.errors", "open": "rayvit.io.arrays:open_array",
 }
 # and every stage of the registry (rayvit.stages) is ``rayvit.<name>``
 from .stages import STAGES  # noqa: E402
@@ -29,7 +29,8 @@ def __getattr__(name: str):
     module = STAGES[name].module if name in STAGES else _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'rayvit' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    module, _, attribute = module.partition(":")      # "module:function" where the names differ
+    value = getattr(importlib.import_module(module), attribute or name)
     globals()[name] = value
     return value
 

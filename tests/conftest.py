@@ -40,6 +40,24 @@ def write_raster(path, data, transform=None, crs=UTM, nodata=None, **profile):
     return str(path)
 
 
+def alphaearth_raster(tmp_path):
+    """A 64-band AlphaEarth-style int8 raster (codes of unit vectors around two directions,
+    a corner of -128 no data) and the float raster its documented de-quantisation gives,
+    computed here by hand: sign(v) * (v / 127.5)^2."""
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(64, 30, 40)) * 0.2
+    x[0, :, :20] += 1.0
+    x[1, :, 20:] += 1.0
+    x /= np.linalg.norm(x, axis=0, keepdims=True)
+    codes = np.clip(np.round(np.sign(x) * np.sqrt(np.abs(x)) * 127.5), -127, 127).astype(np.int8)
+    codes[:, :4, :6] = -128
+    by_hand = np.empty(codes.shape, np.float32)
+    for idx, v in np.ndenumerate(codes):
+        by_hand[idx] = np.nan if codes[(slice(None),) + idx[1:]].min() == -128 else \
+            np.float32((1 if v > 0 else -1 if v < 0 else 0) * (v / 127.5) ** 2)
+    return write_raster(tmp_path / "ae.tif", codes), by_hand
+
+
 def cut_into_four(tmp_path, data, nodata=None):
     """Cut ``data`` into 4 files with uneven cuts; returns their paths."""
     _, h, w = data.shape

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..console import Progress, progress_on
 from ..errors import InputError
-from ..io import sampling, sources, storage
+from ..io import quantize, sampling, sources, storage
 from ..io.mosaic import Mosaic, open_mosaic
 
 WINDOWS_PER_TASK = 4
@@ -161,22 +161,14 @@ def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str |
     """A feature (or any) raster as the analysis stages read it: int8/uint8 bands with a
     scale and offset come back as floats; ``alphaearth:PATH`` (or int8 bands named
     A00..A63) is read as AlphaEarth's codes (:func:`rayvit.io.quantize.alphaearth_values`)."""
-    path, alphaearth = unprefixed(path)
+    path, alphaearth = quantize.alphaearth_path(path)
     return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint, dequantize=True, alphaearth=alphaearth)
-
-
-def unprefixed(path: str) -> tuple[str, bool]:
-    """``(path, AlphaEarth codes)`` of an analysis input named ``alphaearth:PATH`` or ``PATH``."""
-    from ..io.quantize import ALPHAEARTH_PREFIX
-
-    path = str(path)
-    return (path[len(ALPHAEARTH_PREFIX):], True) if path.startswith(ALPHAEARTH_PREFIX) else (path, False)
 
 
 def source_sidecar(path: str) -> dict:
     """The rayvit sidecar beside a raster (``features.gti.gpkg``/``.vrt``/``.tif`` ->
     ``features.json``), or {}."""
-    path = unprefixed(path)[0].removesuffix(sources.SUFFIX)
+    path = quantize.alphaearth_path(path)[0].removesuffix(sources.SUFFIX)
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     try:
         with storage.filesystem(stem + ".json", storage.storage_options(path)).open(

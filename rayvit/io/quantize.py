@@ -83,6 +83,12 @@ ALPHAEARTH_PREFIX = "alphaearth:"
 ALPHAEARTH_BANDS = tuple(f"A{i:02d}" for i in range(64))    # the dataset's band names
 
 
+def alphaearth_path(path: str) -> tuple[str, bool]:
+    """``(path, AlphaEarth codes)`` of an input named ``alphaearth:PATH`` or ``PATH``."""
+    path = str(path)
+    return (path[len(ALPHAEARTH_PREFIX):], True) if path.startswith(ALPHAEARTH_PREFIX) else (path, False)
+
+
 def alphaearth_values(codes: np.ndarray) -> np.ndarray:
     """AlphaEarth int8 codes -> float32 values ``sign(v) * (v / 127.5) ** 2`` (computed in
     float64, rounded once; the nodata code is the caller's to mask)."""

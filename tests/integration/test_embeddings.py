@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from conftest import run_cli, write_raster
+from conftest import alphaearth_raster, run_cli, write_raster
 from rasterio.transform import from_origin
 from shapely.geometry import Point
 
@@ -234,28 +234,10 @@ def test_change_between_dates_on_different_grids(tmp_path, ray_local):
     assert res.returncode == 2 and "has 8 bands but" in res.stderr and not (tmp_path / "z").exists()
 
 
-def alphaearth_codes(tmp_path):
-    """A 64-band AlphaEarth-style int8 raster (codes of unit vectors around two directions,
-    a corner of -128 no data) and the float raster its documented de-quantisation gives,
-    computed here by hand: sign(v) * (v / 127.5)^2."""
-    rng = np.random.default_rng(1)
-    x = rng.normal(size=(64, 30, 40)) * 0.2
-    x[0, :, :20] += 1.0
-    x[1, :, 20:] += 1.0
-    x /= np.linalg.norm(x, axis=0, keepdims=True)
-    codes = np.clip(np.round(np.sign(x) * np.sqrt(np.abs(x)) * 127.5), -127, 127).astype(np.int8)
-    codes[:, :4, :6] = -128
-    by_hand = np.empty(codes.shape, np.float32)
-    for idx, v in np.ndenumerate(codes):
-        by_hand[idx] = np.nan if codes[(slice(None),) + idx[1:]].min() == -128 else \
-            np.float32((1 if v > 0 else -1 if v < 0 else 0) * (v / 127.5) ** 2)
-    return write_raster(tmp_path / "ae.tif", codes, from_origin(X0, Y0, 10, 10)), by_hand
-
-
 def test_alphaearth_codes_are_read_through_their_documented_dequantisation(tmp_path):
     from rayvit.analysis.source import open_input
 
-    path, by_hand = alphaearth_codes(tmp_path)
+    path, by_hand = alphaearth_raster(tmp_path)
     data, valid = open_input("alphaearth:" + path).read(0, 0, 30, 40)
     assert data.dtype == np.float32 and not valid[:4, :6].any() and valid.sum() == 30 * 40 - 24
     np.testing.assert_array_equal(data[:, valid], by_hand[:, valid])
@@ -271,7 +253,7 @@ def test_alphaearth_codes_are_read_through_their_documented_dequantisation(tmp_p
 def test_every_analysis_stage_runs_on_alphaearth_embeddings_as_on_their_floats(tmp_path, ray_local):
     """cluster, similarity, search and classify on ``alphaearth:ae.tif`` give the outputs they
     give on the float raster the codes stand for."""
-    path, by_hand = alphaearth_codes(tmp_path)
+    path, by_hand = alphaearth_raster(tmp_path)
     floats = feature_raster(tmp_path / "f.tif", by_hand)
     points = gpd.GeoDataFrame({"label": ["west", "west", "east", "east"]},
                               geometry=[centre(10, 5), centre(25, 12), centre(8, 30), centre(20, 35)],

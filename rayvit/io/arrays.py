@@ -1,0 +1,84 @@
+"""``rayvit.open``: a rayvit product, or another's embeddings raster, as a lazy xarray
+DataArray with its CRS, for notebooks and dask.
+
+Any product rayvit writes opens the same way: a single COG (``features.tif``), a block
+product (its tile index ``features.gti.gpkg`` or ``features.vrt``, which GDAL reads as one
+raster), or the directory holding either (its sidecar names the product). Values come back
+as the floats they stand for: int8/uint8 products are dequantised per band (value = code x
+scale + offset) and nodata becomes NaN, lazily, chunk by chunk; ``alphaearth:PATH`` reads
+AlphaEarth's int8 codes through their own formula (:func:`.quantize.alphaearth_values`).
+Needs the ``xarray`` extra (xarray, rioxarray, dask).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+import numpy as np
+
+from ..errors import InputError
+from . import quantize, storage
+
+CHUNK = 512     # pixels per chunk side; all bands in one chunk (a pixel's vector is read whole)
+
+
+def product_raster(path: str) -> str:
+    """The raster of a product directory (named by its sidecar's ``output``), else ``path``."""
+    if not (storage.is_local(path) and os.path.isdir(path)):
+        return path
+    for name in sorted(os.listdir(path)):
+        if name.endswith(".json") and name not in ("run.json", "metrics.json"):
+            try:
+                with open(os.path.join(path, name)) as fh:
+                    output = json.load(fh).get("output")
+            except (OSError, ValueError, AttributeError):
+                continue
+            if output and os.path.exists(os.path.join(path, output)):
+                return os.path.join(path, output)
+    raise InputError(f"{path!r} holds no finished rayvit product (no sidecar naming its raster); "
+                     "pass the raster itself, or finish the run (it resumes).")
+
+
+def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = CHUNK):
+    """``path`` as an ``xarray.DataArray`` (band, y, x), dask-backed: nothing is read until it
+    is computed. ``band`` holds the band names (``feature_0001``, ...), ``.rio.crs`` and
+    ``.rio.transform()`` the georeference. ``dequantize=False`` keeps int8/uint8 codes (and
+    nodata) as stored."""
+    try:
+        import rioxarray
+        import xarray as xr
+    except ImportError as exc:
+        raise InputError("rayvit.open needs xarray, rioxarray and dask: pip install 'rayvit[xarray]'.") from exc
+
+    path, alphaearth = quantize.alphaearth_path(str(path))
+    raster = product_raster(path)
+    try:
+        da = rioxarray.open_rasterio(raster, chunks={"band": -1, "y": chunks, "x": chunks}, mask_and_scale=False,
+                                     lock=False)
+    except Exception as exc:
+        raise InputError(f"cannot open {raster!r} as a raster ({exc}).") from exc
+    names = da.attrs.pop("long_name", None)
+    if isinstance(names, (tuple, list)) and len(names) == da.sizes["band"] and all(names):
+        da = da.assign_coords(band=list(names))
+    if not dequantize:
+        return da
+    nodata = da.attrs.pop("_FillValue", None)
+    for key in ("scale_factor", "add_offset"):       # set only when every band shares one
+        da.attrs.pop(key, None)
+    if alphaearth or (da.dtype == np.int8 and tuple(map(str, da.band.values)) == quantize.ALPHAEARTH_BANDS):
+        valid = ~(da == quantize.ALPHAEARTH_NODATA).any("band")
+        out = xr.apply_ufunc(quantize.alphaearth_values, da, dask="parallelized", output_dtypes=[np.float32])
+        return out.where(valid).rio.write_crs(da.rio.crs)
+    import rasterio
+
+    with rasterio.open(raster) as ds:               # per band (rioxarray's attributes hold a common one)
+        scales, offsets = np.array(ds.scales, np.float64), np.array(ds.offsets, np.float64)
+    out = da
+    if (scales != 1).any() or (offsets != 0).any():
+        band = {"dims": "band", "coords": {"band": da.band}}
+        out = (da.astype(np.float64) * xr.DataArray(scales, **band) + xr.DataArray(offsets, **band)).astype(np.float32)
+    if nodata is not None and not np.isnan(nodata):
+        out = out.where(da != nodata)               # NaN (a float product's nodata is NaN already)
+    out.attrs.update(da.attrs)
+    return out.rio.write_crs(da.rio.crs)
