@@ -323,3 +323,10 @@ class Tiling:
         b = self.block_size
         return [(by, bx) for by in range(r0 // b, (r1 - 1) // b + 1)
                 for bx in range(c0 // b, (c1 - 1) // b + 1)]
+
+
+def nearest(n: int, small: int) -> np.ndarray:
+    """The source index of each of ``small`` pixels decimated from ``n`` by nearest neighbour,
+    as GDAL's decimated reads pick them (the pixel under each small pixel's centre; a centre
+    on a pixel edge rounds up, as GDAL's 1e-10 does)."""
+    return np.minimum(((np.arange(small) + 0.5) * (n / small) + 1e-10).astype(np.int64), n - 1)

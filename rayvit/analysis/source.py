@@ -21,7 +21,7 @@ import numpy as np
 
 from ..console import Progress, progress_on
 from ..errors import InputError
-from ..io import quantize, sampling, sources, storage
+from ..io import chunked, quantize, sampling, sources, storage
 from ..io.mosaic import Mosaic, open_mosaic
 
 WINDOWS_PER_TASK = 4
@@ -162,13 +162,15 @@ def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str |
     scale and offset come back as floats; ``alphaearth:PATH`` (or int8 bands named
     A00..A63) is read as AlphaEarth's codes (:func:`rayvit.io.quantize.alphaearth_values`)."""
     path, alphaearth = quantize.alphaearth_path(path)
+    if chunked.is_zarr(path):
+        return chunked.ZarrRaster.open(path, bands)
     return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint, dequantize=True, alphaearth=alphaearth)
 
 
 def source_sidecar(path: str) -> dict:
     """The rayvit sidecar beside a raster (``features.gti.gpkg``/``.vrt``/``.tif`` ->
     ``features.json``), or {}."""
-    path = quantize.alphaearth_path(path)[0].removesuffix(sources.SUFFIX)
+    path = quantize.alphaearth_path(path)[0].removesuffix(sources.SUFFIX).rstrip("/")
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     try:
         with storage.filesystem(stem + ".json", storage.storage_options(path)).open(

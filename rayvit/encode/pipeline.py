@@ -273,7 +273,10 @@ def encode(inputs: str | Sequence[str] = (), output: str | None = None, options:
 
     d = plan.info.num_features
     writer = ProductWriter(output, plan.feature_grid, d, [f"feature_{i + 1:04d}" for i in range(d)],
-                           o.dtype, o.compress, quantized=quantize.is_quantized(o.dtype))
+                           o.dtype, o.compress, quantized=quantize.is_quantized(o.dtype), format=o.format,
+                           block_size=t.block_size, attributes={
+                               "long_name": "ViT features", "model": plan.spec.name, "layer": plan.info.layer,
+                               "rayvit_version": __version__, "source": "rayvit encode"})
     config = plan.config()
     fingerprint = plan.fingerprint(config)
     state = writer.check(fingerprint, o.overwrite)
@@ -382,7 +385,7 @@ def arguments(p) -> None:
     import argparse
     import textwrap
 
-    from ..io.writer import DTYPES
+    from ..io.writer import DTYPES, FORMATS
     from ..options import add_ray_options, extent, floats, names, size
     from .merge import MERGERS
     from .plan import DEFAULT_MODEL, NORMALIZE_MODES
@@ -479,6 +482,9 @@ def arguments(p) -> None:
                         "with a scale and offset per band (GDAL metadata) that every reader applies: "
                         "the error is at most half a step, 1/254 of the band's range")
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
+    g.add_argument("--format", choices=FORMATS, default="gtiff",
+                   help="gtiff: GeoTIFF (one COG, or blocks + tile index; default); zarr: one Zarr v3 store "
+                        "features.zarr, sharded one shard per block, for xarray/dask (float16/float32, local)")
     g.add_argument("--blocks", action="store_true",
                    help="always write GeoTIFF blocks + their tile index features.gti.gpkg "
                         "(default: above 64 MiB uncompressed only)")

@@ -16,7 +16,7 @@ from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io import storage
 from ..io.mosaic import Grid, Mosaic, Source, crs_name, open_mosaic
-from ..io.writer import DTYPES, SINGLE_FILE_MAX, fingerprint
+from ..io.writer import DTYPES, FORMATS, SINGLE_FILE_MAX, fingerprint
 from . import presets
 from .bands import FILLS, Binding, bind, sensor_names
 from .merge import MERGERS
@@ -57,6 +57,7 @@ class EncodeOptions:
     skip_bad_inputs: bool = False
     dtype: str = "float32"
     compress: str = "zstd"
+    format: str = "gtiff"           # or "zarr" (io.chunked)
     blocks: bool = False
     block_size: int | None = None   # feature pixels; None: a multiple of the stride near 256
     device: str = "auto"
@@ -86,6 +87,7 @@ class EncodeOptions:
                                    ("--normalize", self.normalize or "stats", NORMALIZE_MODES),
                                    ("--band-fill", self.band_fill or "zero", FILLS),
                                    ("--dtype", self.dtype, DTYPES),
+                                   ("--format", self.format, FORMATS),
                                    ("--merge", self.merge or "center", tuple(MERGERS)),
                                    ("--precision", self.precision or "fp32", tuple(PRECISIONS))):
             if value not in valid:
@@ -264,6 +266,7 @@ class EncodePlan:
             "size": list(_pair(o.size)), "stride": [self.tiling.y.stride, self.tiling.x.stride],
             "footprint": [self.tiling.y.footprint, self.tiling.x.footprint],
             "merge": self.merge, "dtype": o.dtype, "compress": o.compress,
+            **({"format": o.format} if o.format != "gtiff" else {}),   # GeoTIFF runs keep their identity
             "block_size": self.tiling.block_size, "single_file": self.single_file,
             "precision": self.precision,
             # the model's call shape can change the last bits of float features

@@ -3,7 +3,8 @@ DataArray with its CRS, for notebooks and dask.
 
 Any product rayvit writes opens the same way: a single COG (``features.tif``), a block
 product (its tile index ``features.gti.gpkg`` or ``features.vrt``, which GDAL reads as one
-raster), or the directory holding either (its sidecar names the product). Values come back
+raster), a Zarr store (``features.zarr``, through ``xarray.open_zarr``), or the directory
+holding any of them (its sidecar names the product). Values come back
 as the floats they stand for: int8/uint8 products are dequantised per band (value = code x
 scale + offset) and nodata becomes NaN, lazily, chunk by chunk; ``alphaearth:PATH`` reads
 AlphaEarth's int8 codes through their own formula (:func:`.quantize.alphaearth_values`).
@@ -18,7 +19,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from . import quantize, storage
+from . import chunked, quantize, storage
 
 CHUNK = 512     # pixels per chunk side; all bands in one chunk (a pixel's vector is read whole)
 
@@ -53,6 +54,9 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
 
     path, alphaearth = quantize.alphaearth_path(str(path))
     raster = product_raster(path)
+    if chunked.is_zarr(raster):         # sharded Zarr v3: xarray reads it (GDAL 3.10 cannot)
+        da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks})[chunked.ARRAY]
+        return da.astype(np.float32).rio.write_crs(da.rio.crs) if dequantize else da
     try:
         da = rioxarray.open_rasterio(raster, chunks={"band": -1, "y": chunks, "x": chunks}, mask_and_scale=False,
                                      lock=False)

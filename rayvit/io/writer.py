@@ -10,6 +10,7 @@ Layout of an output directory::
     blocks/block_RRRRR_CCCCC.tif   one COG per finished output block (atomic rename)
     blocks/manifest.jsonl    one record per finished block (file, has data, sha256): what resume reads
     features.vrt | features.tif    the product, committed after every block
+    features.zarr            or (``--format zarr``) a Zarr store, built in blocks/ and renamed
     features.json            provenance sidecar, committed last: its presence = complete
 
 Nothing named ``features.*`` exists until the whole product does, so an interrupted run
@@ -42,7 +43,9 @@ DTYPES = ("float32", "float16", "int8", "uint8")   # int8/uint8: quantised at co
 RUN_FILE = "run.json"
 BLOCK_DIR = "blocks"
 MANIFEST = "manifest.jsonl"
-OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.gti.gpkg", "features.json")
+OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.gti.gpkg", "features.zarr",
+             "features.json")
+FORMATS = ("gtiff", "zarr")
 # bytes (uncompressed): a product up to this size is one COG, a larger one blocks + their tile
 # index (encode and analysis alike). The driver re-reads and recompresses a single COG at
 # commit (measured ~4 CPU-ms per tile at D = 768 on one process): fine for small outputs, a
@@ -78,6 +81,9 @@ class ProductWriter:
     # products whose integers are the values (cluster labels, classes).
     quantized: bool = False
     categories: Sequence[str] | None = None    # names of band 1's values (classes), for GDAL and QGIS
+    format: str = "gtiff"       # or "zarr": one Zarr store of shards (io.chunked)
+    block_size: int = 0         # a Zarr product's shard side (its blocks')
+    attributes: dict | None = None    # a Zarr product's array attributes (provenance)
 
     def __post_init__(self) -> None:
         # Object-store outputs are staged in a local directory (blocks, resume state) and
@@ -90,6 +96,10 @@ class ProductWriter:
             raise ValueError(f"quantised products are int8 or uint8, not {self.dtype}")
         if self.quantized and np.isnan(self.nodata):
             self.nodata = quantize.nodata(self.dtype)
+        if self.format == "zarr" and (self.remote or self.quantized):
+            raise OutputError(f"--format zarr writes float16/float32 products to a local directory for now, "
+                              f"not {'an object store' if self.remote else self.dtype}; use --format gtiff "
+                              "there, or write locally and upload the store.")
         self.scales: tuple = ()
         self.offsets: tuple = ()
 
@@ -173,6 +183,17 @@ class ProductWriter:
             storage.atomic_write(self.path(RUN_FILE), json.dumps(
                 {"fingerprint": fingerprint, "config": config}, indent=1, sort_keys=True))
         os.makedirs(self.block_dir, exist_ok=True)
+        if self.format == "zarr" and not os.path.exists(os.path.join(self.zarr_store, "zarr.json")):
+            from . import chunked
+
+            g = self.grid
+            chunked.create(self.zarr_store, g.crs, g.transform, g.width, g.height, self.descriptions, self.dtype,
+                           self.block_size, self.attributes)
+
+    @property
+    def zarr_store(self) -> str:
+        """Where a Zarr product is built (renamed to ``<product>.zarr`` at commit)."""
+        return os.path.join(self.block_dir, f"{self.product}.zarr")
 
     # ------------------------------------------------------------------ blocks
     @property
@@ -185,6 +206,10 @@ class ProductWriter:
 
     def block_writer(self) -> BlockWriter:
         """The picklable writer the write-stage tasks use."""
+        if self.format == "zarr":
+            from .chunked import ZarrBlockWriter
+
+            return ZarrBlockWriter(self.zarr_store, os.path.basename(self.zarr_store))
         options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
         writer = BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
                              tuple(self.descriptions), self.dtype, self.compress, self.nodata,
@@ -389,7 +414,16 @@ class ProductWriter:
         its path. Nothing says it is complete until :meth:`seal`."""
         if self.quantized:
             self._quantize(blocks_with_data)
-        if single_file:
+        if self.format == "zarr":
+            from . import chunked
+
+            chunked.consolidate(self.zarr_store)
+            final = self.path(f"{self.product}.zarr")
+            if os.path.exists(final):       # committed by a run cut before its sidecar: ours
+                shutil.rmtree(final)
+            os.rename(self.zarr_store, final)
+            shutil.rmtree(self.block_dir)
+        elif single_file:
             final = self.path(f"{self.product}.tif")
             storage.atomic_write(final, lambda tmp: self._assemble(blocks_with_data, tmp))
             shutil.rmtree(self.block_dir)

@@ -188,7 +188,7 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     as it read (:class:`rayvit.encode.stages.read.Preview`); else it is read from the inputs.
     ``features``: the features' view (:func:`.quicklook.read_small`'s) its write tasks
     sampled; else the raster is read. ``sidecar``: the product's sidecar, before it is written (it is written last); else read."""
-    from ..io import sources, storage
+    from ..io import chunked, sources, storage
     from ..io.writer import VRT_SOURCES
     from ..io.mosaic import crs_name, open_raster
 
@@ -199,7 +199,10 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     stage = sidecar.get("stage", "encode")
     maps = raster != ""
     raster = raster or os.path.join(outdir, sidecar["output"])
-    if maps:
+    if maps and chunked.is_zarr(raster):
+        z = chunked.ZarrRaster.open(raster)
+        size, crs, colormap = (z.grid.width, z.grid.height, z.count, z.stored, z.grid.res[0]), crs_name(z.grid.crs), {}
+    elif maps:
         with open_raster(raster, storage.storage_options(raster)) as ds:
             try:
                 colormap = ds.colormap(1)

@@ -74,8 +74,14 @@ def read_small(path: str, max_bands: int | None = None) -> np.ma.MaskedArray:
     """The bands of a raster (a path or an object-store URL; at most ``max_bands``, evenly
     spaced), decimated (nearest) to at most MAX_SIDE px and MAX_VALUES values, masked; bands
     with a scale/offset (int8 features) as floats."""
+    from ..io import chunked
     from ..io.mosaic import open_raster
 
+    if chunked.is_zarr(path):           # sharded Zarr: zarr-python reads it (GDAL 3.10 cannot)
+        d = chunked.ZarrRaster.open(path)
+        bands = spread_bands(d.count, max_bands or d.count)
+        z = chunked.ZarrRaster.open(path, bands)
+        return np.ma.masked_invalid(z.decimated(*small_shape(z.grid.height, z.grid.width, len(bands))))
     with open_raster(path, storage.storage_options(path)) as ds:
         bands = spread_bands(ds.count, max_bands or ds.count)
         data = ds.read(bands, out_shape=(len(bands), *small_shape(ds.height, ds.width, len(bands))),

@@ -49,6 +49,8 @@ def inputs(tmp_path_factory):
 
 STAGES = {
     "encode": lambda i, out: encode(i[3], str(out), model="rayvit_patchmean_p4", size=16, **Q),
+    "encode-zarr": lambda i, out: encode(i[3], str(out), model="rayvit_patchmean_p4", size=16, format="zarr",
+                                         block_size=2, **Q),
     "table": lambda i, out: table(i[0], str(out), tile=4, **Q),
     "reduce": lambda i, out: reduce(i[0], out, n_components=2, **Q),
     "cluster": lambda i, out: cluster(i[0], out, n_clusters=3, **Q),
@@ -66,6 +68,9 @@ def outputs(folder: Path) -> dict:
         if path.suffix == ".tif" or path.name.endswith(".gti.gpkg"):
             with rasterio.open(path) as ds:
                 out[path.name] = ds.read().tobytes()
+        elif path.suffix == ".zarr":
+            import zarr
+            out[path.name] = zarr.open_array(path / "features", mode="r")[:].tobytes()
         elif path.suffix == ".parquet":
             out[path.name] = gpd.read_parquet(path).drop(columns="geometry").to_json(default_handler=str)
         elif path.name == "samples.gpkg":

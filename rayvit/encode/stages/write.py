@@ -13,15 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...grid import Block, Tiling
+from ...grid import Block, Tiling, nearest
 from ...io.cog import BlockWriter
-
-
-def nearest(n: int, small: int) -> np.ndarray:
-    """The source index of each of ``small`` pixels decimated from ``n`` by nearest neighbour,
-    as GDAL's decimated reads pick them (the pixel under each small pixel's centre; a centre
-    on a pixel edge rounds up, as GDAL's 1e-10 does)."""
-    return np.minimum(((np.arange(small) + 0.5) * (n / small) + 1e-10).astype(np.int64), n - 1)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,177 @@
+"""Zarr products (``--format zarr``): a Zarr v3 store the xarray world opens natively.
+
+Layout of ``features.zarr`` (what ``xarray.open_zarr`` and rioxarray read as one variable
+with its CRS)::
+
+    zarr.json            the group, with consolidated metadata (written at commit)
+    features/            (band, y, x) float16/float32, NaN = no data, sharded: one shard per
+                         output block, inner chunks of all bands x up to 64 x 64 px, zstd 1
+    band/ y/ x/          coordinates: band names, pixel-centre northings and eastings
+    spatial_ref/         CF grid mapping: ``crs_wkt``/``spatial_ref`` (WKT) and ``GeoTransform``
+
+Each write task writes its block as its own shard (a whole shard region: nothing is read
+back, no two tasks touch one file), so the store is written in parallel by the workers; the
+driver writes only metadata: the skeleton at start (inside ``blocks/``), then at commit the
+consolidated metadata and one rename to ``features.zarr`` (nothing named ``features.*`` exists
+before). Resume uses the manifest of shards, as for GeoTIFF blocks.
+
+The shards use Zarr's ``sharding_indexed`` codec, which GDAL reads from 3.11 on; rayvit's
+analysis stages read Zarr products with zarr-python (:class:`ZarrRaster`), not GDAL.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..errors import InputError
+from ..grid import Block
+from . import storage
+
+ARRAY = "features"
+INNER_MAX = 64     # inner chunk side at most (px): a window read decodes little beyond it
+ZSTD_LEVEL = 1     # as the GeoTIFF blocks (io.cog)
+
+
+def _zarr():
+    try:
+        import zarr
+    except ImportError as exc:
+        raise InputError("Zarr products need zarr>=3: pip install 'rayvit[xarray]'.") from exc
+    return zarr
+
+
+def inner_side(block_size: int) -> int:
+    """The largest divisor of ``block_size`` that is at most :data:`INNER_MAX`."""
+    return max(d for d in range(1, min(block_size, INNER_MAX) + 1) if block_size % d == 0)
+
+
+def is_zarr(path: str) -> bool:
+    """A Zarr store (a ``.zarr`` path, or a directory holding ``zarr.json``)."""
+    path = str(path).rstrip("/")
+    return path.endswith(".zarr") or (storage.is_local(path) and os.path.isfile(os.path.join(path, "zarr.json")))
+
+
+def create(path: str, crs: str, transform: Sequence[float], width: int, height: int,
+           names: Sequence[str], dtype: str, block_size: int, attributes: dict | None = None) -> None:
+    """Write the store's skeleton: the group, the sharded feature array and the coordinates."""
+    zarr = _zarr()
+    from rasterio.crs import CRS
+    from zarr.codecs import ZstdCodec
+
+    root = zarr.open_group(path, mode="w")
+    d, inner = len(names), inner_side(block_size)
+    root.create_array(ARRAY, shape=(d, height, width), shards=(d, block_size, block_size),
+                      chunks=(d, inner, inner), dtype=dtype, fill_value=np.nan,
+                      compressors=ZstdCodec(level=ZSTD_LEVEL), dimension_names=("band", "y", "x"),
+                      attributes={"grid_mapping": "spatial_ref", "coordinates": "spatial_ref",
+                                  **(attributes or {})})
+    a = transform
+    coords = {"band": np.array(list(names), dtype=str),
+              "y": a[5] + (np.arange(height) + 0.5) * a[4],
+              "x": a[2] + (np.arange(width) + 0.5) * a[0]}
+    for name, values in coords.items():
+        arr = root.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
+                                dimension_names=(name,))
+        arr[:] = values
+    wkt = CRS.from_user_input(crs).to_wkt()
+    root.create_array("spatial_ref", shape=(), dtype="int64", fill_value=0, attributes={
+        "crs_wkt": wkt, "spatial_ref": wkt, "GeoTransform": " ".join(repr(float(v)) for v in
+                                                                     (a[2], a[0], a[1], a[5], a[3], a[4]))})
+
+
+def consolidate(path: str) -> None:
+    _zarr().consolidate_metadata(path)
+
+
+def shard_file(block: Block) -> str:
+    """The shard of ``block``, relative to the store (Zarr v3's default chunk key encoding)."""
+    return f"{ARRAY}/c/0/{block.by}/{block.bx}"
+
+
+@dataclass(frozen=True)
+class ZarrBlockWriter:
+    """Writes blocks as shards of the store ``store`` (a local path): the write stage's
+    writer of Zarr products, picklable and small like :class:`rayvit.io.cog.BlockWriter`."""
+
+    store: str
+    prefix: str     # the store's path relative to the manifest's directory
+
+    def write(self, block: Block, data: np.ndarray, valid: np.ndarray) -> dict:
+        """Write one block (nothing for a block without valid pixels: its shard stays absent
+        and reads as NaN) and return its record ``{by, bx, file, data, sha256}``."""
+        record = {"by": block.by, "bx": block.bx, "file": f"{self.prefix}/{shard_file(block)}",
+                  "data": bool(valid.any())}
+        if not record["data"]:
+            return record
+        arr = _zarr().open_array(os.path.join(self.store, ARRAY), mode="r+")
+        if data.dtype != arr.dtype:
+            data = data.astype(arr.dtype)           # float16 features into a float32 store: exact
+        arr[:, block.row:block.row + block.rows, block.col:block.col + block.cols] = data
+        record["sha256"] = storage.sha256_file(os.path.join(self.store, shard_file(block)))
+        return record
+
+
+@dataclass(frozen=True)
+class ZarrRaster:
+    """A Zarr product as the analysis stages read it (what :class:`rayvit.io.mosaic.Mosaic`
+    offers: ``grid``, ``count``, ``bands``, ``dtype``, ``sources``, ``read``), through
+    zarr-python; picklable (each process opens the store itself)."""
+
+    path: str
+    grid: object
+    bands: tuple[int, ...]
+    stored: str = "float32"     # the store's dtype (reads are float32)
+    dtype: str = "float32"
+    sources: tuple = ()
+
+    @classmethod
+    def open(cls, path: str, bands: Sequence[int] | None = None) -> "ZarrRaster":
+        from .mosaic import Grid
+
+        zarr = _zarr()
+        try:
+            root = zarr.open_group(path, mode="r")
+            arr, ref = root[ARRAY], root["spatial_ref"]
+        except (OSError, KeyError, ValueError) as exc:
+            raise InputError(f"{path!r} is not a rayvit Zarr product (no {ARRAY!r} array and "
+                             "'spatial_ref' grid mapping) or cannot be read.") from exc
+        d, height, width = arr.shape
+        g = [float(v) for v in ref.attrs["GeoTransform"].split()]
+        grid = Grid(ref.attrs["crs_wkt"], (g[1], g[2], g[0], g[4], g[5], g[3]), width, height)
+        chosen = tuple(bands) if bands else tuple(range(1, d + 1))
+        if not all(1 <= b <= d for b in chosen):
+            raise InputError(f"--bands {list(chosen)} is out of range for {path!r}, which has {d} bands.")
+        return cls(path, grid, chosen, str(arr.dtype))
+
+    @property
+    def count(self) -> int:
+        return len(self.bands)
+
+    def decimated(self, height: int, width: int) -> np.ndarray:
+        """The selected bands on a ``height`` x ``width`` grid, nearest neighbour as GDAL's
+        decimated reads pick pixels (a quicklook), float32 with NaN for no data."""
+        from ..grid import nearest
+
+        arr = _zarr().open_array(os.path.join(self.path, ARRAY), mode="r")
+        ys, xs = nearest(self.grid.height, height), nearest(self.grid.width, width)
+        return arr.get_orthogonal_selection((np.array(self.bands) - 1, ys, xs)).astype(np.float32)
+
+    def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
+        """``(data (bands, rows, cols) float32, valid (rows, cols))``: valid where no selected
+        band is NaN; invalid pixels and the window past the grid are 0."""
+        arr = _zarr().open_array(os.path.join(self.path, ARRAY), mode="r")
+        h, w = max(0, min(rows, self.grid.height - row)), max(0, min(cols, self.grid.width - col))
+        out = np.zeros((self.count, rows, cols), np.float32)
+        valid = np.zeros((rows, cols), bool)
+        if h and w:
+            index = np.array(self.bands) - 1
+            part = arr[:, row:row + h, col:col + w]
+            part = part[index] if len(index) != arr.shape[0] else part
+            ok = ~np.isnan(part).any(axis=0)
+            out[:, :h, :w] = np.where(ok, part, 0)
+            valid[:h, :w] = ok
+        return out, valid

@@ -1,0 +1,80 @@
+"""Zarr products end to end: ``rayvit encode --format zarr`` writes a store that xarray opens
+with its georeference, holding the very values of the GeoTIFF product; the analysis stages
+and ``rayvit.open`` read it; what it cannot write yet is refused, writing nothing."""
+
+import numpy as np
+import pytest
+import rasterio
+
+import rayvit
+from conftest import run_cli, seeded_image, write_raster
+
+xr = pytest.importorskip("xarray", reason="Zarr products need the xarray extra")
+pytest.importorskip("rioxarray")
+pytest.importorskip("zarr")
+Q = {"progress": False}
+ENCODE = ("--model", "rayvit_patchmean_p4", "--size", "16", "--block-size", "6", "--quiet")
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    d = tmp_path_factory.mktemp("zarr_scene")
+    image = seeded_image((3, 90, 110), seed=3, high=250)
+    image[:, 30:38, 40:52] = 255                                 # nodata: NaN features
+    return write_raster(d / "scene.tif", image, nodata=255), d
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_a_zarr_product_opens_in_xarray_with_its_crs_and_the_geotiff_products_values(scene, dtype, ray_local):
+    path, d = scene
+    for fmt in ("zarr", "gtiff"):
+        r = run_cli("encode", path, "-o", d / f"{fmt}_{dtype}", "--format", fmt, "--dtype", dtype, *ENCODE)
+        assert r.returncode == 0, r.stderr
+    store = d / f"zarr_{dtype}" / "features.zarr"
+    assert sorted(p.name for p in store.parent.iterdir()) == ["features.json", "features.zarr", "report.html",
+                                                              "run.json"]
+    with rasterio.open(d / f"gtiff_{dtype}" / "features.tif") as ds:
+        want, crs, transform, names = ds.read(), ds.crs, ds.transform, list(ds.descriptions)
+    da = xr.open_zarr(store)["features"]
+    assert da.dims == ("band", "y", "x") and da.dtype == np.dtype(dtype) and list(da.band.values) == names
+    assert da.rio.crs == crs and da.rio.transform() == transform
+    got = da.values
+    assert np.isnan(got).any()
+    np.testing.assert_array_equal(got.astype(np.float32), want)            # bit for bit, NaN where NaN
+    assert da.attrs["model"] == "rayvit_patchmean_p4"
+    opened = rayvit.open(store.parent)
+    assert opened.rio.crs == crs and opened.dtype == np.float32
+    np.testing.assert_array_equal(opened.values, want)
+
+
+def test_the_analysis_stages_give_the_same_maps_on_a_zarr_product(scene, tmp_path, ray_local):
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    from rayvit import classify, cluster, search, similarity
+
+    path, d = scene
+    for fmt in ("zarr", "gtiff"):
+        rayvit.encode(path, str(tmp_path / fmt), model="rayvit_patchmean_p4", size=16, format=fmt, block_size=6, **Q)
+    points = [Point(500000.0 + 40 * c + 20, 4000000.0 - 40 * r - 20) for r, c in ((2, 2), (5, 20), (15, 6), (20, 22))]
+    gpd.GeoDataFrame({"Type": ["x", "y", "x", "y"]}, geometry=points, crs="EPSG:32633").to_file(tmp_path / "p.gpkg")
+    pts = str(tmp_path / "p.gpkg")
+    maps = {}
+    for fmt, product in (("zarr", tmp_path / "zarr" / "features.zarr"), ("gtiff", tmp_path / "gtiff" / "features.tif")):
+        src = str(product)
+        maps[fmt] = [cluster(src, tmp_path / f"c{fmt}", n_clusters=3, **Q).output,
+                     similarity(src, pts, tmp_path / f"s{fmt}", by="Type", **Q).output,
+                     search(src, pts, tmp_path / f"q{fmt}", top_k_hits=3, **Q).output,
+                     classify(src, pts, tmp_path / f"k{fmt}", label="Type", cv="none", **Q).output]
+    for a, b in zip(maps["zarr"], maps["gtiff"]):
+        with rasterio.open(a) as x, rasterio.open(b) as y:
+            np.testing.assert_array_equal(x.read(), y.read())
+
+
+def test_what_zarr_does_not_write_yet_is_refused_before_anything_is_written(scene, tmp_path):
+    path, _ = scene
+    r = run_cli("encode", path, "-o", tmp_path / "i8", "--format", "zarr", "--dtype", "int8", *ENCODE)
+    assert r.returncode != 0 and "--format zarr writes float16/float32 products to a local directory" in r.stderr
+    assert not (tmp_path / "i8").exists()
+    r = run_cli("encode", path, "-o", tmp_path / "x", "--format", "netcdf", *ENCODE)
+    assert r.returncode != 0 and "invalid choice: 'netcdf'" in r.stderr

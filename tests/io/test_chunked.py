@@ -1,0 +1,62 @@
+"""Zarr products in process: the store's skeleton, one shard per block written by the block's
+writer alone, and windows read back as the analysis stages read rasters."""
+
+import os
+
+import numpy as np
+import pytest
+
+from rayvit.grid import Block
+from rayvit.io import chunked
+from rayvit.io.storage import sha256_file
+
+zarr = pytest.importorskip("zarr", reason="Zarr products need the xarray extra")
+T = (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
+
+
+def test_inner_chunks_divide_the_block():
+    assert [chunked.inner_side(n) for n in (126, 128, 16, 7, 130)] == [63, 64, 16, 7, 26]
+
+
+def test_each_block_is_one_shard_and_windows_read_back_with_nodata_and_bands(tmp_path):
+    store = str(tmp_path / "f.zarr")
+    names = [f"feature_{i:04d}" for i in range(1, 6)]
+    chunked.create(store, "EPSG:32633", T, width=23, height=17, names=names, dtype="float16", block_size=8)
+    data = np.random.default_rng(0).normal(size=(5, 17, 23)).astype(np.float16)
+    data[:, 3:5, 6:9] = np.nan                                   # no data inside a block
+    writer = chunked.ZarrBlockWriter(store, "f.zarr")
+    records = []
+    for by, r in enumerate(range(0, 17, 8)):
+        for bx, c in enumerate(range(0, 23, 8)):
+            block = Block(by, bx, r, c, min(8, 17 - r), min(8, 23 - c))
+            part = data[:, r:r + block.rows, c:c + block.cols]
+            valid = ~np.isnan(part).any(axis=0)
+            if (by, bx) == (2, 2):
+                valid[:] = False                                 # a block without data: no shard
+            records.append(writer.write(block, part, valid))
+            shard = os.path.join(store, chunked.shard_file(block))
+            assert os.path.exists(shard) == valid.any()
+            if valid.any():
+                assert records[-1] == {"by": by, "bx": bx, "file": f"f.zarr/{chunked.shard_file(block)}",
+                                       "data": True, "sha256": sha256_file(shard)}
+    shards = sum(len(files) for _, _, files in os.walk(os.path.join(store, "features", "c")))
+    assert shards == 3 * 3 - 1
+    expected = data.copy()
+    expected[:, 16:, 16:] = np.nan
+    raster = chunked.ZarrRaster.open(store, bands=[2, 5])
+    assert (raster.count, raster.stored, raster.grid.width, raster.grid.height) == (2, "float16", 23, 17)
+    assert raster.grid.transform == T and "UTM zone 33N" in raster.grid.crs
+    got, valid = raster.read(12, 20, 8, 8)                       # across blocks, past the grid
+    want = expected[[1, 4], 12:17, 20:23].astype(np.float32)
+    ok = ~np.isnan(want).any(axis=0)
+    assert got.shape == (2, 8, 8) and valid.shape == (8, 8)
+    np.testing.assert_array_equal(valid[:5, :3], ok)
+    assert not valid[5:].any() and not valid[:, 3:].any()
+    np.testing.assert_array_equal(got[:, :5, :3], np.where(ok, want, 0))
+    assert (got[:, 5:] == 0).all()
+
+
+def test_a_store_without_features_is_a_clear_error(tmp_path):
+    zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("x", shape=(3,), dtype="int8")
+    with pytest.raises(Exception, match="is not a rayvit Zarr product"):
+        chunked.ZarrRaster.open(str(tmp_path / "other.zarr"))
