@@ -58,6 +58,30 @@ def alphaearth_raster(tmp_path):
     return write_raster(tmp_path / "ae.tif", codes), by_hand
 
 
+def tessera_tile(tmp_path):
+    """A TESSERA tile in geotessera's local layout (int8 codes (H, W, 128), per-pixel float32
+    scales with a corner of 0 = no data, the landmask GeoTIFF giving CRS and transform), and
+    the float raster ``code * scale`` computed here by hand, NaN where the scale is 0."""
+    rng = np.random.default_rng(2)
+    h, w = 24, 36
+    x = rng.normal(size=(h, w, 128)) * 0.3
+    x[:, :18, 0] += 2.0
+    x[:, 18:, 1] += 2.0
+    scales = (np.abs(x).max(axis=2) / 127).astype(np.float32)
+    codes = np.clip(np.round(x / scales[..., None]), -127, 127).astype(np.int8)
+    scales[:3, :5] = 0
+    grid = tmp_path / "global_0.1_degree_representation" / "2024" / "grid_0.15_52.05"
+    grid.mkdir(parents=True)
+    np.save(grid / "grid_0.15_52.05.npy", codes)
+    np.save(grid / "grid_0.15_52.05_scales.npy", scales)
+    (tmp_path / "global_0.1_degree_tiff_all").mkdir()
+    write_raster(tmp_path / "global_0.1_degree_tiff_all" / "grid_0.15_52.05.tiff", np.ones((1, h, w), np.uint8))
+    by_hand = np.empty((128, h, w), np.float32)
+    for (r, c, b), v in np.ndenumerate(codes):
+        by_hand[b, r, c] = np.nan if scales[r, c] == 0 else np.float32(v) * scales[r, c]
+    return str(grid / "grid_0.15_52.05.npy"), by_hand
+
+
 def cut_into_four(tmp_path, data, nodata=None):
     """Cut ``data`` into 4 files with uneven cuts; returns their paths."""
     _, h, w = data.shape

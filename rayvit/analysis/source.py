@@ -21,7 +21,7 @@ import numpy as np
 
 from ..console import Progress, progress_on
 from ..errors import InputError
-from ..io import chunked, quantize, sampling, sources, storage
+from ..io import chunked, quantize, sampling, sources, storage, tessera
 from ..io.mosaic import Mosaic, open_mosaic
 
 WINDOWS_PER_TASK = 4
@@ -160,17 +160,22 @@ class BlockSource:
 def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> Mosaic:
     """A feature (or any) raster as the analysis stages read it: int8/uint8 bands with a
     scale and offset come back as floats; ``alphaearth:PATH`` (or int8 bands named
-    A00..A63) is read as AlphaEarth's codes (:func:`rayvit.io.quantize.alphaearth_values`)."""
+    A00..A63) is read as AlphaEarth's codes (:func:`rayvit.io.quantize.alphaearth_values`),
+    a Zarr product with zarr-python (:class:`rayvit.io.chunked.ZarrRaster`), a TESSERA tile
+    (``tessera:PATH`` or its ``.npy``) through its scales (:class:`rayvit.io.tessera.TesseraTile`)."""
     path, alphaearth = quantize.alphaearth_path(path)
     if chunked.is_zarr(path):
         return chunked.ZarrRaster.open(path, bands)
+    path, is_tessera = tessera.tessera_path(path)
+    if is_tessera:
+        return tessera.TesseraTile.open(path, bands)
     return open_mosaic([path], bands=bands, s3_endpoint=s3_endpoint, dequantize=True, alphaearth=alphaearth)
 
 
 def source_sidecar(path: str) -> dict:
     """The rayvit sidecar beside a raster (``features.gti.gpkg``/``.vrt``/``.tif`` ->
     ``features.json``), or {}."""
-    path = quantize.alphaearth_path(path)[0].removesuffix(sources.SUFFIX).rstrip("/")
+    path = tessera.tessera_path(quantize.alphaearth_path(path)[0])[0].removesuffix(sources.SUFFIX).rstrip("/")
     stem = path.rsplit(".", 1)[0] if "." in path.rsplit("/", 1)[-1] else path
     try:
         with storage.filesystem(stem + ".json", storage.storage_options(path)).open(

@@ -7,7 +7,8 @@ raster), a Zarr store (``features.zarr``, through ``xarray.open_zarr``), or the 
 holding any of them (its sidecar names the product). Values come back
 as the floats they stand for: int8/uint8 products are dequantised per band (value = code x
 scale + offset) and nodata becomes NaN, lazily, chunk by chunk; ``alphaearth:PATH`` reads
-AlphaEarth's int8 codes through their own formula (:func:`.quantize.alphaearth_values`).
+AlphaEarth's int8 codes through their own formula (:func:`.quantize.alphaearth_values`), a
+TESSERA tile (``tessera:PATH`` or its ``.npy``) through its scales (:mod:`.tessera`).
 Needs the ``xarray`` extra (xarray, rioxarray, dask).
 """
 
@@ -19,7 +20,7 @@ import os
 import numpy as np
 
 from ..errors import InputError
-from . import chunked, quantize, storage
+from . import chunked, quantize, storage, tessera
 
 CHUNK = 512     # pixels per chunk side; all bands in one chunk (a pixel's vector is read whole)
 
@@ -54,6 +55,9 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
 
     path, alphaearth = quantize.alphaearth_path(str(path))
     raster = product_raster(path)
+    path, is_tessera = tessera.tessera_path(raster)
+    if is_tessera:
+        return windowed(tessera.TesseraTile.open(path), chunks)
     if chunked.is_zarr(raster):         # sharded Zarr v3: xarray reads it (GDAL 3.10 cannot)
         da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks})[chunked.ARRAY]
         return da.astype(np.float32).rio.write_crs(da.rio.crs) if dequantize else da
@@ -86,3 +90,33 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
         out = out.where(da != nodata)               # NaN (a float product's nodata is NaN already)
     out.attrs.update(da.attrs)
     return out.rio.write_crs(da.rio.crs)
+
+
+class _Windows:
+    """A raster with ``read(row, col, rows, cols)`` as the array dask slices: (band, y, x)
+    float32, NaN where not valid."""
+
+    def __init__(self, raster):
+        self.raster, self.dtype, self.ndim = raster, np.dtype(np.float32), 3
+        self.shape = (raster.count, raster.grid.height, raster.grid.width)
+
+    def __getitem__(self, key):
+        b, y, x = (k.indices(n) if isinstance(k, slice) else (k, k + 1, 1) for k, n in zip(key, self.shape))
+        data, valid = self.raster.read(y[0], x[0], y[1] - y[0], x[1] - x[0])
+        data[:, ~valid] = np.nan
+        return data[b[0]:b[1]:b[2]][:, ::y[2], ::x[2]]
+
+
+def windowed(raster, chunks: int = CHUNK):
+    """A raster read window by window (``grid``, ``count``, ``bands``, ``read``) as a lazy
+    DataArray with coordinates and CRS."""
+    import dask.array
+    import xarray as xr
+
+    g = raster.grid
+    a = g.transform
+    data = dask.array.from_array(_Windows(raster), chunks=(-1, chunks, chunks), asarray=False)
+    da = xr.DataArray(data, dims=("band", "y", "x"), coords={
+        "band": list(raster.bands), "y": a[5] + (np.arange(g.height) + 0.5) * a[4],
+        "x": a[2] + (np.arange(g.width) + 0.5) * a[0]})
+    return da.rio.write_crs(g.crs).rio.write_transform(g.affine)

@@ -6,7 +6,7 @@ import pytest
 import rasterio
 
 import rayvit
-from conftest import alphaearth_raster, write_raster
+from conftest import alphaearth_raster, tessera_tile, write_raster
 from rayvit.errors import InputError
 
 pytest.importorskip("rioxarray", reason="rayvit.open needs the xarray extra")
@@ -42,6 +42,17 @@ def test_alphaearth_codes_open_through_their_formula(tmp_path):
     with rasterio.open(path, "r+") as ds:                # the dataset's band names: no prefix needed
         ds.descriptions = tuple(f"A{i:02d}" for i in range(64))
     np.testing.assert_array_equal(rayvit.open(path).values, by_hand)
+
+
+def test_a_tessera_tile_opens_through_its_scales_on_its_landmask_grid(tmp_path):
+    path, by_hand = tessera_tile(tmp_path)
+    for name in ("tessera:" + path, path):
+        da = rayvit.open(name)
+        assert da.rio.crs == "EPSG:32633" and da.shape == (128, 24, 36) and da.chunks is not None
+        with rasterio.open(tmp_path / "global_0.1_degree_tiff_all" / "grid_0.15_52.05.tiff") as ds:
+            assert da.rio.transform() == ds.transform
+        np.testing.assert_array_equal(da.values, by_hand)       # NaN where the scale is 0
+    np.testing.assert_array_equal(rayvit.open(path)[:, 5:9, 30:33].values, by_hand[:, 5:9, 30:33])
 
 
 def test_a_folder_without_a_finished_product_is_a_clear_error(tmp_path):
