@@ -125,6 +125,11 @@ def open_pair(a: str, b: str, bands=None, force: bool = False) -> Pair:
                          "not comparable. Encode both with the same options, or pass --force.")
     if differ:
         warn(f"--force: comparing rasters encoded differently ({', '.join(differ)}).")
+    if not ma.sources or not mb.sources:        # Zarr products, a stack's dates, TESSERA tiles
+        if ma.grid != mb.grid:
+            raise InputError(f"{a!r} and {b!r} are not on one grid: change reads Zarr products and TESSERA "
+                             "tiles only on the same grid (two dates of one stack are).")
+        return Pair(ma, mb)
     boxes = [_bounds_in(s, ma.grid.crs) for s in mb.sources]
     x0, y0, x1, y1 = ma.grid.bounds
     common = (max(x0, min(b[0] for b in boxes)), max(y0, min(b[1] for b in boxes)),

@@ -50,29 +50,42 @@ def inner_side(block_size: int) -> int:
 
 
 def is_zarr(path: str) -> bool:
-    """A Zarr store (a ``.zarr`` path, or a directory holding ``zarr.json``)."""
+    """A Zarr store (a ``.zarr`` path, or a directory holding ``zarr.json``), or one date of a
+    time stack (``STORE.zarr@YYYY-MM-DD``)."""
     path = str(path).rstrip("/")
+    store, _, date = path.rpartition("@")
+    if date and store.rstrip("/").endswith(".zarr"):
+        return True
     return path.endswith(".zarr") or (storage.is_local(path) and os.path.isfile(os.path.join(path, "zarr.json")))
 
 
 def create(path: str, crs: str, transform: Sequence[float], width: int, height: int,
-           names: Sequence[str], dtype: str, block_size: int, attributes: dict | None = None) -> None:
-    """Write the store's skeleton: the group, the sharded feature array and the coordinates."""
+           names: Sequence[str], dtype: str, block_size: int, attributes: dict | None = None,
+           times: Sequence[str] | None = None) -> None:
+    """Write the store's skeleton: the group, the sharded feature array and the coordinates;
+    with ``times`` (ISO dates) a time stack ``(time, band, y, x)``, one shard per block and date."""
     zarr = _zarr()
     from rasterio.crs import CRS
     from zarr.codecs import ZstdCodec
 
     root = zarr.open_group(path, mode="w")
     d, inner = len(names), inner_side(block_size)
-    root.create_array(ARRAY, shape=(d, height, width), shards=(d, block_size, block_size),
-                      chunks=(d, inner, inner), dtype=dtype, fill_value=np.nan,
-                      compressors=ZstdCodec(level=ZSTD_LEVEL), dimension_names=("band", "y", "x"),
+    lead = (len(times),) if times else ()
+    root.create_array(ARRAY, shape=(*lead, d, height, width), shards=(*(1,) * len(lead), d, block_size, block_size),
+                      chunks=(*(1,) * len(lead), d, inner, inner), dtype=dtype, fill_value=np.nan,
+                      compressors=ZstdCodec(level=ZSTD_LEVEL),
+                      dimension_names=(*(("time",) if times else ()), "band", "y", "x"),
                       attributes={"grid_mapping": "spatial_ref", "coordinates": "spatial_ref",
                                   **(attributes or {})})
     a = transform
     coords = {"band": np.array(list(names), dtype=str),
               "y": a[5] + (np.arange(height) + 0.5) * a[4],
               "x": a[2] + (np.arange(width) + 0.5) * a[0]}
+    if times:       # CF time: days since the epoch (xarray decodes it to datetime64)
+        day = root.create_array("time", shape=(len(times),), chunks=(len(times),), dtype="int64",
+                                dimension_names=("time",),
+                                attributes={"units": "days since 1970-01-01", "calendar": "proleptic_gregorian"})
+        day[:] = np.array(times, dtype="datetime64[D]").astype(np.int64)
     for name, values in coords.items():
         arr = root.create_array(name, shape=values.shape, chunks=values.shape, dtype=values.dtype,
                                 dimension_names=(name,))
@@ -85,6 +98,27 @@ def create(path: str, crs: str, transform: Sequence[float], width: int, height: 
 
 def consolidate(path: str) -> None:
     _zarr().consolidate_metadata(path)
+
+
+def link_shards(source: str, target: str, time: int) -> int:
+    """Put the shards of the 3-D store ``source`` at ``time`` of the time stack ``target``:
+    hard links (copies across file systems), no decoding. A shard of ``(band, y, x)`` and one
+    of ``(1, band, y, x)`` with the same inner chunks are the same bytes (the same inner chunks
+    in the same order, the same index). Returns the shards linked."""
+    import shutil
+
+    root, n = os.path.join(source, ARRAY, "c", "0"), 0
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            rel = os.path.relpath(os.path.join(dirpath, name), root)
+            dest = os.path.join(target, ARRAY, "c", str(time), "0", rel)
+            os.makedirs(os.path.dirname(dest), exist_ok=True)
+            try:
+                os.link(os.path.join(dirpath, name), dest)
+            except OSError:
+                shutil.copyfile(os.path.join(dirpath, name), dest)
+            n += 1
+    return n
 
 
 def shard_file(block: Block) -> str:
@@ -127,25 +161,37 @@ class ZarrRaster:
     stored: str = "float32"     # the store's dtype (reads are float32)
     dtype: str = "float32"
     sources: tuple = ()
+    times: tuple[str, ...] = ()  # a time stack's dates; its bands are then (time, band) flattened
+    time: int | None = None      # one date of a time stack (``STORE@DATE``): its bands only
 
     @classmethod
     def open(cls, path: str, bands: Sequence[int] | None = None) -> "ZarrRaster":
         from .mosaic import Grid
 
         zarr = _zarr()
+        path, _, date = str(path).rstrip("/").partition("@")
         try:
             root = zarr.open_group(path, mode="r")
             arr, ref = root[ARRAY], root["spatial_ref"]
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"{path!r} is not a rayvit Zarr product (no {ARRAY!r} array and "
                              "'spatial_ref' grid mapping) or cannot be read.") from exc
-        d, height, width = arr.shape
+        times, time = (), None
+        if arr.ndim == 4:
+            times = tuple(str(t) for t in np.array(root["time"][:], dtype="datetime64[D]"))
+        if date:
+            if date not in times:
+                raise InputError(f"{path!r} has no date {date!r}" + (f"; its dates: {', '.join(times)}." if times
+                                                                     else ": it is not a time stack."))
+            time = times.index(date)
+        d, height, width = arr.shape[-3:]
+        d = d * len(times) if times and time is None else d
         g = [float(v) for v in ref.attrs["GeoTransform"].split()]
         grid = Grid(ref.attrs["crs_wkt"], (g[1], g[2], g[0], g[4], g[5], g[3]), width, height)
         chosen = tuple(bands) if bands else tuple(range(1, d + 1))
         if not all(1 <= b <= d for b in chosen):
             raise InputError(f"--bands {list(chosen)} is out of range for {path!r}, which has {d} bands.")
-        return cls(path, grid, chosen, str(arr.dtype))
+        return cls(path, grid, chosen, str(arr.dtype), times=times, time=time)
 
     @property
     def count(self) -> int:
@@ -156,21 +202,27 @@ class ZarrRaster:
         decimated reads pick pixels (a quicklook), float32 with NaN for no data."""
         from ..grid import nearest
 
-        arr = _zarr().open_array(os.path.join(self.path, ARRAY), mode="r")
         ys, xs = nearest(self.grid.height, height), nearest(self.grid.width, width)
-        return arr.get_orthogonal_selection((np.array(self.bands) - 1, ys, xs)).astype(np.float32)
+        return self._select(np.array(self.bands) - 1, ys, xs)
+
+    def _select(self, bands: np.ndarray, ys, xs) -> np.ndarray:
+        """``bands`` (0-based, flattened over time for a whole stack) at rows ``ys``, columns ``xs``."""
+        arr = _zarr().open_array(os.path.join(self.path, ARRAY), mode="r")
+        if arr.ndim == 3:
+            return arr.get_orthogonal_selection((bands, ys, xs)).astype(np.float32)
+        if self.time is not None:
+            return arr.get_orthogonal_selection((self.time, bands, ys, xs)).astype(np.float32)
+        out = arr.get_orthogonal_selection((slice(None), slice(None), ys, xs)).astype(np.float32)
+        return out.reshape(-1, *out.shape[2:])[bands]
 
     def read(self, row: int, col: int, rows: int, cols: int) -> tuple[np.ndarray, np.ndarray]:
         """``(data (bands, rows, cols) float32, valid (rows, cols))``: valid where no selected
         band is NaN; invalid pixels and the window past the grid are 0."""
-        arr = _zarr().open_array(os.path.join(self.path, ARRAY), mode="r")
         h, w = max(0, min(rows, self.grid.height - row)), max(0, min(cols, self.grid.width - col))
         out = np.zeros((self.count, rows, cols), np.float32)
         valid = np.zeros((rows, cols), bool)
         if h and w:
-            index = np.array(self.bands) - 1
-            part = arr[:, row:row + h, col:col + w]
-            part = part[index] if len(index) != arr.shape[0] else part
+            part = self._select(np.array(self.bands) - 1, slice(row, row + h), slice(col, col + w))
             ok = ~np.isnan(part).any(axis=0)
             out[:, :h, :w] = np.where(ok, part, 0)
             valid[:h, :w] = ok
