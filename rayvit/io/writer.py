@@ -207,9 +207,10 @@ class ProductWriter:
     def block_writer(self) -> BlockWriter:
         """The picklable writer the write-stage tasks use."""
         if self.format == "zarr":
-            from .chunked import ZarrBlockWriter
+            from .chunked import ZarrBlockWriter, inner_side
 
-            return ZarrBlockWriter(self.zarr_store, os.path.basename(self.zarr_store))
+            return ZarrBlockWriter(self.zarr_store, os.path.basename(self.zarr_store), self.dtype, self.block_size,
+                                   inner_side(self.block_size))
         options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
         writer = BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
                              tuple(self.descriptions), self.dtype, self.compress, self.nodata,

@@ -24,7 +24,7 @@ def test_each_block_is_one_shard_and_windows_read_back_with_nodata_and_bands(tmp
     chunked.create(store, "EPSG:32633", T, width=23, height=17, names=names, dtype="float16", block_size=8)
     data = np.random.default_rng(0).normal(size=(5, 17, 23)).astype(np.float16)
     data[:, 3:5, 6:9] = np.nan                                   # no data inside a block
-    writer = chunked.ZarrBlockWriter(store, "f.zarr")
+    writer = chunked.ZarrBlockWriter(store, "f.zarr", "float16", 8, chunked.inner_side(8))
     records = []
     for by, r in enumerate(range(0, 17, 8)):
         for bx, c in enumerate(range(0, 23, 8)):
@@ -54,6 +54,27 @@ def test_each_block_is_one_shard_and_windows_read_back_with_nodata_and_bands(tmp
     assert not valid[5:].any() and not valid[:, 3:].any()
     np.testing.assert_array_equal(got[:, :5, :3], np.where(ok, want, 0))
     assert (got[:, 5:] == 0).all()
+
+
+@pytest.mark.parametrize("dtype", ["float16", "float32"])
+def test_shards_encoded_by_rayvit_are_the_bytes_zarr_python_writes(tmp_path, dtype):
+    """Blocks of 126 px in inner chunks of 63 (4 per shard), edge shards partial, a nodata hole:
+    each shard rayvit encodes is byte for byte the one zarr-python writes for the same data."""
+    data = np.random.default_rng(1).normal(size=(3, 150, 200)).astype(dtype)
+    data[:, 10:20, 30:90] = np.nan
+    ours, theirs = str(tmp_path / "ours.zarr"), str(tmp_path / "theirs.zarr")
+    for store in (ours, theirs):
+        chunked.create(store, "EPSG:32633", T, width=200, height=150, names=["a", "b", "c"], dtype=dtype,
+                       block_size=126)
+    zarr.open_array(theirs + "/features", mode="r+")[:] = data
+    writer = chunked.ZarrBlockWriter(ours, "ours.zarr", dtype, 126, 63)
+    for by, r in enumerate((0, 126)):
+        for bx, c in enumerate((0, 126)):
+            block = Block(by, bx, r, c, min(126, 150 - r), min(126, 200 - c))
+            writer.write(block, data[:, r:r + block.rows, c:c + block.cols], np.ones((block.rows, block.cols), bool))
+            mine, zarrs = (open(os.path.join(s, chunked.shard_file(block)), "rb").read() for s in (ours, theirs))
+            assert mine == zarrs, (by, bx)
+    np.testing.assert_array_equal(zarr.open_array(ours + "/features", mode="r")[:], data)
 
 
 def test_a_store_without_features_is_a_clear_error(tmp_path):
