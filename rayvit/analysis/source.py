@@ -165,7 +165,7 @@ def open_input(path: str, bands: Sequence[int] | None = None, s3_endpoint: str |
     (``tessera:PATH`` or its ``.npy``) through its scales (:class:`rayvit.io.tessera.TesseraTile`)."""
     path, alphaearth = quantize.alphaearth_path(path)
     if chunked.is_zarr(path):
-        return chunked.ZarrRaster.open(path, bands)
+        return chunked.ZarrRaster.open(path, bands, s3_endpoint)
     path, is_tessera = tessera.tessera_path(path)
     if is_tessera:
         return tessera.TesseraTile.open(path, bands)

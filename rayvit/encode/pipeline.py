@@ -484,7 +484,7 @@ def arguments(p) -> None:
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
     g.add_argument("--format", choices=FORMATS, default="gtiff",
                    help="gtiff: GeoTIFF (one COG, or blocks + tile index; default); zarr: one Zarr v3 store "
-                        "features.zarr, sharded one shard per block, for xarray/dask (float16/float32, local)")
+                        "features.zarr, sharded one shard per block, for xarray/dask (float16/float32)")
     g.add_argument("--blocks", action="store_true",
                    help="always write GeoTIFF blocks + their tile index features.gti.gpkg "
                         "(default: above 64 MiB uncompressed only)")

@@ -59,7 +59,8 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
     if is_tessera:
         return windowed(tessera.TesseraTile.open(path), chunks)
     if chunked.is_zarr(raster):         # sharded Zarr v3: xarray reads it (GDAL 3.10 cannot)
-        da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks})[chunked.ARRAY]
+        remote = {} if storage.is_local(raster) else {"storage_options": storage.storage_options(raster)}
+        da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks}, **remote)[chunked.ARRAY]
         return da.astype(np.float32).rio.write_crs(da.rio.crs) if dequantize else da
     try:
         da = rioxarray.open_rasterio(raster, chunks={"band": -1, "y": chunks, "x": chunks}, mask_and_scale=False,

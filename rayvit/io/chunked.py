@@ -13,7 +13,9 @@ Each write task writes its block as its own shard (a whole shard region: nothing
 back, no two tasks touch one file), so the store is written in parallel by the workers; the
 driver writes only metadata: the skeleton at start (inside ``blocks/``), then at commit the
 consolidated metadata and one rename to ``features.zarr`` (nothing named ``features.*`` exists
-before). Resume uses the manifest of shards, as for GeoTIFF blocks.
+before). In an object store the shards go straight to their final keys and the store's root
+``zarr.json`` is uploaded last but the sidecar (the store cannot be opened before). Resume uses
+the manifest of shards, as for GeoTIFF blocks.
 
 The shards use Zarr's ``sharding_indexed`` codec, which GDAL reads from 3.11 on; rayvit's
 analysis stages read Zarr products with zarr-python (:class:`ZarrRaster`), not GDAL.
@@ -154,6 +156,11 @@ def encode_shard(data: np.ndarray, side: int, inner: int) -> bytes:
     return b"".join([*parts, table, np.uint32(google_crc32c.value(table)).astype("<u4").tobytes()])
 
 
+def _opened(path: str, options: tuple) -> dict:
+    """zarr's keyword arguments to open ``path``: an object store's fsspec options."""
+    return {} if storage.is_local(path) else {"storage_options": storage.unfreeze(options) or {}}
+
+
 def _morton(i: int, j: int) -> int:
     """The Morton code of inner chunk (row ``i``, column ``j``): their bits interleaved, the
     row's first (zarr-python's order of a shard's chunks, ``zarr.core.indexing.decode_morton``)."""
@@ -175,6 +182,7 @@ class ZarrBlockWriter:
     dtype: str = "float32"
     side: int = 0   # shard side (the block size)
     inner: int = 0  # inner chunk side
+    options: tuple = ()     # frozen fsspec options of an object-store ``store`` (endpoint)
 
     def write(self, block: Block, data: np.ndarray, valid: np.ndarray) -> dict:
         """Write one block (nothing for a block without valid pixels: its shard stays absent
@@ -186,9 +194,13 @@ class ZarrBlockWriter:
         import hashlib
 
         shard = encode_shard(data.astype(self.dtype, copy=False), self.side, self.inner)  # float16 -> 32: exact
-        path = os.path.join(self.store, shard_file(block))
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        storage.atomic_write(path, shard)
+        if storage.is_local(self.store):
+            path = os.path.join(self.store, shard_file(block))
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            storage.atomic_write(path, shard)
+        else:       # one PUT: an object is whole or absent
+            url = storage.join(self.store, shard_file(block))
+            storage.filesystem(self.store, storage.unfreeze(self.options)).pipe_file(url, shard)
         record["sha256"] = hashlib.sha256(shard).hexdigest()
         return record
 
@@ -207,15 +219,17 @@ class ZarrRaster:
     sources: tuple = ()
     times: tuple[str, ...] = ()  # a time stack's dates; its bands are then (time, band) flattened
     time: int | None = None      # one date of a time stack (``STORE@DATE``): its bands only
+    options: tuple = ()          # frozen fsspec options of an object-store ``path``
 
     @classmethod
-    def open(cls, path: str, bands: Sequence[int] | None = None) -> "ZarrRaster":
+    def open(cls, path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> "ZarrRaster":
         from .mosaic import Grid
 
         zarr = _zarr()
         path, _, date = str(path).rstrip("/").partition("@")
+        options = () if storage.is_local(path) else storage.freeze(storage.storage_options(path, s3_endpoint))
         try:
-            root = zarr.open_group(path, mode="r")
+            root = zarr.open_group(path, mode="r", **_opened(path, options))
             arr, ref = root[ARRAY], root["spatial_ref"]
         except (OSError, KeyError, ValueError) as exc:
             raise InputError(f"{path!r} is not a rayvit Zarr product (no {ARRAY!r} array and "
@@ -235,7 +249,7 @@ class ZarrRaster:
         chosen = tuple(bands) if bands else tuple(range(1, d + 1))
         if not all(1 <= b <= d for b in chosen):
             raise InputError(f"--bands {list(chosen)} is out of range for {path!r}, which has {d} bands.")
-        return cls(path, grid, chosen, str(arr.dtype), times=times, time=time)
+        return cls(path, grid, chosen, str(arr.dtype), times=times, time=time, options=options)
 
     @property
     def count(self) -> int:
@@ -251,7 +265,7 @@ class ZarrRaster:
 
     def _select(self, bands: np.ndarray, ys, xs) -> np.ndarray:
         """``bands`` (0-based, flattened over time for a whole stack) at rows ``ys``, columns ``xs``."""
-        arr = _zarr().open_array(os.path.join(self.path, ARRAY), mode="r")
+        arr = _zarr().open_array(storage.join(self.path, ARRAY), mode="r", **_opened(self.path, self.options))
         if arr.ndim == 3:
             return arr.get_orthogonal_selection((bands, ys, xs)).astype(np.float32)
         if self.time is not None:

@@ -96,10 +96,9 @@ class ProductWriter:
             raise ValueError(f"quantised products are int8 or uint8, not {self.dtype}")
         if self.quantized and np.isnan(self.nodata):
             self.nodata = quantize.nodata(self.dtype)
-        if self.format == "zarr" and (self.remote or self.quantized):
-            raise OutputError(f"--format zarr writes float16/float32 products to a local directory for now, "
-                              f"not {'an object store' if self.remote else self.dtype}; use --format gtiff "
-                              "there, or write locally and upload the store.")
+        if self.format == "zarr" and self.quantized:
+            raise OutputError(f"--format zarr writes float16/float32 products for now, not {self.dtype}; use "
+                              "--format gtiff for int8/uint8.")
         self.scales: tuple = ()
         self.offsets: tuple = ()
 
@@ -209,8 +208,12 @@ class ProductWriter:
         if self.format == "zarr":
             from .chunked import ZarrBlockWriter, inner_side
 
-            return ZarrBlockWriter(self.zarr_store, os.path.basename(self.zarr_store), self.dtype, self.block_size,
-                                   inner_side(self.block_size))
+            # an object store's shards go straight to their final place: the store cannot be
+            # opened before its root metadata, which publish uploads last but the sidecars
+            store = storage.join(self.remote, f"{self.product}.zarr") if self.remote else self.zarr_store
+            options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
+            return ZarrBlockWriter(store, os.path.basename(self.zarr_store), self.dtype, self.block_size,
+                                   inner_side(self.block_size), options)
         options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
         writer = BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
                              tuple(self.descriptions), self.dtype, self.compress, self.nodata,
@@ -508,8 +511,9 @@ class ProductWriter:
                 if ".tmp" not in name and not name.endswith(".staging.tif"):
                     files.append(rel)
 
-        def rank(rel):
-            return (rel in last, rel.endswith((".vrt", sources.SUFFIX)), not rel.startswith(BLOCK_DIR + os.sep), rel)
+        def rank(rel):       # a Zarr store's root metadata (what makes it openable) just before the sidecars
+            return (rel in last, rel.endswith(".zarr" + os.sep + "zarr.json"), rel.endswith((".vrt", sources.SUFFIX)),
+                    not rel.startswith(BLOCK_DIR + os.sep), rel)
 
         fs = storage.fs_for(self.remote)
         for rel in sorted(files, key=rank):

@@ -108,3 +108,35 @@ def test_an_http_window_read_fetches_a_small_part_of_the_file(tmp_path):
     np.testing.assert_array_equal(read(tmp_path / "http" / "features.tif")[0],
                                   read(tmp_path / "disk" / "features.tif")[0])
     assert fetched < 0.1 * size, f"{fetched} of {size} bytes served"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("scheme", ["s3", "gs", "az"])
+def test_a_zarr_product_in_the_bucket_equals_the_one_on_disk_and_opens_last(stores, scheme, tmp_path):
+    """--format zarr to a bucket: the workers put their shards in the store's final place, and
+    the store's root metadata and the sidecar come last (the store cannot be opened before);
+    the bucket's store holds the very values of the one on disk, and an analysis stage reads
+    it there."""
+    import xarray as xr
+    import zarr
+
+    bucket = store(stores, scheme)
+    fs = bucket["fs"]
+    local = write_raster(tmp_path / "z.tif", ROUND_TRIP)
+    zarr_args = ["--format", "zarr", "--block-size", "2", "--dtype", "float16", *ENC]
+    env = dict(os.environ, RAYVIT_STAGING=str(tmp_path / "staging"))
+    assert run_cli("encode", local, "-o", tmp_path / "disk", *zarr_args).returncode == 0
+    r = run_cli("encode", local, "-o", f"{scheme}://results/zr", *zarr_args, env=env)
+    assert r.returncode == 0, r.stderr
+    listing = sorted(fs.find("results/zr"))
+    assert any("/features.zarr/features/c/0/" in p for p in listing) and "results/zr/features.json" in listing
+    from rayvit.io import storage
+    got = xr.open_zarr(f"{scheme}://results/zr/features.zarr",
+                       storage_options=storage.storage_options(f"{scheme}://results/zr"))["features"].values
+    want = zarr.open_array(str(tmp_path / "disk" / "features.zarr" / "features"), mode="r")[:]
+    np.testing.assert_array_equal(got, want)
+    k = run_cli("cluster", f"{scheme}://results/zr/features.zarr", "-o", tmp_path / "k", "--n-clusters", "3",
+                "--quiet", env=env)
+    assert k.returncode == 0, k.stderr
+    d = run_cli("cluster", tmp_path / "disk" / "features.zarr", "-o", tmp_path / "kd", "--n-clusters", "3", "--quiet")
+    np.testing.assert_array_equal(read(tmp_path / "k" / "clusters.tif")[0], read(tmp_path / "kd" / "clusters.tif")[0])
