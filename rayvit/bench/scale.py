@@ -205,6 +205,9 @@ if sys.argv[1] == "gdal":
     from rasterio.windows import Window
     with rasterio.open(sys.argv[2]) as ds:
         data = ds.read(window=Window(0, 0, 256, 256))
+elif sys.argv[1] == "xarray":
+    import xarray
+    data = xarray.open_zarr(sys.argv[2])["features"][:, :256, :256].values
 else:
     from rayvit.analysis.source import open_input
     data = open_input(sys.argv[2]).read(0, 0, 256, 256)[0]
@@ -254,6 +257,41 @@ def write_product(directory: str, blocks: int, bands: int = 768) -> str:
     return final
 
 
+def write_zarr_product(directory: str, blocks: int, bands: int = 768) -> str:
+    """The same product as :func:`write_product` as a Zarr store (``--format zarr``): shard
+    (0, 0) written by the block writer, the others byte copies of it (a shard holds no
+    position). Returns the store's path."""
+    import shutil
+
+    from ..grid import Block
+    from ..io import chunked
+    from ..io.mosaic import Grid
+    from ..io.writer import ProductWriter
+
+    k, side = math.isqrt(blocks), PRODUCT_BLOCK
+    grid = Grid("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0), k * side, k * side)
+    writer = ProductWriter(directory, grid, bands, [f"feature_{i:04d}" for i in range(1, bands + 1)], "float16",
+                           format="zarr", block_size=side)
+    writer.start("bench", {}, overwrite=True)
+    data = (np.random.default_rng(0).standard_normal((bands, 1, 1)) * np.ones((1, side, side))).astype(np.float16)
+    first = writer.block_writer().write(Block(0, 0, 0, 0, side, side), data, np.ones((side, side), bool))
+    template = os.path.join(writer.zarr_store, chunked.shard_file(Block(0, 0, 0, 0, side, side)))
+    done, records = [], []
+    for by in range(k):
+        os.makedirs(os.path.dirname(os.path.join(writer.zarr_store, chunked.shard_file(Block(by, 0, 0, 0, 0, 0)))),
+                    exist_ok=True)
+        for bx in range(k):
+            block = Block(by, bx, by * side, bx * side, side, side)
+            if (by, bx) != (0, 0):
+                shutil.copyfile(template, os.path.join(writer.zarr_store, chunked.shard_file(block)))
+            done.append(block)
+            records.append({**first, "by": by, "bx": bx, "file": f"features.zarr/{chunked.shard_file(block)}"})
+    writer.record(records)
+    final = writer.assemble(done, single_file=False)
+    writer.seal(final, {"stage": "bench"})
+    return final
+
+
 def time_open_read(path: str, how: str, repeat: int = 3) -> float:
     """Median seconds to open the product and read a 256 x 256 window of all its bands, each
     time in a new process (``how``: ``gdal``, rasterio on the entry point; ``rayvit``, the
@@ -266,18 +304,31 @@ def time_open_read(path: str, how: str, repeat: int = 3) -> float:
 
 
 def bench_products(work: str, counts=(25, 10_000)) -> dict:
+    """Open + read of a window of a block product (GTI) and of the same as a Zarr store."""
+    try:
+        import xarray  # noqa: F401
+        import zarr  # noqa: F401
+        zarr_too = True
+    except ImportError:
+        zarr_too = False
     rows = {}
     for n in counts:
         t0 = time.perf_counter()
         path = write_product(os.path.join(work, f"product_{n}"), n)
         made = time.perf_counter() - t0
         rows[n] = {how: time_open_read(path, how) for how in ("gdal", "rayvit")}
+        if zarr_too:
+            store = write_zarr_product(os.path.join(work, f"zarr_{n}"), n)
+            rows[n] |= {f"zarr_{how}": time_open_read(store, how) for how in ("xarray", "rayvit")}
         print(f"bench scale: product of {n:>6} blocks x 768 bands (written in {made:.0f} s, index "
               f"{os.path.getsize(path) / 2**20:.1f} MB): open + read 256 x 256 px: "
-              f"GDAL {rows[n]['gdal'] * 1000:.0f} ms, "
-              f"rayvit {rows[n]['rayvit'] * 1000:.0f} ms", flush=True)
+              f"GDAL {rows[n]['gdal'] * 1000:.0f} ms, rayvit {rows[n]['rayvit'] * 1000:.0f} ms"
+              + (f"; as Zarr: xarray {rows[n]['zarr_xarray'] * 1000:.0f} ms, "
+                 f"rayvit {rows[n]['zarr_rayvit'] * 1000:.0f} ms" if zarr_too else ""), flush=True)
     if len(counts) > 1:
         lo, hi = rows[counts[0]], rows[counts[-1]]
         print(f"bench scale: {counts[-1]} against {counts[0]} blocks: GDAL x{hi['gdal'] / lo['gdal']:.2f}, "
-              f"rayvit x{hi['rayvit'] / lo['rayvit']:.2f} (target <= 2)", flush=True)
+              f"rayvit x{hi['rayvit'] / lo['rayvit']:.2f} (target <= 2)"
+              + (f"; Zarr: xarray x{hi['zarr_xarray'] / lo['zarr_xarray']:.2f}, "
+                 f"rayvit x{hi['zarr_rayvit'] / lo['zarr_rayvit']:.2f}" if zarr_too else ""), flush=True)
     return rows
