@@ -82,6 +82,19 @@ def tessera_tile(tmp_path):
     return str(grid / "grid_0.15_52.05.npy"), by_hand
 
 
+def analysed(src, vectors, label, out, n_clusters):
+    """The maps cluster, similarity (by ``label``), search and classify make of ``src`` (under
+    ``out``): their output rasters' pixels, for runs on two forms of the same embeddings."""
+    from rayvit import classify, cluster, search, similarity
+
+    q = {"progress": False}
+    paths = [cluster(src, out / "c", n_clusters=n_clusters, **q).output,
+             similarity(src, vectors, out / "s", by=label, **q).output,
+             search(src, vectors, out / "q", top_k_hits=3, **q).output,
+             classify(src, vectors, out / "k", label=label, cv="none", **q).output]
+    return [read(p)[0] for p in paths]
+
+
 def cut_into_four(tmp_path, data, nodata=None):
     """Cut ``data`` into 4 files with uneven cuts; returns their paths."""
     _, h, w = data.shape

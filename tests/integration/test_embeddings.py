@@ -9,11 +9,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from conftest import alphaearth_raster, run_cli, tessera_tile, write_raster
+from conftest import alphaearth_raster, analysed, run_cli, tessera_tile, write_raster
 from rasterio.transform import from_origin
 from shapely.geometry import Point
 
-from rayvit import change, classify, cluster, encode, reduce, search, similarity, table
+from rayvit import change, cluster, encode, reduce, search, table
 from rayvit.errors import InputError
 from rayvit.io import quantize
 
@@ -265,15 +265,8 @@ def test_every_analysis_stage_runs_on_others_embeddings_as_on_their_floats(kind,
                               crs="EPSG:32633")
     points.to_file(tmp_path / "p.gpkg")
     vectors = str(tmp_path / "p.gpkg")
-    outputs = {}
-    for name, path in (("codes", src), ("f", floats)):
-        outputs[name] = [cluster(path, tmp_path / f"c{name}", n_clusters=2, **Q).output,
-                         similarity(path, vectors, tmp_path / f"s{name}", by="label", **Q).output,
-                         search(path, vectors, tmp_path / f"q{name}", top_k_hits=3, **Q).output,
-                         classify(path, vectors, tmp_path / f"k{name}", label="label", cv="none", **Q).output]
-    for a, b in zip(outputs["codes"], outputs["f"]):
-        with rasterio.open(a) as x, rasterio.open(b) as y:
-            np.testing.assert_array_equal(x.read(), y.read())
-    with rasterio.open(outputs["codes"][0]) as ds:            # two clusters: the two directions
-        labels = ds.read(1)
-    assert labels[10, 5] != labels[10, 30] and labels[:3, :5].min() == ds.nodata
+    codes, values = (analysed(path, vectors, "label", tmp_path / name, 2) for name, path in (("codes", src), ("f", floats)))
+    for a, b in zip(codes, values):
+        np.testing.assert_array_equal(a, b)
+    labels = codes[0][0]                                          # two clusters: the two directions
+    assert labels[10, 5] != labels[10, 30] and labels[:3, :5].min() == labels.max()

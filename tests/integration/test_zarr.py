@@ -7,7 +7,7 @@ import pytest
 import rasterio
 
 import rayvit
-from conftest import run_cli, seeded_image, write_raster
+from conftest import analysed, run_cli, seeded_image, write_raster
 
 xr = pytest.importorskip("xarray", reason="Zarr products need the xarray extra")
 pytest.importorskip("rioxarray")
@@ -51,24 +51,16 @@ def test_the_analysis_stages_give_the_same_maps_on_a_zarr_product(scene, tmp_pat
     import geopandas as gpd
     from shapely.geometry import Point
 
-    from rayvit import classify, cluster, search, similarity
-
     path, d = scene
     for fmt in ("zarr", "gtiff"):
         rayvit.encode(path, str(tmp_path / fmt), model="rayvit_patchmean_p4", size=16, format=fmt, block_size=6, **Q)
     points = [Point(500000.0 + 40 * c + 20, 4000000.0 - 40 * r - 20) for r, c in ((2, 2), (5, 20), (15, 6), (20, 22))]
     gpd.GeoDataFrame({"Type": ["x", "y", "x", "y"]}, geometry=points, crs="EPSG:32633").to_file(tmp_path / "p.gpkg")
     pts = str(tmp_path / "p.gpkg")
-    maps = {}
-    for fmt, product in (("zarr", tmp_path / "zarr" / "features.zarr"), ("gtiff", tmp_path / "gtiff" / "features.tif")):
-        src = str(product)
-        maps[fmt] = [cluster(src, tmp_path / f"c{fmt}", n_clusters=3, **Q).output,
-                     similarity(src, pts, tmp_path / f"s{fmt}", by="Type", **Q).output,
-                     search(src, pts, tmp_path / f"q{fmt}", top_k_hits=3, **Q).output,
-                     classify(src, pts, tmp_path / f"k{fmt}", label="Type", cv="none", **Q).output]
-    for a, b in zip(maps["zarr"], maps["gtiff"]):
-        with rasterio.open(a) as x, rasterio.open(b) as y:
-            np.testing.assert_array_equal(x.read(), y.read())
+    zarr_maps, gtiff_maps = (analysed(str(product), pts, "Type", tmp_path / f"maps_{i}", 3) for i, product in
+                             enumerate((tmp_path / "zarr" / "features.zarr", tmp_path / "gtiff" / "features.tif")))
+    for a, b in zip(zarr_maps, gtiff_maps):
+        np.testing.assert_array_equal(a, b)
 
 
 def test_what_zarr_does_not_write_yet_is_refused_before_anything_is_written(scene, tmp_path):
