@@ -48,7 +48,7 @@ STAGES = {e.name: e for e in (
     Entry("search", "rayvit.analysis.search", "feature raster + a few examples -> score map and top-k hits"),
     Entry("change", "rayvit.analysis.change", "two feature rasters (two dates) -> change map and hot spots"),
     Entry("stack", "rayvit.analysis.stack", "Zarr feature products of several dates -> one (time, band, y, x) stack",
-          raster=False, main="rayvit.analysis.stack:main"),
+          raster=False),
     Entry("trajectory", "rayvit.analysis.trajectory", "time stack -> each date's feature distance to the first"),
     Entry("sample", "rayvit.landscape", "generate the synthetic sample landscape, its truth and vectors", raster=False,
           main="rayvit.landscape:main"),

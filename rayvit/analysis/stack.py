@@ -16,6 +16,7 @@ import json
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from typing import Sequence
 
 import numpy as np
@@ -43,10 +44,22 @@ def _date(value: str, path: str) -> str:
                          "(one per input, in order).") from None
 
 
+@dataclass
+class StackResult:
+    output: str             # the stack's store
+    dates: list
+    shards: int
+    elapsed_s: float
+
+    def summary(self) -> str:
+        return (f"stack: {len(self.dates)} dates ({self.dates[0]} .. {self.dates[-1]}), {self.shards} shards "
+                f"linked in {self.elapsed_s:.1f} s -> {self.output}")
+
+
 def stack(inputs: Sequence[str], output: str, dates: Sequence[str] | None = None, overwrite: bool = False,
-          progress: bool = True) -> str:
+          progress: bool = True) -> StackResult:
     """Stack the Zarr products ``inputs`` (one per date; dates from ``dates`` or from each
-    input's directory name) into ``output/features.zarr``; returns its path."""
+    input's directory name) into ``output/features.zarr`` (the result's ``output``)."""
     import zarr
 
     t0 = time.monotonic()
@@ -91,9 +104,7 @@ def stack(inputs: Sequence[str], output: str, dates: Sequence[str] | None = None
     record = {"rayvit_version": __version__, "stage": "stack", "products": stores, "dates": days,
               "shards": shards, "output": "features.zarr", "timings": {"total_s": time.monotonic() - t0}}
     storage.atomic_write(sidecar, json.dumps(record, indent=1))      # last: the stack is complete
-    if progress:
-        print(f"stack: {len(days)} dates ({days[0]} .. {days[-1]}), {shards} shards linked -> {final}")
-    return final
+    return StackResult(final, days, shards, time.monotonic() - t0)
 
 
 def arguments(p) -> None:
@@ -109,10 +120,4 @@ def arguments(p) -> None:
     p.add_argument("--dates", type=names, help="YYYY-MM-DD per input (default: each input's directory name, "
                                                "as `encode --by-date` names them)")
     p.add_argument("--overwrite", action="store_true", help="replace a product already in the output directory")
-    p.add_argument("--quiet", action="store_true", help="print nothing")
-
-
-def main(args) -> int:
-    """``rayvit stack`` from its parsed options."""
-    stack(args.inputs, args.output, args.dates, args.overwrite, progress=not args.quiet)
-    return 0
+    p.add_argument("--quiet", action="store_true", help="print no progress")

@@ -32,7 +32,9 @@ def dates(tmp_path_factory, ray_local):
 
 def test_three_dates_stack_into_one_store_with_a_time_dimension(dates, tmp_path):
     products = [str(dates / "dates" / d) for d in DATES]
-    out = rayvit.stack(products, str(tmp_path / "stack"), **Q)
+    result = rayvit.stack(products, str(tmp_path / "stack"), **Q)
+    out = result.output
+    assert result.dates == list(DATES) and result.shards > 0
     ds = xr.open_zarr(out)
     assert ds.features.dims == ("time", "band", "y", "x") and ds.features.shape[0] == 3
     assert [str(t)[:10] for t in ds.time.values] == list(DATES)
@@ -52,7 +54,7 @@ def test_three_dates_stack_into_one_store_with_a_time_dimension(dates, tmp_path)
 
 
 def test_the_trajectory_is_each_dates_cosine_distance_to_the_first(dates, tmp_path):
-    out = rayvit.stack([str(dates / "dates" / d) for d in DATES], str(tmp_path / "stack"), **Q)
+    out = rayvit.stack([str(dates / "dates" / d) for d in DATES], str(tmp_path / "stack"), **Q).output
     r = rayvit.trajectory(out, str(tmp_path / "trajectory"), block_size=7, **Q)
     f = zarr.open_array(os.path.join(out, "features"), mode="r")[:].astype(np.float64)    # (t, d, y, x)
     dot = (f * f[:1]).sum(axis=1)
@@ -69,7 +71,7 @@ def test_the_trajectory_is_each_dates_cosine_distance_to_the_first(dates, tmp_pa
 
 
 def test_change_and_other_stages_read_one_date_of_a_stack(dates, tmp_path):
-    out = rayvit.stack([str(dates / "dates" / d) for d in DATES], str(tmp_path / "stack"), **Q)
+    out = rayvit.stack([str(dates / "dates" / d) for d in DATES], str(tmp_path / "stack"), **Q).output
     a, b = (str(dates / "dates" / d / "features.zarr") for d in (DATES[0], DATES[2]))
     via_stack = rayvit.change(f"{out}@{DATES[0]}", f"{out}@{DATES[2]}", str(tmp_path / "c1"), **Q).output
     via_products = rayvit.change(a, b, str(tmp_path / "c2"), **Q).output
