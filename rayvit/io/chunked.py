@@ -112,7 +112,7 @@ def link_shards(source: str, target: str, time: int) -> int:
 
     root, n = os.path.join(source, ARRAY, "c", "0"), 0
     for dirpath, _, files in os.walk(root):
-        for name in files:
+        for name in filter(str.isdigit, files):     # not a writer's leftover temporary file
             rel = os.path.relpath(os.path.join(dirpath, name), root)
             dest = os.path.join(target, ARRAY, "c", str(time), "0", rel)
             os.makedirs(os.path.dirname(dest), exist_ok=True)
@@ -129,8 +129,8 @@ def encode_shard(data: np.ndarray, side: int, inner: int) -> bytes:
     block at the array's edge may be smaller), as the Zarr v3 ``sharding_indexed`` codec lays
     them out with this store's codecs: each inner chunk ``(bands, inner, inner)`` as a zstd frame
     of its little-endian bytes, in zarr-python's (Morton) order (edge chunks padded with the
-    fill value NaN; chunks wholly past the array absent), then the index (``(offset, nbytes)`` uint64 per chunk, C order; absent:
-    2^64 - 1) and its CRC32C. Encoded here rather than through zarr-python, whose write of the
+    fill value NaN; chunks wholly past the array absent), then the index (``(offset, nbytes)``
+    uint64 per chunk, C order; absent: 2^64 - 1) and its CRC32C. Encoded here rather than through zarr-python, whose write of the
     same shard cost ~0.8 CPU-ms per tile more (its event loop and copies; D = 768 float16)."""
     import google_crc32c
     import numcodecs
