@@ -88,8 +88,9 @@ def stack(inputs: Sequence[str], output: str, dates: Sequence[str] | None = None
         if not overwrite:
             raise OutputError(f"{output!r} already holds a product; use --overwrite to replace it, or choose "
                               "another -o.")
-        for path in (sidecar, final):
-            shutil.rmtree(path) if os.path.isdir(path) else os.path.exists(path) and os.remove(path)
+        if os.path.exists(sidecar):
+            os.remove(sidecar)                  # first: what is left is no longer complete
+        shutil.rmtree(final, ignore_errors=True)
     staging = os.path.join(str(output), ".features.zarr.staging")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(str(output), exist_ok=True)

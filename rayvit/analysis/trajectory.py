@@ -56,7 +56,7 @@ class Trajectory(Stage):
         return {"dates": list(self.model_.times), "features": self.model_.features}
 
 
-def trajectory(input: str, output: str, block_size: int = 256, overwrite: bool = False, address: str | None = None,
+def trajectory(input: str, output: str, block_size: int = 128, overwrite: bool = False, address: str | None = None,
                progress: bool = True, dry_run: bool = False) -> AnalysisResult:
     """Each date's cosine distance to the first date, per pixel of the time stack ``input``
     (``OUT/features.zarr`` of ``rayvit stack``); writes ``trajectory.tif`` (a band per date)."""
@@ -72,8 +72,9 @@ def arguments(p) -> None:
                      "date's feature vector: trajectory.tif, one band per date (the first is 0).")
     p.add_argument("input", help="a time stack: OUT/features.zarr of rayvit stack")
     p.add_argument("-o", "--output", required=True, help="output directory")
-    p.add_argument("--block-size", type=int, default=256, help="pixels per block side (default: 256; every "
-                                                               "date's features of a block are read at once)")
+    p.add_argument("--block-size", type=int, default=128, help="pixels per block side (default: 128: every "
+                                                               "date's features of a block are read at once, "
+                                                               "128 x 128 x 3 dates x 768 float32 = 150 MB)")
     p.add_argument("--overwrite", action="store_true", help="replace another run's output")
     p.add_argument("--dry-run", action="store_true", help="print the work and the outputs; write nothing")
     add_ray_options(p)
