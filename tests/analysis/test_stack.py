@@ -12,9 +12,9 @@ import rayvit
 from rayvit.errors import InputError, OutputError
 from rayvit.landscape import make_sample_raster
 
-xr = pytest.importorskip("xarray", reason="Zarr products need the xarray extra")
-zarr = pytest.importorskip("zarr")
-pytest.importorskip("rioxarray")
+import rioxarray  # noqa: F401  (the .rio accessor)
+import xarray as xr
+import zarr
 DATES = ("2021-06-01", "2022-06-01", "2023-06-01")
 Q = {"progress": False}
 

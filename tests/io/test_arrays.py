@@ -9,7 +9,7 @@ import rayvit
 from conftest import alphaearth_raster, tessera_tile, write_raster
 from rayvit.errors import InputError
 
-pytest.importorskip("rioxarray", reason="rayvit.open needs the xarray extra")
+import rioxarray  # noqa: F401  (the .rio accessor; the test extra installs the xarray extra)
 
 
 def test_each_product_kind_opens_lazily_with_its_crs_names_and_float_values(product):

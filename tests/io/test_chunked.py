@@ -10,7 +10,7 @@ from rayvit.grid import Block
 from rayvit.io import chunked
 from rayvit.io.storage import sha256_file
 
-zarr = pytest.importorskip("zarr", reason="Zarr products need the xarray extra")
+import zarr
 T = (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0)
 
 
