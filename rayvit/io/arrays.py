@@ -51,7 +51,7 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
         import rioxarray
         import xarray as xr
     except ImportError as exc:
-        raise InputError("rayvit.open needs xarray, rioxarray and dask: pip install 'rayvit[xarray]'.") from exc
+        raise InputError("rayvit.open needs xarray, rioxarray, dask and zarr: pip install 'rayvit[xarray]'.") from exc
 
     path, alphaearth = quantize.alphaearth_path(str(path))
     raster = product_raster(path)
