@@ -475,7 +475,8 @@ def arguments(p) -> None:
                    help="none: encode tiles at native size (default); model: resize each tile to the "
                         "model's input size (IAMAP)")
     g.add_argument("--merge", choices=tuple(MERGERS), help="how overlapping tiles combine (default: "
-                   "center when tiles overlap: each keeps its central stride x stride part)")
+                   "center when tiles overlap: each keeps its central stride x stride part; hann, gaussian: "
+                   "seamless blends, each tile weighted by a window that falls towards its edges)")
     g = p.add_argument_group("output")
     g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="feature type (default: float32). float16 halves the size; int8/uint8 quarter it, "
