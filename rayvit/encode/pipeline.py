@@ -224,18 +224,28 @@ def stac_record(plan: EncodePlan) -> dict:
 
 def encode_dates(output: str, options: EncodeOptions | None = None, **kwargs) -> dict[str, "EncodeResult"]:
     """``--stac ... --by-date``: one product per date in ``output/YYYY-MM-DD/``, all on one
-    grid (the union of every date's items), ready for ``rayvit change``."""
+    grid (the union of every date's items), ready for ``rayvit change``; with ``stack`` (and
+    ``format="zarr"``) also ``output/features.zarr``, the dates as one ``(time, band, y, x)``
+    store (:func:`rayvit.io.chunked.stack_products`)."""
     from ..io import stac
     from ..io.mosaic import target_grid
 
     o = options or EncodeOptions(**kwargs)
     o.check()
+    if o.stack and not storage.is_local(str(output)):
+        raise InputError("--stack writes the time stack to a local directory for now; encode the dates to one "
+                         "and upload it, or stack them there with `rayvit stack`.")
     sources = stac_sources(o)
     grid = o.grid or target_grid(sources, o.crs, o.res, o.extent, o.extent_crs)
     results = {}
     for date, group in stac.by_date(sources).items():
-        one = replace(o, by_date=False, composite=None, grid=grid)
+        one = replace(o, by_date=False, stack=False, composite=None, grid=grid)
         results[date] = encode(stac.order(group, "least-cloudy"), storage.join(str(output), date), one)
+    if o.stack and not o.dry_run:       # the dates' shards linked into output/features.zarr
+        from ..io.chunked import stack_products
+
+        dates = sorted(results)
+        stack_products([results[d].outdir for d in dates], str(output), dates, overwrite=True)
     return results
 
 
@@ -486,6 +496,9 @@ def arguments(p) -> None:
     g.add_argument("--format", choices=FORMATS, default="gtiff",
                    help="gtiff: GeoTIFF (one COG, or blocks + tile index; default); zarr: one Zarr v3 store "
                         "features.zarr, sharded one shard per block, for xarray/dask (float16/float32)")
+    g.add_argument("--stack", action="store_true",
+                   help="with --by-date --format zarr: also stack the dates into OUT/features.zarr, (time, band, "
+                        "y, x), their shards linked (as `rayvit stack`)")
     g.add_argument("--blocks", action="store_true",
                    help="always write GeoTIFF blocks + their tile index features.gti.gpkg "
                         "(default: above 64 MiB uncompressed only)")
@@ -519,6 +532,8 @@ def main(args) -> int:
             print(result.plan.describe() + "\n" + result.estimate if args.dry_run else result.summary())
         if args.dry_run:
             print("dry run: nothing written.")
+        elif args.stack:
+            print(f"stack: the dates as one (time, band, y, x) store -> {storage.join(str(args.output), 'features.zarr')}")
         return 0
     result = encode(args.inputs, args.output, EncodeOptions(**opts))
     if args.dry_run:

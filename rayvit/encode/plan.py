@@ -80,6 +80,7 @@ class EncodeOptions:
     query: Sequence[str] = ()
     composite: str | None = None     # None: least-cloudy
     by_date: bool = False
+    stack: bool = False              # --by-date --format zarr: the dates also as one time stack
     grid: Grid | None = None         # imposed target grid (the dates of a --by-date run share one)
 
     def check(self) -> None:
@@ -111,6 +112,8 @@ class EncodeOptions:
         if self.stac and not self.assets:
             raise InputError("--stac needs --assets: the asset keys or band names to read, in order "
                              "(e.g. --assets red,green,blue,nir).")
+        if self.stack and not (self.by_date and self.format == "zarr"):
+            raise InputError("--stack stacks the dates of a --by-date run written with --format zarr; give both.")
         if self.by_date and self.composite:
             raise InputError("--by-date writes one product per date; --composite merges the dates into "
                              "one: choose one of them.")

@@ -124,6 +124,83 @@ def link_shards(source: str, target: str, time: int) -> int:
     return n
 
 
+def _product(path: str) -> str:
+    """The Zarr store of a product directory or store path."""
+    path = str(path).rstrip("/")
+    store = path if path.endswith(".zarr") else os.path.join(path, "features.zarr")
+    if not os.path.isfile(os.path.join(store, "zarr.json")):
+        raise InputError(f"{path!r} is not a Zarr feature product (no {store!r}); encode each date with "
+                         "`rayvit encode ... --format zarr`.")
+    return store
+
+
+def _date(value: str, path: str) -> str:
+    try:
+        return str(np.datetime64(value, "D"))
+    except ValueError:
+        raise InputError(f"no date for {path!r}: its directory is not named YYYY-MM-DD; give --dates "
+                         "(one per input, in order).") from None
+
+
+def stack_products(inputs: Sequence[str], output: str, dates: Sequence[str] | None = None,
+                   overwrite: bool = False) -> tuple[str, list[str], int]:
+    """Stack the Zarr feature products ``inputs`` (one per date; dates from ``dates`` or from
+    each input's directory name) into ``output/features.zarr``: a ``(time, band, y, x)`` store
+    whose shards are the dates' own, linked (:func:`link_shards`), built beside the output and
+    renamed into place, its sidecar ``features.json`` written last. Returns ``(store, dates,
+    shards)``."""
+    import json
+    import shutil
+
+    from ..errors import OutputError
+    from ..version import __version__
+
+    zarr = _zarr()
+    stores = [_product(p) for p in inputs]
+    if len(stores) < 2:
+        raise InputError("stack needs the products of at least two dates.")
+    if dates is not None and len(dates) != len(stores):
+        raise InputError(f"--dates gives {len(dates)} dates for {len(stores)} inputs; give one per input.")
+    names = [os.path.basename(os.path.dirname(s)) for s in stores]
+    days = [_date(d, s) for d, s in zip(dates or names, stores)]
+    if len(set(days)) != len(days) or days != sorted(days):
+        raise InputError(f"the dates must be distinct and in order; got {', '.join(days)}.")
+    arrays = [zarr.open_group(s, mode="r") for s in stores]
+    first, ref = arrays[0]["features"], arrays[0]["spatial_ref"].attrs
+    shape = (first.shape, first.shards, first.chunks, str(first.dtype), ref["crs_wkt"], ref["GeoTransform"])
+    for store, root in zip(stores[1:], arrays[1:]):
+        a, r = root["features"], root["spatial_ref"].attrs
+        other = (a.shape, a.shards, a.chunks, str(a.dtype), r["crs_wkt"], r["GeoTransform"])
+        if other != shape:
+            raise InputError(f"{store!r} does not match {stores[0]!r} (shape, shards, dtype or grid differ): a "
+                             "stack's dates share one grid; encode them with the same --crs/--res/--extent "
+                             "and --block-size (a --stac --by-date run does).")
+    final = os.path.join(str(output), "features.zarr")
+    sidecar = os.path.join(str(output), "features.json")
+    if os.path.exists(final) or os.path.exists(sidecar):
+        if not overwrite:
+            raise OutputError(f"{output!r} already holds a product; use --overwrite to replace it, or choose "
+                              "another -o.")
+        if os.path.exists(sidecar):
+            os.remove(sidecar)                  # first: what is left is no longer complete
+        shutil.rmtree(final, ignore_errors=True)
+    staging = os.path.join(str(output), ".features.zarr.staging")
+    shutil.rmtree(staging, ignore_errors=True)
+    os.makedirs(str(output), exist_ok=True)
+    g = [float(v) for v in ref["GeoTransform"].split()]
+    d, height, width = first.shape
+    create(staging, ref["crs_wkt"], (g[1], g[2], g[0], g[4], g[5], g[3]), width, height,
+                   [str(b) for b in arrays[0]["band"][:]], str(first.dtype), first.shards[1],
+                   dict(first.attrs) | {"long_name": "ViT features, time stack"}, times=days)
+    shards = sum(link_shards(s, staging, t) for t, s in enumerate(stores))
+    consolidate(staging)
+    os.rename(staging, final)
+    record = {"rayvit_version": __version__, "stage": "stack", "products": stores, "dates": days,
+              "shards": shards, "output": "features.zarr"}
+    storage.atomic_write(sidecar, json.dumps(record, indent=1))      # last: the stack is complete
+    return final, days, shards
+
+
 def encode_shard(data: np.ndarray, side: int, inner: int) -> bytes:
     """The bytes of the shard of one ``side`` x ``side`` block, ``data (bands, rows, cols)`` (a
     block at the array's edge may be smaller), as the Zarr v3 ``sharding_indexed`` codec lays

@@ -189,6 +189,35 @@ def test_by_date_writes_one_product_per_date_on_one_grid_ready_for_change(tmp_pa
     assert c.returncode == 0, c.stderr
 
 
+def test_three_dates_encode_into_one_time_stack(tmp_path):
+    """--by-date --format zarr --stack: a product per date and, from them, one (time, band, y,
+    x) store whose every date is that date's product."""
+    import xarray as xr
+    import zarr
+
+    items = []
+    for i, day in enumerate(("2025-05-01", "2025-06-01", "2025-08-01")):
+        data = seeded_image((64, 64), seed=20 + i, dtype="uint16", high=3000) + 1
+        items.append(item(f"d{i}", f"{day}T10:00:00Z", {"red": (write_raster(tmp_path / f"d{i}.tif", data, nodata=0),
+                                                               None)}, cloud=1.0))
+    (tmp_path / "items.json").write_text(json.dumps({"type": "FeatureCollection", "features": items}))
+    out = tmp_path / "dates"
+    r = run_cli("encode", "--stac", tmp_path / "items.json", "--assets", "red", "--by-date", "--format", "zarr",
+                "--stack", "-o", out, *ENC)
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(out)) == ["2025-05-01", "2025-06-01", "2025-08-01", "features.json", "features.zarr"]
+    ds = xr.open_zarr(out / "features.zarr")
+    assert ds.features.dims == ("time", "band", "y", "x")
+    assert [str(t)[:10] for t in ds.time.values] == ["2025-05-01", "2025-06-01", "2025-08-01"]
+    for t, day in enumerate(("2025-05-01", "2025-06-01", "2025-08-01")):
+        np.testing.assert_array_equal(ds.features[t].values,
+                                      zarr.open_array(str(out / day / "features.zarr" / "features"), mode="r")[:])
+    bad = run_cli("encode", "--stac", tmp_path / "items.json", "--assets", "red", "--by-date", "--stack",
+                  "-o", tmp_path / "x", *ENC)
+    assert bad.returncode == 2 and "--stack stacks the dates of a --by-date run written with --format zarr" in bad.stderr
+    assert not (tmp_path / "x").exists()
+
+
 def test_dry_run_lists_items_dates_area_and_tiles_and_writes_nothing(tmp_path):
     data10, data20 = scene(8)
     hrefs = band_files(tmp_path / "data", "s", data10, data20)
