@@ -27,7 +27,7 @@ CHUNK = 512     # pixels per chunk side; all bands in one chunk (a pixel's vecto
 
 def product_raster(path: str) -> str:
     """The raster of a product directory (named by its sidecar's ``output``), else ``path``."""
-    if not (storage.is_local(path) and os.path.isdir(path)):
+    if not (storage.is_local(path) and os.path.isdir(path)) or chunked.is_zarr(path):
         return path
     for name in sorted(os.listdir(path)):
         if name.endswith(".json") and name not in ("run.json", "metrics.json"):
@@ -60,7 +60,8 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
         return windowed(tessera.TesseraTile.open(path), chunks)
     if chunked.is_zarr(raster):         # sharded Zarr v3: xarray reads it (GDAL 3.10 cannot)
         remote = {} if storage.is_local(raster) else {"storage_options": storage.storage_options(raster)}
-        da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks}, **remote)[chunked.ARRAY]
+        name = chunked.ZarrRaster.open(raster).array      # rayvit's features, or another's variable
+        da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks}, decode_coords="all", **remote)[name]
         return da.astype(np.float32).rio.write_crs(da.rio.crs) if dequantize else da
     try:
         da = rioxarray.open_rasterio(raster, chunks={"band": -1, "y": chunks, "x": chunks}, mask_and_scale=False,

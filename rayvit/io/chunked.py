@@ -233,6 +233,21 @@ def encode_shard(data: np.ndarray, side: int, inner: int) -> bytes:
     return b"".join([*parts, table, np.uint32(google_crc32c.value(table)).astype("<u4").tobytes()])
 
 
+def _variable(root, path: str) -> str:
+    """The raster variable of a Zarr group: rayvit's ``features``, else its one array of
+    dimensions ``(band, y, x)`` (any leading name) with a ``grid_mapping`` (what
+    ``xarray``/``rioxarray`` write for a georeferenced DataArray)."""
+    if ARRAY in root.array_keys():
+        return ARRAY
+    found = [name for name in root.array_keys()
+             if root[name].ndim == 3 and "grid_mapping" in root[name].attrs
+             and tuple(root[name].metadata.dimension_names or ())[-2:] == ("y", "x")]
+    if len(found) != 1:
+        raise InputError(f"{path!r} holds {len(found) or 'no'} georeferenced (band, y, x) variables"
+                         + (f" ({', '.join(found)})" if found else "") + "; rayvit reads a store with one.")
+    return found[0]
+
+
 def _opened(path: str, options: tuple) -> dict:
     """zarr's keyword arguments to open ``path``: an object store's fsspec options."""
     return {} if storage.is_local(path) else {"storage_options": storage.unfreeze(options) or {}}
@@ -297,6 +312,7 @@ class ZarrRaster:
     times: tuple[str, ...] = ()  # a time stack's dates; its bands are then (time, band) flattened
     time: int | None = None      # one date of a time stack (``STORE@DATE``): its bands only
     options: tuple = ()          # frozen fsspec options of an object-store ``path``
+    array: str = ARRAY           # the variable read: rayvit's ``features``, or another's (see ``open``)
 
     @classmethod
     def open(cls, path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> "ZarrRaster":
@@ -307,10 +323,16 @@ class ZarrRaster:
         options = () if storage.is_local(path) else storage.freeze(storage.storage_options(path, s3_endpoint))
         try:
             root = zarr.open_group(path, mode="r", **_opened(path, options))
-            arr, ref = root[ARRAY], root["spatial_ref"]
+            name = _variable(root, path)
+            arr = root[name]
+            ref = root[arr.attrs.get("grid_mapping", "spatial_ref")]
+            ref.attrs["GeoTransform"]
+        except InputError:
+            raise
         except (OSError, KeyError, ValueError) as exc:
-            raise InputError(f"{path!r} is not a rayvit Zarr product (no {ARRAY!r} array and "
-                             "'spatial_ref' grid mapping) or cannot be read.") from exc
+            raise InputError(f"{path!r} is not a georeferenced Zarr raster (no {ARRAY!r} array, or no "
+                             "variable (band, y, x) whose grid mapping holds crs_wkt and GeoTransform, as "
+                             "rioxarray writes them) or cannot be read.") from exc
         times, time = (), None
         if arr.ndim == 4:
             times = tuple(str(t) for t in np.array(root["time"][:], dtype="datetime64[D]"))
@@ -326,7 +348,7 @@ class ZarrRaster:
         chosen = tuple(bands) if bands else tuple(range(1, d + 1))
         if not all(1 <= b <= d for b in chosen):
             raise InputError(f"--bands {list(chosen)} is out of range for {path!r}, which has {d} bands.")
-        return cls(path, grid, chosen, str(arr.dtype), times=times, time=time, options=options)
+        return cls(path, grid, chosen, str(arr.dtype), times=times, time=time, options=options, array=name)
 
     @property
     def count(self) -> int:
@@ -342,7 +364,7 @@ class ZarrRaster:
 
     def _select(self, bands: np.ndarray, ys, xs) -> np.ndarray:
         """``bands`` (0-based, flattened over time for a whole stack) at rows ``ys``, columns ``xs``."""
-        arr = _zarr().open_array(storage.join(self.path, ARRAY), mode="r", **_opened(self.path, self.options))
+        arr = _zarr().open_array(storage.join(self.path, self.array), mode="r", **_opened(self.path, self.options))
         if arr.ndim == 3:
             return arr.get_orthogonal_selection((bands, ys, xs)).astype(np.float32)
         if self.time is not None:

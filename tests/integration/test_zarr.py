@@ -62,6 +62,26 @@ def test_the_analysis_stages_give_the_same_maps_on_a_zarr_product(scene, tmp_pat
         np.testing.assert_array_equal(a, b)
 
 
+def test_a_zarr_written_by_xarray_is_an_input_like_the_same_geotiff(tmp_path, ray_local):
+    """Any (band, y, x) Zarr variable with a CRS (rioxarray + xarray's to_zarr): cluster maps it
+    as it maps the same values as a GeoTIFF, and rayvit.open opens it."""
+    from rasterio.transform import from_origin
+
+    data = seeded_image((6, 40, 50), seed=9, high=1000).astype("float32")
+    data[:, 5:9, 5:12] = np.nan
+    da = xr.DataArray(data, dims=("band", "y", "x"), name="embedding",
+                      coords={"band": np.arange(1, 7), "y": 4000000 - (np.arange(40) + 0.5) * 10,
+                              "x": 500000 + (np.arange(50) + 0.5) * 10})
+    da.rio.write_crs("EPSG:32633").rio.write_transform(from_origin(500000, 4000000, 10, 10)).to_dataset() \
+        .to_zarr(tmp_path / "theirs.zarr", zarr_format=3)
+    tif = write_raster(tmp_path / "same.tif", data, nodata=float("nan"))
+    maps = [rayvit.cluster(src, str(tmp_path / f"c{i}"), n_clusters=3, **Q).output
+            for i, src in enumerate((str(tmp_path / "theirs.zarr"), tif))]
+    with rasterio.open(maps[0]) as a, rasterio.open(maps[1]) as b:
+        np.testing.assert_array_equal(a.read(), b.read())
+    np.testing.assert_array_equal(rayvit.open(tmp_path / "theirs.zarr").values, data)
+
+
 def test_what_zarr_does_not_write_yet_is_refused_before_anything_is_written(scene, tmp_path):
     path, _ = scene
     r = run_cli("encode", path, "-o", tmp_path / "i8", "--format", "zarr", "--dtype", "int8", *ENCODE)

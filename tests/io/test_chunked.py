@@ -6,6 +6,7 @@ import os
 import numpy as np
 import pytest
 
+from rayvit.errors import InputError
 from rayvit.grid import Block
 from rayvit.io import chunked
 from rayvit.io.storage import sha256_file
@@ -79,5 +80,31 @@ def test_shards_encoded_by_rayvit_are_the_bytes_zarr_python_writes(tmp_path, dty
 
 def test_a_store_without_features_is_a_clear_error(tmp_path):
     zarr.open_group(str(tmp_path / "other.zarr"), mode="w").create_array("x", shape=(3,), dtype="int8")
-    with pytest.raises(Exception, match="is not a rayvit Zarr product"):
+    with pytest.raises(InputError, match="other.zarr' holds no georeferenced \\(band, y, x\\) variables"):
         chunked.ZarrRaster.open(str(tmp_path / "other.zarr"))
+    zarr.open_group(str(tmp_path / "nogeo.zarr"), mode="w").create_array("emb", shape=(2, 3, 3), dtype="f4",
+                                                                          dimension_names=("band", "y", "x"),
+                                                                          attributes={"grid_mapping": "crs"})
+    with pytest.raises(InputError, match="nogeo.zarr' is not a georeferenced Zarr raster"):
+        chunked.ZarrRaster.open(str(tmp_path / "nogeo.zarr"))
+
+
+def test_any_zarr_written_by_xarray_with_a_crs_is_read_as_a_raster(tmp_path):
+    """A (band, y, x) variable that rioxarray georeferenced and xarray wrote (another name than
+    rayvit's, its own grid mapping): read with its grid, NaN as no data."""
+    import rioxarray  # noqa: F401
+    import xarray as xr
+    from rasterio.transform import from_origin
+
+    data = np.random.default_rng(0).normal(size=(5, 30, 40)).astype("float32")
+    data[:, :3, :4] = np.nan
+    da = xr.DataArray(data, dims=("band", "y", "x"), name="emb",
+                      coords={"band": np.arange(1, 6), "y": 4000000 - (np.arange(30) + 0.5) * 10,
+                              "x": 500000 + (np.arange(40) + 0.5) * 10})
+    da.rio.write_crs("EPSG:32633").rio.write_transform(from_origin(500000, 4000000, 10, 10)).to_dataset() \
+        .to_zarr(tmp_path / "any.zarr", zarr_format=3)
+    raster = chunked.ZarrRaster.open(str(tmp_path / "any.zarr"), bands=[2, 4])
+    assert raster.array == "emb" and raster.grid.transform == T and raster.grid.width == 40
+    got, valid = raster.read(0, 0, 30, 40)
+    np.testing.assert_array_equal(valid, ~np.isnan(data[0]))
+    np.testing.assert_array_equal(got[:, valid], data[[1, 3]][:, valid])
