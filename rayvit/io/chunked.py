@@ -99,6 +99,12 @@ def create(path: str, crs: str, transform: Sequence[float], width: int, height: 
                                                                      (a[2], a[0], a[1], a[5], a[3], a[4]))})
 
 
+def affine_of(geotransform: str) -> tuple[float, ...]:
+    """A grid mapping's GDAL ``GeoTransform`` text -> the affine ``(a, b, c, d, e, f)`` tuple."""
+    c, a, b, f, d, e = (float(v) for v in geotransform.split())
+    return a, b, c, d, e, f
+
+
 def consolidate(path: str) -> None:
     _zarr().consolidate_metadata(path)
 
@@ -187,11 +193,10 @@ def stack_products(inputs: Sequence[str], output: str, dates: Sequence[str] | No
     staging = os.path.join(str(output), ".features.zarr.staging")
     shutil.rmtree(staging, ignore_errors=True)
     os.makedirs(str(output), exist_ok=True)
-    g = [float(v) for v in ref["GeoTransform"].split()]
     d, height, width = first.shape
-    create(staging, ref["crs_wkt"], (g[1], g[2], g[0], g[4], g[5], g[3]), width, height,
-                   [str(b) for b in arrays[0]["band"][:]], str(first.dtype), first.shards[1],
-                   dict(first.attrs) | {"long_name": "ViT features, time stack"}, times=days)
+    create(staging, ref["crs_wkt"], affine_of(ref["GeoTransform"]), width, height,
+           [str(b) for b in arrays[0]["band"][:]], str(first.dtype), first.shards[1],
+           dict(first.attrs) | {"long_name": "ViT features, time stack"}, times=days)
     shards = sum(link_shards(s, staging, t) for t, s in enumerate(stores))
     consolidate(staging)
     os.rename(staging, final)
@@ -326,7 +331,7 @@ class ZarrRaster:
             name = _variable(root, path)
             arr = root[name]
             ref = root[arr.attrs.get("grid_mapping", "spatial_ref")]
-            ref.attrs["GeoTransform"]
+            transform, crs = affine_of(ref.attrs["GeoTransform"]), ref.attrs["crs_wkt"]
         except InputError:
             raise
         except (OSError, KeyError, ValueError) as exc:
@@ -343,8 +348,7 @@ class ZarrRaster:
             time = times.index(date)
         d, height, width = arr.shape[-3:]
         d = d * len(times) if times and time is None else d
-        g = [float(v) for v in ref.attrs["GeoTransform"].split()]
-        grid = Grid(ref.attrs["crs_wkt"], (g[1], g[2], g[0], g[4], g[5], g[3]), width, height)
+        grid = Grid(crs, transform, width, height)
         chosen = tuple(bands) if bands else tuple(range(1, d + 1))
         if not all(1 <= b <= d for b in chosen):
             raise InputError(f"--bands {list(chosen)} is out of range for {path!r}, which has {d} bands.")

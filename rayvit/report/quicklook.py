@@ -22,6 +22,7 @@ import colorsys
 import json
 import math
 import os
+from dataclasses import replace
 
 import numpy as np
 import rasterio
@@ -78,9 +79,9 @@ def read_small(path: str, max_bands: int | None = None) -> np.ma.MaskedArray:
     from ..io.mosaic import open_raster
 
     if chunked.is_zarr(path):           # sharded Zarr: zarr-python reads it (GDAL 3.10 cannot)
-        d = chunked.ZarrRaster.open(path)
-        bands = spread_bands(d.count, max_bands or d.count)
-        z = chunked.ZarrRaster.open(path, bands)
+        z = chunked.ZarrRaster.open(path)
+        bands = spread_bands(z.count, max_bands or z.count)
+        z = replace(z, bands=tuple(bands))
         return np.ma.masked_invalid(z.decimated(*small_shape(z.grid.height, z.grid.width, len(bands))))
     with open_raster(path, storage.storage_options(path)) as ds:
         bands = spread_bands(ds.count, max_bands or ds.count)
