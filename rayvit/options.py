@@ -57,6 +57,13 @@ def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
                                              "come from the standard AWS places")
 
 
+def add_format_option(p: argparse.ArgumentParser) -> None:
+    """``--format`` of an analysis stage's raster products (:data:`rayvit.io.writer.FORMATS`)."""
+    p.add_argument("--format", choices=("gtiff", "zarr"), default="gtiff",
+                   help="gtiff: GeoTIFF products (one COG each, or blocks + tile index; default); zarr: a Zarr "
+                        "v3 store per product (NAME.zarr), one shard per block, for xarray/dask")
+
+
 def analysis_common(p: argparse.ArgumentParser, vectors: str = "", standardize: bool = True,
                     vectors_dest: str = "vectors") -> None:
     """The options of a stage over one raster (``vectors``: "", "optional" or "required")."""
@@ -83,6 +90,7 @@ def analysis_common(p: argparse.ArgumentParser, vectors: str = "", standardize: 
         p.add_argument("--model", help="re-apply a model.joblib written by an earlier run (same band count)")
     p.add_argument("--block-size", type=int, default=512,
                    help="pixels per processing block (default 512)")
+    add_format_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     p.add_argument("--dry-run", action="store_true", help="check the input, print the work and the outputs; "
                                                           "writes nothing")

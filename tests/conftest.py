@@ -82,6 +82,46 @@ def tessera_tile(tmp_path):
     return str(grid / "grid_0.15_52.05.npy"), by_hand
 
 
+def tessera_store(tmp_path, zones=("utm33",)):
+    """The TESSERA tile of :func:`tessera_tile` in TESSERA's Zarr layout (geotessera's
+    ``geotessera/zarr.py``: a group per UTM zone holding ``embeddings`` int8 (time, band, y, x)
+    and ``scales`` float32 (time, y, x), sharded; ``time`` the years; the root's ``geoemb:``
+    attributes declaring per-pixel scales; the zone's ``proj:code`` and ``spatial:transform``).
+    2024 holds the tile (its no-data corner as TESSERA's sentinels: NaN water, +inf no data
+    yet), 2023 other codes. Returns the store's path and the 2024 floats computed by hand."""
+    import zarr
+    from zarr.codecs import BloscCodec
+
+    path, by_hand = tessera_tile(tmp_path)
+    codes = np.load(path)
+    scales = np.load(path[:-4] + "_scales.npy")
+    scales[:3, :2], scales[:3, 2:5] = np.nan, np.inf
+    h, w, b = codes.shape
+    store = str(tmp_path / "tessera.zarr")
+    root = zarr.open_group(store, mode="w", zarr_format=3)
+    root.attrs.update({"geoemb:type": "pixel", "geoemb:dimensions": b, "geoemb:data_type": "int8",
+                       "geoemb:quantization": {"method": "per_pixel_scale", "original_dtype": "float32",
+                                               "quantized_dtype": "int8",
+                                               "scale": {"type": "array", "array_name": "scales", "nodata": "+inf"}}})
+    blosc = BloscCodec(cname="zstd", clevel=3)
+    for zone in zones:
+        g = root.create_group(zone)
+        emb = g.create_array("embeddings", shape=(2, b, h, w), chunks=(1, b, 8, 8), shards=(1, b, 16, 16),
+                             dtype="int8", fill_value=0, compressors=blosc, dimension_names=["time", "band", "y", "x"])
+        sc = g.create_array("scales", shape=(2, h, w), chunks=(1, 8, 8), shards=(1, 16, 16), dtype="float32",
+                            fill_value=np.float32("inf"), compressors=blosc, dimension_names=["time", "y", "x"])
+        emb[1] = np.moveaxis(codes, -1, 0)
+        emb[0] = -np.moveaxis(codes, -1, 0)[::-1]
+        sc[1], sc[0] = scales, np.abs(scales[::-1])
+        for name, values in (("x", 500000.0 + (np.arange(w) + 0.5) * 10), ("y", 4000000.0 - (np.arange(h) + 0.5) * 10),
+                             ("time", np.array([2023, 2024], np.int32)), ("band", np.arange(b, dtype=np.int32))):
+            g.create_array(name, shape=values.shape, dtype=values.dtype, fill_value=0, dimension_names=[name])[:] = values
+        g.attrs.update({"proj:code": "EPSG:32633", "spatial:dimensions": ["y", "x"], "spatial:shape": [h, w],
+                        "spatial:transform": [10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0]})
+    zarr.consolidate_metadata(store)
+    return store, by_hand
+
+
 def analysed(src, vectors, label, out, n_clusters):
     """The maps cluster, similarity (by ``label``), search and classify make of ``src`` (under
     ``out``): their output rasters' pixels, for runs on two forms of the same embeddings."""

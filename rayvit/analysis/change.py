@@ -264,17 +264,18 @@ class Change(Stage):
 
 def change(a: str, b: str, output: str, zscore: bool = False, threshold: float | None = None,
            force: bool = False, bands=None, block_size: int = 512, overwrite: bool = False,
-           address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
+           address: str | None = None, progress: bool = True, dry_run: bool = False,
+           format: str = "gtiff") -> AnalysisResult:
     """ChangeRule between feature rasters ``a`` and ``b``: ``change.tif`` (cosine distance, and
     with ``zscore`` its z-score), ``hotspots.parquet``, quicklook, metrics."""
     stage = Change(a, b, zscore, threshold, force)
     return run(stage, BlockSource(open_pair(a, b, bands, force), a), output, None, block_size, overwrite, address,
-               progress, dry_run)
+               progress, dry_run, format)
 
 
 def arguments(p) -> None:
     """``rayvit change``'s options (:mod:`rayvit.stages`)."""
-    from ..options import add_ray_options, ints
+    from ..options import add_format_option, add_ray_options, ints
 
     p.description = ("Per-pixel cosine distance (1 - cos) between the embeddings of two feature "
                      "rasters, block by block in Ray tasks; B is read onto A's grid (nearest "
@@ -294,6 +295,7 @@ def arguments(p) -> None:
                                                         "layer or normalisation")
     p.add_argument("--bands", type=ints, help="1-based bands to use in both (default: all)")
     p.add_argument("--block-size", type=int, default=512, help="pixels per processing block (default 512)")
+    add_format_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace an output directory of another run")
     p.add_argument("--dry-run", action="store_true", help="check the inputs, print the work; writes nothing")
     add_ray_options(p)

@@ -260,7 +260,8 @@ def classify(input: str, vectors: str, output: str, label: str | None = None,
              test: str | None = None, proba: bool = False, polygons: str = "all", samples: int = 1000,
              seed: int = 0, vector_crs: str | None = None, bands: Sequence[int] | None = None,
              block_size: int = 512, model: str | None = None, overwrite: bool = False,
-             address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
+             address: str | None = None, progress: bool = True, dry_run: bool = False,
+             format: str = "gtiff") -> AnalysisResult:
     """Train ``method`` on the pixels ``vectors`` select (``label`` column), cross-validate,
     refit on all of them and map every pixel of ``input``.
 
@@ -272,7 +273,7 @@ def classify(input: str, vectors: str, output: str, label: str | None = None,
     stage = Classify(vectors, label, method, params, cv, folds_n, group_column, cv_block, test, proba, polygons,
                      samples, seed, vector_crs, fitted=bool(model))
     return run(stage, BlockSource.open(input, bands), output, model, block_size, overwrite, address, progress,
-               dry_run)
+               dry_run, format)
 
 
 def _clone(estimator):

@@ -131,7 +131,8 @@ def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | N
             params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
             seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512,
             model: str | None = None, overwrite: bool = False, address: str | None = None,
-            progress: bool = True, dry_run: bool = False) -> AnalysisResult:
+            progress: bool = True, dry_run: bool = False,
+            format: str = "gtiff") -> AnalysisResult:
     """Cluster every pixel of ``input``; writes ``clusters.tif`` (colour table), model, metrics.
 
     KMeans (default, 8 clusters): k-means++ on a seeded uniform sample of ``sample_size``
@@ -142,7 +143,7 @@ def cluster(input: str, output: str, method: str = "KMeans", n_clusters: int | N
     """
     stage = Cluster(method, n_clusters, params, standardize, sample_size, seed, fitted=bool(model))
     return run(stage, BlockSource.open(input, bands), output, model, block_size, overwrite, address, progress,
-               dry_run)
+               dry_run, format)
 
 
 def arguments(p) -> None:

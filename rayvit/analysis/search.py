@@ -247,13 +247,14 @@ def search(input: str, positives: str, output: str, negatives: str | None = None
            scorer: str = "cosine", top_k_hits: int = 100, exclude_radius: int = 0, polygons: str = "all",
            samples: int = 1000, seed: int = 0, vector_crs: str | None = None,
            bands: Sequence[int] | None = None, block_size: int = 512, overwrite: bool = False,
-           address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
+           address: str | None = None, progress: bool = True, dry_run: bool = False,
+           format: str = "gtiff") -> AnalysisResult:
     """Score every pixel of ``input`` against example pixels; write ``score.tif`` and the
     top-k hits ``hits.parquet``."""
     stage = Search(positives, negatives, label, scorer, top_k_hits, exclude_radius, polygons, samples, seed,
                    vector_crs)
     return run(stage, BlockSource.open(input, bands), output, None, block_size, overwrite, address, progress,
-               dry_run)
+               dry_run, format)
 
 
 def arguments(p) -> None:

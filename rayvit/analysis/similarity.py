@@ -93,7 +93,8 @@ class Similarity(Stage):
 def similarity(input: str, vectors: str, output: str, by: str | None = None, reduce: str = "mean",
                polygons: str = "all", samples: int = 1000, seed: int = 0, vector_crs: str | None = None,
                bands: Sequence[int] | None = None, block_size: int = 512, overwrite: bool = False,
-               address: str | None = None, progress: bool = True, dry_run: bool = False) -> AnalysisResult:
+               address: str | None = None, progress: bool = True, dry_run: bool = False,
+               format: str = "gtiff") -> AnalysisResult:
     """Cosine similarity of every pixel of ``input`` with the pixels ``vectors`` select.
 
     One band (the mean reference vector, IAMAP), or with ``by`` one band per value of that
@@ -103,7 +104,7 @@ def similarity(input: str, vectors: str, output: str, by: str | None = None, red
     """
     stage = Similarity(vectors, by, reduce, polygons, samples, seed, vector_crs)
     return run(stage, BlockSource.open(input, bands), output, None, block_size, overwrite, address, progress,
-               dry_run)
+               dry_run, format)
 
 
 def arguments(p) -> None:

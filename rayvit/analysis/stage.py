@@ -207,10 +207,25 @@ def dry_plan(stage: Stage, source: BlockSource, output: str, block_size: int, sa
             f"(float32: {g.width * g.height * 4} bytes per band uncompressed)" + stage.plan(output))
 
 
+def zarr_attributes(stage: Stage, product: Product) -> dict:
+    """A Zarr product's attributes: what it is, its categories (CF ``flag_values`` and
+    ``flag_meanings``) and colour table (``colormap``: value -> RGBA, as GDAL's)."""
+    attrs = {"long_name": f"rayvit {stage.name}: {product.name}", "rayvit_version": __version__}
+    if product.categories:
+        attrs.update(flag_values=list(range(len(product.categories))),
+                     flag_meanings=" ".join(str(c).replace(" ", "_") for c in product.categories))
+    if product.colormap:
+        attrs["colormap"] = {str(k): list(v) for k, v in sorted(product.colormap.items())}
+    return attrs
+
+
 def run(stage: Stage, source: BlockSource, output: str, model: str | None = None, block_size: int = 512,
         overwrite: bool = False, address: str | None = None, progress: bool = True,
-        dry_run: bool = False) -> AnalysisResult:
-    """The whole stage (see the module docstring). ``model``: a saved ``model.joblib`` to apply."""
+        dry_run: bool = False, format: str = "gtiff") -> AnalysisResult:
+    """The whole stage (see the module docstring). ``model``: a saved ``model.joblib`` to apply;
+    ``format``: ``gtiff`` (GeoTIFF products) or ``zarr`` (a Zarr store per product,
+    :mod:`rayvit.io.chunked`)."""
+    from ..io.writer import FORMATS
     from .. import report
     from ..report.quicklook import quicklook
     from ..runtime import init_ray
@@ -218,9 +233,11 @@ def run(stage: Stage, source: BlockSource, output: str, model: str | None = None
     t0 = time.monotonic()
     if block_size < 1:
         raise InputError(f"--block-size must be >= 1 pixel, got {block_size}.")
+    if format not in FORMATS:
+        raise InputError(f"--format {format!r}: choose one of {', '.join(FORMATS)}.")
     bundle = load_model(model, source.count, stage.name) if model else None
     config = dict(stage.config(), stage=stage.name, input=source.path, bands=list(source.bands),
-                  model_file=model, block_size=block_size)
+                  model_file=model, block_size=block_size, **({"format": format} if format != "gtiff" else {}))
     if dry_run:
         return AnalysisResult(None, str(output), model, {}, time.monotonic() - t0, 0,
                               extra={"plan": dry_plan(stage, source, output, block_size, bool(bundle))})
@@ -249,7 +266,8 @@ def run(stage: Stage, source: BlockSource, output: str, model: str | None = None
         out.check_reachable()
         products = stage.products()
         writers = [ProductWriter(output, source.grid, p.count, p.descriptions, p.dtype, product=p.name,
-                                 nodata=p.nodata, colormap=p.colormap, quantized=p.quantized, categories=p.categories)
+                                 nodata=p.nodata, colormap=p.colormap, quantized=p.quantized, categories=p.categories,
+                                 format=format, block_size=block_size, attributes=zarr_attributes(stage, p))
                    for p in products]
         for w in writers:
             w.start(run_id, config, overwrite=False)      # its block folder (run.json is there)

@@ -57,16 +57,17 @@ class Trajectory(Stage):
 
 
 def trajectory(input: str, output: str, block_size: int = 128, overwrite: bool = False, address: str | None = None,
-               progress: bool = True, dry_run: bool = False) -> AnalysisResult:
+               progress: bool = True, dry_run: bool = False,
+               format: str = "gtiff") -> AnalysisResult:
     """Each date's cosine distance to the first date, per pixel of the time stack ``input``
     (``OUT/features.zarr`` of ``rayvit stack``); writes ``trajectory.tif`` (a band per date)."""
     return run(Trajectory(), BlockSource.open(input), output, None, block_size, overwrite, address, progress,
-               dry_run)
+               dry_run, format)
 
 
 def arguments(p) -> None:
     """``rayvit trajectory``'s options (:mod:`rayvit.stages`)."""
-    from ..options import add_ray_options
+    from ..options import add_format_option, add_ray_options
 
     p.description = ("Per pixel of a time stack (rayvit stack), each date's cosine distance to the first "
                      "date's feature vector: trajectory.tif, one band per date (the first is 0).")
@@ -75,6 +76,7 @@ def arguments(p) -> None:
     p.add_argument("--block-size", type=int, default=128, help="pixels per block side (default: 128: every "
                                                                "date's features of a block are read at once, "
                                                                "128 x 128 x 3 dates x 768 float32 = 150 MB)")
+    add_format_option(p)
     p.add_argument("--overwrite", action="store_true", help="replace another run's output")
     p.add_argument("--dry-run", action="store_true", help="print the work and the outputs; write nothing")
     add_ray_options(p)

@@ -491,11 +491,13 @@ def arguments(p) -> None:
     g.add_argument("--dtype", choices=DTYPES, default="float32",
                    help="feature type (default: float32). float16 halves the size; int8/uint8 quarter it, "
                         "with a scale and offset per band (GDAL metadata) that every reader applies: "
-                        "the error is at most half a step, 1/254 of the band's range")
+                        "the error is at most half a step, 1/254 of the band's range (with --format zarr: int8 "
+                        "with a scale per pixel, the error at most 1/254 of the pixel's largest |value|)")
     g.add_argument("--compress", default="zstd", help="COG compression (default: zstd)")
     g.add_argument("--format", choices=FORMATS, default="gtiff",
                    help="gtiff: GeoTIFF (one COG, or blocks + tile index; default); zarr: one Zarr v3 store "
-                        "features.zarr, sharded one shard per block, for xarray/dask (float16/float32)")
+                        "features.zarr, sharded one shard per block, for xarray/dask (float16/float32, or int8 with "
+                        "a scale per pixel)")
     g.add_argument("--stack", action="store_true",
                    help="with --by-date --format zarr: also stack the dates into OUT/features.zarr, (time, band, "
                         "y, x), their shards linked (as `rayvit stack`)")

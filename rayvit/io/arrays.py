@@ -59,10 +59,7 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
     if is_tessera:
         return windowed(tessera.TesseraTile.open(path), chunks)
     if chunked.is_zarr(raster):         # sharded Zarr v3: xarray reads it (GDAL 3.10 cannot)
-        remote = {} if storage.is_local(raster) else {"storage_options": storage.storage_options(raster)}
-        name = chunked.ZarrRaster.open(raster).array      # rayvit's features, or another's variable
-        da = xr.open_zarr(raster, chunks={"band": -1, "y": chunks, "x": chunks}, decode_coords="all", **remote)[name]
-        return da.astype(np.float32).rio.write_crs(da.rio.crs) if dequantize else da
+        return _zarr(raster, dequantize, chunks)
     try:
         da = rioxarray.open_rasterio(raster, chunks={"band": -1, "y": chunks, "x": chunks}, mask_and_scale=False,
                                      lock=False)
@@ -92,6 +89,30 @@ def open_array(path: str | os.PathLike, dequantize: bool = True, chunks: int = C
         out = out.where(da != nodata)               # NaN (a float product's nodata is NaN already)
     out.attrs.update(da.attrs)
     return out.rio.write_crs(da.rio.crs)
+
+
+def _zarr(path: str, dequantize: bool, chunks: int):
+    """A Zarr store's variable (rayvit's features or analysis product, or another's), all its
+    dimensions kept (a time stack's too), with its CRS; per-pixel scaled int8 (rayvit's int8
+    stores, TESSERA's) dequantised as code x scale, NaN where the scale says no data; integer
+    products with NaN for their ``_FillValue`` (xarray's CF decoding)."""
+    import xarray as xr
+
+    raster = chunked.ZarrRaster.open(path)
+    store, group = chunked.store_root(raster.path)
+    options = {} if storage.is_local(store) else {"storage_options": storage.unfreeze(raster.options)}
+    ds = xr.open_zarr(store, group=group or None, chunks={"band": -1, "y": chunks, "x": chunks},
+                      decode_coords="all", mask_and_scale=dequantize, **options)
+    da = ds[raster.array]
+    if raster.scales:
+        scales = ds[raster.scales]
+        if not dequantize:
+            da = da.assign_coords({raster.scales: scales})
+        else:       # quantize.per_pixel_values, chunk by chunk: float32 code x scale, NaN if not > 0
+            da = (da.astype(np.float32) * scales.where(np.isfinite(scales) & (scales > 0))).rename(raster.array)
+    elif dequantize:
+        da = da.astype(np.float32)
+    return da.rio.write_crs(raster.grid.crs).rio.write_transform(raster.grid.affine)
 
 
 class _Windows:

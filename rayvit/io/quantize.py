@@ -1,4 +1,4 @@
-"""Linear quantisation of feature rasters to 8 bits, with a scale and offset per band.
+"""8-bit quantisation of feature rasters: linear with a scale and offset per band (GeoTIFF), or int8
 
 A band stored as integers ``q`` means ``q * scale + offset`` (GDAL's band scale and offset:
 ``gdalinfo``, QGIS, ``gdal_translate -unscale`` and rasterio's ``scales``/``offsets`` see them).
@@ -71,6 +71,49 @@ def stac_object(dtype: str, scale, offset, original: str = "float32") -> dict:
                       f"{CODES[dtype][2]}",
             "original_dtype": original, "quantized_dtype": dtype,
             "scale": [float(s) for s in scale], "offset": [float(o) for o in offset]}
+
+
+# Per-pixel scales (``--format zarr --dtype int8``): each pixel's vector is stored as int8
+# codes and one float32 scale, value = code * scale, with the scale its largest magnitude / 127
+# (so every component comes back within half a step of its own pixel's scale, whatever the other
+# pixels hold). It needs nothing from other blocks, so each write task quantises its own block in
+# one pass (the per-band scales above need the whole product's ranges, a second pass); it is the
+# geoemb Zarr convention's ``per_pixel_scale`` method, as TESSERA publishes its embeddings. A
+# scale that is not finite, or not > 0, means no data (rayvit writes NaN; TESSERA +inf and NaN).
+PER_PIXEL_STEPS = 127
+
+
+def per_pixel(data: np.ndarray, valid: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``data (bands, rows, cols)`` -> ``(codes int8 (bands, rows, cols), scales float32 (rows,
+    cols))``: scale = max |value| / 127 (1 for an all-zero vector), code = rint(value / scale);
+    invalid pixels get code 0 and scale NaN. Computed in float32."""
+    x = data.astype(np.float32, copy=False)
+    peak = np.abs(x).max(axis=0)
+    scales = np.where(peak > 0, peak / np.float32(PER_PIXEL_STEPS), np.float32(1)).astype(np.float32)
+    codes = np.rint(x / scales)
+    np.clip(codes, -PER_PIXEL_STEPS, PER_PIXEL_STEPS, out=codes)
+    valid = np.asarray(valid, bool)
+    codes[:, ~valid] = 0
+    scales[~valid] = np.nan
+    return codes.astype(np.int8), scales
+
+
+def per_pixel_values(codes: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Codes ``(..., bands, rows, cols)`` and their scales ``(..., rows, cols)`` -> ``(values
+    float32, NaN where no data; valid (..., rows, cols))``: code * scale (float32), valid where
+    the scale is finite and > 0."""
+    scales = np.asarray(scales, np.float32)
+    with np.errstate(invalid="ignore"):
+        valid = np.isfinite(scales) & (scales > 0)
+    s = np.where(valid, scales, np.float32(np.nan))[..., None, :, :]
+    return codes.astype(np.float32) * s, valid
+
+
+def per_pixel_object(scales: str = "scales") -> dict:
+    """The quantisation object (as :func:`stac_object`'s) of per-pixel scales in array ``scales``."""
+    return {"method": f"per pixel: value = code * scale, scale = the pixel's max |value| / {PER_PIXEL_STEPS} "
+                      f"(array {scales!r} beside the codes; NaN: no data)",
+            "original_dtype": "float32", "quantized_dtype": "int8", "scale": scales}
 
 
 # AlphaEarth Foundations (Google DeepMind's Satellite Embedding dataset, V1, annual): its

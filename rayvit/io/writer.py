@@ -96,9 +96,9 @@ class ProductWriter:
             raise ValueError(f"quantised products are int8 or uint8, not {self.dtype}")
         if self.quantized and np.isnan(self.nodata):
             self.nodata = quantize.nodata(self.dtype)
-        if self.format == "zarr" and self.quantized:
-            raise OutputError(f"--format zarr writes float16/float32 products for now, not {self.dtype}; use "
-                              "--format gtiff for int8/uint8.")
+        if self.format == "zarr" and self.quantized and self.dtype != "int8":
+            raise OutputError(f"--format zarr quantises to int8 with a scale per pixel, not to {self.dtype}; use "
+                              "--dtype int8, or --format gtiff for uint8.")
         self.scales: tuple = ()
         self.offsets: tuple = ()
 
@@ -187,7 +187,15 @@ class ProductWriter:
 
             g = self.grid
             chunked.create(self.zarr_store, g.crs, g.transform, g.width, g.height, self.descriptions, self.dtype,
-                           self.block_size, self.attributes)
+                           self.block_size, self.attributes, array=self.array, fill=self.nodata,
+                           per_pixel=self.quantized)
+
+    @property
+    def array(self) -> str:
+        """A Zarr product's variable: ``features``, or the analysis product's name."""
+        from .chunked import ARRAY
+
+        return ARRAY if self.product == "features" else self.product
 
     @property
     def zarr_store(self) -> str:
@@ -212,8 +220,10 @@ class ProductWriter:
             # opened before its root metadata, which publish uploads last but the sidecars
             store = storage.join(self.remote, f"{self.product}.zarr") if self.remote else self.zarr_store
             options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
-            return ZarrBlockWriter(store, os.path.basename(self.zarr_store), self.dtype, self.block_size,
-                                   inner_side(self.block_size), options)
+            # int8: the tasks hand float blocks (NaN no data) that the writer quantises per pixel
+            dtype, nodata = ("float32", np.nan) if self.quantized else (self.dtype, self.nodata)
+            return ZarrBlockWriter(store, os.path.basename(self.zarr_store), dtype, self.block_size,
+                                   inner_side(self.block_size), options, self.array, nodata, self.quantized)
         options = storage.freeze(storage.storage_options(self.remote)) if self.remote else ()
         writer = BlockWriter(self.block_dest, self.grid.crs, tuple(self.grid.affine)[:6], self.count,
                              tuple(self.descriptions), self.dtype, self.compress, self.nodata,
@@ -416,7 +426,7 @@ class ProductWriter:
         """Make the product of its blocks: one COG, or the blocks' tile index (and a VRT while
         small). Its category names (``categories``) go in a PAM sidecar beside it. Returns
         its path. Nothing says it is complete until :meth:`seal`."""
-        if self.quantized:
+        if self.quantized and self.format != "zarr":       # a Zarr product's blocks quantised themselves
             self._quantize(blocks_with_data)
         if self.format == "zarr":
             from . import chunked
@@ -427,6 +437,7 @@ class ProductWriter:
                 shutil.rmtree(final)
             os.rename(self.zarr_store, final)
             shutil.rmtree(self.block_dir)
+            self._drop_block_root()
         elif single_file:
             final = self.path(f"{self.product}.tif")
             storage.atomic_write(final, lambda tmp: self._assemble(blocks_with_data, tmp))
@@ -435,27 +446,32 @@ class ProductWriter:
                 fs = storage.fs_for(self.remote)
                 if fs.exists(self.block_dest):
                     fs.rm(self.block_dest, recursive=True)
-            if self.product != "features":
-                try:
-                    os.rmdir(os.path.join(self.outdir, BLOCK_DIR))
-                except OSError:  # another product's blocks are still there
-                    pass
+            self._drop_block_root()
         else:
             final = self.path(f"{self.product}{sources.SUFFIX}")
             self.write_index(blocks_with_data, final)
             if len(blocks_with_data) * self.count <= VRT_SOURCES:
                 storage.atomic_write(self.path(f"{self.product}.vrt"), self.vrt_xml(blocks_with_data))
-        if self.categories:
+        if self.categories and self.format != "zarr":    # a Zarr product's are its attributes
             cats = "".join(f"<Category>{xml_escape(str(n))}</Category>" for n in self.categories)
             storage.atomic_write(final + ".aux.xml", f'<PAMDataset><PAMRasterBand band="1"><CategoryNames>{cats}'
                                                      "</CategoryNames></PAMRasterBand></PAMDataset>\n")
         return final
 
+    def _drop_block_root(self) -> None:
+        """Remove ``blocks/`` once an analysis product's own folder in it is gone."""
+        if self.product != "features":
+            try:
+                os.rmdir(os.path.join(self.outdir, BLOCK_DIR))
+            except OSError:  # another product's blocks are still there
+                pass
+
     def sidecar(self, final: str, record: dict) -> dict:
         """The product's sidecar: ``record`` with the product's file and its quantisation."""
         out = dict(record, output=os.path.basename(final))
         if self.quantized:
-            out["quantization"] = quantize.stac_object(self.dtype, self.scales, self.offsets)
+            out["quantization"] = (quantize.per_pixel_object() if self.format == "zarr" else
+                                   quantize.stac_object(self.dtype, self.scales, self.offsets))
         return out
 
     def seal(self, final: str, record: dict) -> None:
@@ -488,6 +504,8 @@ class ProductWriter:
         a GeoPackage through rasterio's Python file opener crashes, so not the tile index), or
         ``""`` when it has none (above :data:`VRT_SOURCES`). Publish order still holds: the
         sidecars go last."""
+        if self.remote and final.endswith(".zarr"):
+            return self._publish_store(final)
         if not self.remote or not final.endswith(sources.SUFFIX):
             return final
         vrt = self.path(f"{self.product}.vrt")
@@ -495,6 +513,18 @@ class ProductWriter:
             return ""
         url = self.url(f"{self.product}.vrt")
         storage.fs_for(self.remote).put_file(vrt, url)
+        return url
+
+    def _publish_store(self, final: str) -> str:
+        """An object-store Zarr product made readable: its metadata uploaded beside the shards
+        the workers put there (the local store holds only metadata), root ``zarr.json`` last;
+        its URL. The sidecars still go last (:meth:`publish`)."""
+        url = self.url(os.path.basename(final))
+        names = sorted((os.path.relpath(os.path.join(d, n), final) for d, _, files in os.walk(final) for n in files),
+                       key=lambda rel: (rel == "zarr.json", rel))
+        fs = storage.fs_for(self.remote)
+        for rel in names:
+            fs.put_file(os.path.join(final, rel), f"{url}/{rel.replace(os.sep, '/')}")
         return url
 
     def publish(self, sidecars: Sequence[str] = ()) -> None:

@@ -201,7 +201,8 @@ def section(outdir: str, product: str, anchor: str | None = None, title: str | N
     raster = raster or os.path.join(outdir, sidecar["output"])
     if maps and chunked.is_zarr(raster):
         z = chunked.ZarrRaster.open(raster)
-        size, crs, colormap = (z.grid.width, z.grid.height, z.count, z.stored, z.grid.res[0]), crs_name(z.grid.crs), {}
+        colormap = {int(k): tuple(v) for k, v in z.attributes().get("colormap", {}).items()}
+        size, crs = (z.grid.width, z.grid.height, z.count, z.stored, z.grid.res[0]), crs_name(z.grid.crs)
     elif maps:
         with open_raster(raster, storage.storage_options(raster)) as ds:
             try:

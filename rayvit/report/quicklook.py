@@ -147,7 +147,7 @@ def quicklook(path: str, png: str, categorical: bool = False, colormap: dict | N
         data = read_small(path, COMPONENT_BANDS if components else None)
     mask = np.ma.getmaskarray(data).any(axis=0)
     if categorical:
-        rgba = labels_rgba(np.ma.getdata(data[0]).astype(np.int64), mask, colormap or {})
+        rgba = labels_rgba(np.ma.filled(data[0], 0).astype(np.int64), mask, colormap or {})
     else:
         rgba = stretch(principal_rgb(data, mask) if components else np.ma.getdata(data), mask)
     storage.atomic_write(png, lambda tmp: Image.fromarray(enlarge(rgba), "RGBA").save(tmp, format="PNG"))

@@ -79,3 +79,29 @@ def test_change_and_other_stages_read_one_date_of_a_stack(dates, tmp_path):
         np.testing.assert_array_equal(x.read(), y.read())
     with pytest.raises(InputError, match="has no date '2020-01-01'; its dates: 2021-06-01"):
         rayvit.cluster(f"{out}@2020-01-01", str(tmp_path / "k"), **Q)
+
+
+def test_int8_products_stack_with_their_scales_and_the_trajectory_uses_their_values(dates, tmp_path):
+    """int8 Zarr products (per-pixel scales) stack too: each date's codes and scales are its
+    product's (both arrays' shards linked), and the trajectory is numpy's on code x scale."""
+    from rayvit.io import quantize
+
+    products = []
+    for i, day in enumerate(DATES[:2]):
+        products.append(str(tmp_path / "dates" / day))
+        rayvit.encode(str(dates / f"d{i}.tif"), products[-1], model="rayvit_patchmean_p4", size=16, format="zarr",
+                      dtype="int8", block_size=16, **Q)
+    out = rayvit.stack(products, str(tmp_path / "stack"), **Q).output
+    ds = xr.open_zarr(out)
+    assert ds.features.dtype == np.int8 and ds.scales.dims == ("time", "y", "x")
+    for t, product in enumerate(products):
+        alone = zarr.open_group(os.path.join(product, "features.zarr"), mode="r")
+        np.testing.assert_array_equal(ds.features[t].values, alone["features"][:])
+        np.testing.assert_array_equal(ds.scales[t].values, alone["scales"][:])
+    r = rayvit.trajectory(out, str(tmp_path / "trajectory"), block_size=7, **Q)
+    f = quantize.per_pixel_values(ds.features.values, ds.scales.values)[0].astype(np.float64)
+    dot = (f * f[:1]).sum(axis=1)
+    norm = np.sqrt((f * f).sum(axis=1))
+    want = (1 - dot / (norm * norm[:1])).astype(np.float32)
+    with rasterio.open(r.output) as src:
+        np.testing.assert_allclose(src.read(), want, rtol=0, atol=2e-7)

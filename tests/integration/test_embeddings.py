@@ -9,7 +9,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import rasterio
-from conftest import alphaearth_raster, analysed, run_cli, tessera_tile, write_raster
+from conftest import alphaearth_raster, analysed, run_cli, tessera_store, tessera_tile, write_raster
 from rasterio.transform import from_origin
 from shapely.geometry import Point
 
@@ -250,15 +250,19 @@ def test_alphaearth_codes_are_read_through_their_documented_dequantisation(tmp_p
         open_input("alphaearth:" + floats)
 
 
-@pytest.mark.parametrize("kind", ["alphaearth", "tessera"])
+@pytest.mark.parametrize("kind", ["alphaearth", "tessera", "tessera-zarr"])
 def test_every_analysis_stage_runs_on_others_embeddings_as_on_their_floats(kind, tmp_path, ray_local):
-    """cluster, similarity, search and classify on ``alphaearth:ae.tif`` or a TESSERA tile give
-    the outputs they give on the float raster the codes stand for (computed by hand)."""
+    """cluster, similarity, search and classify on ``alphaearth:ae.tif``, a TESSERA tile or one
+    year of a TESSERA Zarr store give the outputs they give on the float raster the codes stand
+    for (computed by hand)."""
     if kind == "alphaearth":
         path, by_hand = alphaearth_raster(tmp_path)
         src = "alphaearth:" + path
-    else:
+    elif kind == "tessera":
         src, by_hand = tessera_tile(tmp_path)
+    else:
+        store, by_hand = tessera_store(tmp_path)
+        src = store + "@2024"
     floats = feature_raster(tmp_path / "f.tif", by_hand)
     points = gpd.GeoDataFrame({"label": ["west", "west", "east", "east"]},
                               geometry=[centre(10, 5), centre(20, 12), centre(8, 30), centre(20, 33)],

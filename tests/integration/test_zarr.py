@@ -2,6 +2,8 @@
 with its georeference, holding the very values of the GeoTIFF product; the analysis stages
 and ``rayvit.open`` read it; what it cannot write yet is refused, writing nothing."""
 
+import json
+
 import numpy as np
 import pytest
 import rasterio
@@ -82,10 +84,74 @@ def test_a_zarr_written_by_xarray_is_an_input_like_the_same_geotiff(tmp_path, ra
     np.testing.assert_array_equal(rayvit.open(tmp_path / "theirs.zarr").values, data)
 
 
-def test_what_zarr_does_not_write_yet_is_refused_before_anything_is_written(scene, tmp_path):
+def test_an_int8_zarr_product_holds_codes_and_a_scale_per_pixel_within_half_a_step(scene, tmp_path, ray_local):
+    """``--dtype int8 --format zarr``: each write task quantises its block per pixel (codes and
+    scales exactly quantize.per_pixel of the float32 product's values), declared as the
+    geoemb per_pixel_scale quantisation; rayvit.open gives code x scale, within half a step."""
+    from rayvit.io import quantize
+
     path, _ = scene
-    r = run_cli("encode", path, "-o", tmp_path / "i8", "--format", "zarr", "--dtype", "int8", *ENCODE)
-    assert r.returncode != 0 and "--format zarr writes float16/float32 products for now, not int8; use --format gtiff" in r.stderr
-    assert not (tmp_path / "i8").exists()
+    for dtype, fmt in (("int8", "zarr"), ("float32", "gtiff")):
+        r = run_cli("encode", path, "-o", tmp_path / dtype, "--format", fmt, "--dtype", dtype, *ENCODE)
+        assert r.returncode == 0, r.stderr
+    with rasterio.open(tmp_path / "float32" / "features.tif") as ds:
+        want = ds.read()
+    valid = ~np.isnan(want).any(axis=0)
+    codes, scales = quantize.per_pixel(want, valid)
+    ds = xr.open_zarr(tmp_path / "int8" / "features.zarr")
+    assert ds.features.dtype == np.int8 and ds.scales.dtype == np.float32 and ds.scales.dims == ("y", "x")
+    assert ds.attrs["geoemb:quantization"]["method"] == "per_pixel_scale"
+    np.testing.assert_array_equal(ds.features.values, codes)
+    np.testing.assert_array_equal(ds.scales.values, scales)               # NaN where no data
+    got = rayvit.open(tmp_path / "int8").values
+    np.testing.assert_array_equal(np.isnan(got).any(axis=0), ~valid)
+    assert (np.abs(got - want)[:, valid] <= scales[valid] / 2 * (1 + 1e-6)).all()
+    with open(tmp_path / "int8" / "features.json") as fh:
+        assert json.load(fh)["quantization"]["method"].startswith("per pixel: value = code * scale")
+
+
+def test_the_analysis_stages_write_zarr_products_with_the_geotiff_products_values(scene, tmp_path, ray_local):
+    """``--format zarr`` on an analysis stage: a store per product (clusters, the classes and
+    their probabilities, the reduced bands) holding the GeoTIFF products' values, categories
+    and colour table as attributes; xarray and rayvit.open read them, nodata as NaN."""
+    import geopandas as gpd
+    from shapely.geometry import Point
+
+    path, d = scene
+    rayvit.encode(path, str(tmp_path / "f"), model="rayvit_patchmean_p4", size=16, block_size=6, **Q)
+    src = str(tmp_path / "f" / "features.tif")
+    points = [Point(500000.0 + 40 * c + 20, 4000000.0 - 40 * r - 20) for r, c in ((2, 2), (5, 20), (15, 6), (20, 22))]
+    gpd.GeoDataFrame({"Type": ["x", "y", "x", "y"]}, geometry=points, crs="EPSG:32633").to_file(tmp_path / "p.gpkg")
+    for fmt in ("zarr", "gtiff"):
+        rayvit.cluster(src, str(tmp_path / f"c_{fmt}"), n_clusters=3, format=fmt, block_size=8, **Q)
+        rayvit.classify(src, str(tmp_path / "p.gpkg"), str(tmp_path / f"k_{fmt}"), label="Type", cv="none", proba=True,
+                        format=fmt, block_size=8, **Q)
+        rayvit.reduce(src, str(tmp_path / f"r_{fmt}"), n_components=3, format=fmt, block_size=8, **Q)
+    r = run_cli("cluster", src, "-o", tmp_path / "cli", "--n-clusters", "3", "--format", "zarr",
+                "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "k_zarr").iterdir()) == [
+        "metrics.json", "model.joblib", "prediction.json", "prediction.zarr", "probability.json", "probability.zarr",
+        "quicklook.png", "report.html", "run.json", "samples.gpkg"]
+    for run, name in (("c", "clusters"), ("k", "prediction"), ("k", "probability"), ("r", "reduced")):
+        with rasterio.open(tmp_path / f"{run}_gtiff" / f"{name}.tif") as ds:
+            want, crs, colormap = ds.read(masked=True).astype(np.float64).filled(np.nan), ds.crs, None
+            if ds.colorinterp[0].name == "palette":
+                colormap = ds.colormap(1)
+        da = xr.open_zarr(tmp_path / f"{run}_zarr" / f"{name}.zarr")[name]
+        assert da.rio.crs == crs
+        np.testing.assert_array_equal(da.values.astype(np.float64), want)       # CF _FillValue: NaN
+        np.testing.assert_array_equal(rayvit.open(tmp_path / f"{run}_zarr" / f"{name}.zarr").values, want)
+        if colormap:
+            table = {int(k): tuple(v) for k, v in da.attrs["colormap"].items()}   # GDAL pads its table to 256
+            assert len(table) >= 2 and table == {k: colormap[k] for k in table}
+    assert xr.open_zarr(tmp_path / "k_zarr" / "prediction.zarr").prediction.attrs["flag_meanings"] == "x y"
+
+
+def test_what_zarr_does_not_write_is_refused_before_anything_is_written(scene, tmp_path):
+    path, _ = scene
+    r = run_cli("encode", path, "-o", tmp_path / "u8", "--format", "zarr", "--dtype", "uint8", *ENCODE)
+    assert r.returncode != 0 and "--format zarr quantises to int8 with a scale per pixel, not to uint8" in r.stderr
+    assert not (tmp_path / "u8").exists()
     r = run_cli("encode", path, "-o", tmp_path / "x", "--format", "netcdf", *ENCODE)
     assert r.returncode != 0 and "invalid choice: 'netcdf'" in r.stderr

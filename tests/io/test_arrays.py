@@ -6,7 +6,7 @@ import pytest
 import rasterio
 
 import rayvit
-from conftest import alphaearth_raster, tessera_tile, write_raster
+from conftest import alphaearth_raster, tessera_store, tessera_tile, write_raster
 from rayvit.errors import InputError
 
 import rioxarray  # noqa: F401  (the .rio accessor; the test extra installs the xarray extra)
@@ -53,6 +53,18 @@ def test_a_tessera_tile_opens_through_its_scales_on_its_landmask_grid(tmp_path):
             assert da.rio.transform() == ds.transform
         np.testing.assert_array_equal(da.values, by_hand)       # NaN where the scale is 0
     np.testing.assert_array_equal(rayvit.open(path)[:, 5:9, 30:33].values, by_hand[:, 5:9, 30:33])
+
+
+def test_a_tessera_zarr_store_opens_with_its_years_dequantised_or_as_codes_and_scales(tmp_path):
+    store, by_hand = tessera_store(tmp_path)
+    da = rayvit.open(store)
+    assert da.dims == ("time", "band", "y", "x") and list(da.time.values) == [2023, 2024] and da.chunks is not None
+    assert da.rio.crs == "EPSG:32633" and da.rio.transform() == rasterio.transform.from_origin(500000, 4000000, 10, 10)
+    np.testing.assert_array_equal(da.sel(time=2024).values, by_hand)        # NaN where either sentinel
+    raw = rayvit.open(store, dequantize=False)
+    assert raw.dtype == np.int8 and raw.scales.dims == ("time", "y", "x")
+    np.testing.assert_array_equal(raw.sel(time=2024).values[:, 10, 10] * raw.scales.sel(time=2024).values[10, 10],
+                                  by_hand[:, 10, 10])
 
 
 def test_a_folder_without_a_finished_product_is_a_clear_error(tmp_path):

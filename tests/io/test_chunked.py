@@ -5,10 +5,11 @@ import os
 
 import numpy as np
 import pytest
+from conftest import tessera_store
 
 from rayvit.errors import InputError
 from rayvit.grid import Block
-from rayvit.io import chunked
+from rayvit.io import chunked, quantize
 from rayvit.io.storage import sha256_file
 
 import zarr
@@ -57,25 +58,43 @@ def test_each_block_is_one_shard_and_windows_read_back_with_nodata_and_bands(tmp
     assert (got[:, 5:] == 0).all()
 
 
-@pytest.mark.parametrize("dtype", ["float16", "float32"])
+@pytest.mark.parametrize("dtype", ["float16", "float32", "int8"])
 def test_shards_encoded_by_rayvit_are_the_bytes_zarr_python_writes(tmp_path, dtype):
     """Blocks of 126 px in inner chunks of 63 (4 per shard), edge shards partial, a nodata hole:
-    each shard rayvit encodes is byte for byte the one zarr-python writes for the same data."""
-    data = np.random.default_rng(1).normal(size=(3, 150, 200)).astype(dtype)
+    each shard rayvit encodes is byte for byte the one zarr-python writes for the same data
+    (int8: the codes and the per-pixel scales of float blocks, both arrays' shards)."""
+    per_pixel = dtype == "int8"
+    data = np.random.default_rng(1).normal(size=(3, 150, 200)).astype("float32" if per_pixel else dtype)
     data[:, 10:20, 30:90] = np.nan
+    valid = ~np.isnan(data).any(axis=0)
     ours, theirs = str(tmp_path / "ours.zarr"), str(tmp_path / "theirs.zarr")
     for store in (ours, theirs):
         chunked.create(store, "EPSG:32633", T, width=200, height=150, names=["a", "b", "c"], dtype=dtype,
-                       block_size=126)
-    zarr.open_array(theirs + "/features", mode="r+")[:] = data
-    writer = chunked.ZarrBlockWriter(ours, "ours.zarr", dtype, 126, 63)
+                       block_size=126, per_pixel=per_pixel)
+    if per_pixel:
+        codes, scales = quantize.per_pixel(data, valid)
+        zarr.open_array(theirs + "/features", mode="r+")[:] = codes
+        zarr.open_array(theirs + "/scales", mode="r+")[:] = scales
+    else:
+        zarr.open_array(theirs + "/features", mode="r+")[:] = data
+    writer = chunked.ZarrBlockWriter(ours, "ours.zarr", "float32" if per_pixel else dtype, 126, 63,
+                                     per_pixel=per_pixel)
     for by, r in enumerate((0, 126)):
         for bx, c in enumerate((0, 126)):
             block = Block(by, bx, r, c, min(126, 150 - r), min(126, 200 - c))
-            writer.write(block, data[:, r:r + block.rows, c:c + block.cols], np.ones((block.rows, block.cols), bool))
-            mine, zarrs = (open(os.path.join(s, chunked.shard_file(block)), "rb").read() for s in (ours, theirs))
-            assert mine == zarrs, (by, bx)
-    np.testing.assert_array_equal(zarr.open_array(ours + "/features", mode="r")[:], data)
+            window = (slice(r, r + block.rows), slice(c, c + block.cols))
+            writer.write(block, data[(slice(None), *window)], valid[window] if per_pixel else
+                         np.ones((block.rows, block.cols), bool))
+            names = [chunked.shard_file(block)] + ([chunked.shard_file(block, "scales", band=False)] if per_pixel else [])
+            for name in names:
+                mine, zarrs = (open(os.path.join(s, name), "rb").read() for s in (ours, theirs))
+                assert mine == zarrs, (name, by, bx)
+    raster = chunked.ZarrRaster.open(ours)
+    assert raster.scales == ("scales" if per_pixel else "")
+    got, ok = raster.read(0, 0, 150, 200)
+    np.testing.assert_array_equal(ok, valid)
+    want = quantize.per_pixel_values(codes, scales)[0] if per_pixel else data.astype(np.float32)
+    np.testing.assert_array_equal(got[:, valid], want[:, valid])
 
 
 def test_a_store_without_features_is_a_clear_error(tmp_path):
@@ -108,3 +127,32 @@ def test_any_zarr_written_by_xarray_with_a_crs_is_read_as_a_raster(tmp_path):
     got, valid = raster.read(0, 0, 30, 40)
     np.testing.assert_array_equal(valid, ~np.isnan(data[0]))
     np.testing.assert_array_equal(got[:, valid], data[[1, 3]][:, valid])
+
+
+def test_a_tessera_zarr_store_is_read_through_its_per_pixel_scales_one_year_at_a_time(tmp_path):
+    """TESSERA's Zarr layout (a UTM zone group, (time, band, y, x) int8 codes, (time, y, x)
+    scales, the geoemb per_pixel_scale declaration on the root, proj:code and
+    spatial:transform on the zone): ``STORE@YEAR`` is that year's floats, computed by hand,
+    with both of TESSERA's no-data sentinels (NaN water, +inf not yet filled) as no data."""
+    store, by_hand = tessera_store(tmp_path)
+    for path in (store + "@2024", store + "/utm33@2024"):       # its one zone, found or named
+        raster = chunked.ZarrRaster.open(path)
+        assert raster.path == store + "/utm33" and (raster.array, raster.scales) == ("embeddings", "scales")
+        assert raster.times == ("2023", "2024") and raster.time == 1 and raster.count == 128
+        assert raster.grid.crs == "EPSG:32633" and raster.grid.transform == T and (raster.grid.width, raster.grid.height) == (36, 24)
+        got, valid = raster.read(0, 0, 24, 36)
+        np.testing.assert_array_equal(valid, ~np.isnan(by_hand[0]))
+        assert not valid[:3, :5].any() and valid.sum() == 24 * 36 - 15
+        np.testing.assert_array_equal(got[:, valid], by_hand[:, valid])
+    both = chunked.ZarrRaster.open(store, bands=[1, 129])        # no year: the years' bands flattened
+    got, _ = both.read(10, 10, 1, 1)
+    assert got[1, 0, 0] == by_hand[0, 10, 10] and got[0, 0, 0] != got[1, 0, 0]
+    assert chunked.is_zarr(store + "/utm33@2024")
+
+
+def test_a_store_of_several_zones_names_them(tmp_path):
+    store, _ = tessera_store(tmp_path, zones=("utm32", "utm33"))
+    with pytest.raises(InputError, match=r"tessera.zarr' holds no georeferenced variable at its root; it holds "
+                                         r"the groups utm32, utm33: name one, e.g. .*tessera.zarr/utm32"):
+        chunked.ZarrRaster.open(store + "@2024")
+    assert chunked.ZarrRaster.open(store + "/utm32@2024").count == 128

@@ -44,3 +44,33 @@ def test_stac_object_names_the_rule():
     obj = quantize.stac_object("int8", [0.5], [1.0])
     assert obj["quantized_dtype"] == "int8" and obj["original_dtype"] == "float32"
     assert obj["scale"] == [0.5] and obj["offset"] == [1.0] and "code * scale + offset" in obj["method"]
+
+
+def test_per_pixel_codes_use_each_pixels_largest_magnitude_and_come_back_within_half_a_step():
+    data = np.zeros((3, 1, 4), np.float32)
+    data[:, 0, 0] = (127, -5, 3)             # scale 1: the codes are the values
+    data[:, 0, 1] = (0.5, -1.0, 0.25)        # scale 1/127: -1 -> -127, 0.5 -> 63.5 -> 64 (to even), 0.25 -> 32
+    data[:, 0, 3] = (9, 9, 9)                # not valid
+    valid = np.array([[True, True, True, False]])
+    codes, scales = quantize.per_pixel(data, valid)
+    assert codes.dtype == np.int8 and scales.dtype == np.float32
+    np.testing.assert_array_equal(codes[:, 0], [[127, 64, 0, 0], [-5, -127, 0, 0], [3, 32, 0, 0]])
+    np.testing.assert_array_equal(scales[0, :3], np.float32([1, np.float32(1) / 127, 1]))   # all zero: scale 1
+    assert np.isnan(scales[0, 3])
+    values, ok = quantize.per_pixel_values(codes, scales)
+    np.testing.assert_array_equal(ok, valid)
+    np.testing.assert_array_equal(values[:, 0, 0], [127, -5, 3])
+    assert np.isnan(values[:, 0, 3]).all() and (values[:, 0, 2] == 0).all()
+    x = np.random.default_rng(0).normal(size=(64, 20, 30)).astype(np.float32) * np.float32(10) ** \
+        np.random.default_rng(1).integers(-3, 3, size=(20, 30)).astype(np.float32)
+    codes, scales = quantize.per_pixel(x, np.ones((20, 30), bool))
+    assert (np.abs(codes).max(axis=0) == 127).all()                    # every pixel uses the whole range
+    back, _ = quantize.per_pixel_values(codes, scales)
+    assert (np.abs(back - x) <= scales / 2 * (1 + 1e-6)).all()
+
+
+def test_per_pixel_values_treat_tesseras_sentinels_and_zero_scales_as_no_data():
+    codes = np.ones((2, 1, 4), np.int8)
+    values, ok = quantize.per_pixel_values(codes, np.array([[0.5, np.nan, np.inf, 0]], np.float32))
+    np.testing.assert_array_equal(ok, [[True, False, False, False]])
+    assert (values[:, 0, 0] == 0.5).all() and np.isnan(values[:, 0, 1:]).all()
