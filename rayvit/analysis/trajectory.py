@@ -60,7 +60,8 @@ def trajectory(input: str, output: str, block_size: int = 128, overwrite: bool =
                progress: bool = True, dry_run: bool = False,
                format: str = "gtiff") -> AnalysisResult:
     """Each date's cosine distance to the first date, per pixel of the time stack ``input``
-    (``OUT/features.zarr`` of ``rayvit stack``); writes ``trajectory.tif`` (a band per date)."""
+    (``OUT/features.zarr`` of ``rayvit stack``); writes ``trajectory.tif`` (a band per date;
+    ``trajectory.zarr`` with ``format="zarr"``)."""
     return run(Trajectory(), BlockSource.open(input), output, None, block_size, overwrite, address, progress,
                dry_run, format)
 

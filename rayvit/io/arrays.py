@@ -100,9 +100,8 @@ def _zarr(path: str, dequantize: bool, chunks: int):
 
     raster = chunked.ZarrRaster.open(path)
     store, group = chunked.store_root(raster.path)
-    options = {} if storage.is_local(store) else {"storage_options": storage.unfreeze(raster.options)}
-    ds = xr.open_zarr(store, group=group or None, chunks={"band": -1, "y": chunks, "x": chunks},
-                      decode_coords="all", mask_and_scale=dequantize, **options)
+    ds = xr.open_zarr(chunked.location(store, raster.options), group=group or None,
+                      chunks={"band": -1, "y": chunks, "x": chunks}, decode_coords="all", mask_and_scale=dequantize)
     da = ds[raster.array]
     if raster.scales:
         scales = ds[raster.scales]

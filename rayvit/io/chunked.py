@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Sequence
 
 import numpy as np
@@ -311,7 +312,7 @@ def _quantization(root, path: str, options: tuple) -> str:
     q = root.attrs.get("geoemb:quantization")
     store = store_root(path)[0]
     if q is None and store != str(path).rstrip("/"):
-        q = _zarr().open_group(store, mode="r", **_opened(store, options)).attrs.get("geoemb:quantization")
+        q = _zarr().open_group(location(store, options), mode="r").attrs.get("geoemb:quantization")
     if not q:
         return ""
     if q.get("method") != "per_pixel_scale" or q.get("scale", {}).get("type") != "array":
@@ -347,9 +348,48 @@ def _dates(root) -> tuple[str, ...]:
     return tuple(str(t) for t in time[:])
 
 
-def _opened(path: str, options: tuple) -> dict:
-    """zarr's keyword arguments to open ``path``: an object store's fsspec options."""
-    return {} if storage.is_local(path) else {"storage_options": storage.unfreeze(options) or {}}
+def location(path: str, options: tuple = ()):
+    """What zarr (or xarray) opens for ``path``: the path itself, or for an object store a
+    zarr ``FsspecStore`` with its fsspec options that asks for a suffix byte range (how zarr
+    reads a shard's index) as an offset from the object's size. Azure's adlfs sends a suffix
+    as a negative offset, which the service refuses ("Content-Range ... malformed"), and the
+    GCS emulator answers one with the whole object; S3 and GCS serve suffixes, and lose one
+    HEAD request per shard read."""
+    if storage.is_local(path):
+        return path
+    return _sized_store().from_url(path, storage_options=storage.unfreeze(options) or {}, read_only=True)
+
+
+@lru_cache(maxsize=1)
+def _sized_store():
+    _zarr()
+    from zarr.abc.store import OffsetByteRequest, SuffixByteRequest
+    from zarr.storage import FsspecStore
+
+    class SizedStore(FsspecStore):
+        async def _offset(self, key, byte_range):
+            if isinstance(byte_range, SuffixByteRequest):
+                size = (await self.fs._info(f"{self.path.rstrip('/')}/{key}"))["size"]
+                return OffsetByteRequest(max(0, size - byte_range.suffix))
+            return byte_range
+
+        async def get(self, key, prototype, byte_range=None):
+            try:
+                byte_range = await self._offset(key, byte_range)
+            except FileNotFoundError:
+                return None
+            return await super().get(key, prototype, byte_range)
+
+        async def get_partial_values(self, prototype, key_ranges):
+            ranges = []
+            for key, byte_range in key_ranges:
+                try:
+                    ranges.append((key, await self._offset(key, byte_range)))
+                except FileNotFoundError:
+                    ranges.append((key, byte_range))
+            return await super().get_partial_values(prototype, ranges)
+
+    return SizedStore
 
 
 def _morton(i: int, j: int) -> int:
@@ -436,12 +476,12 @@ class ZarrRaster:
         path, _, date = str(path).rstrip("/").partition("@")
         options = () if storage.is_local(path) else storage.freeze(storage.storage_options(path, s3_endpoint))
         try:
-            root = zarr.open_group(path, mode="r", **_opened(path, options))
+            root = zarr.open_group(location(path, options), mode="r")
             scales = _quantization(root, path, options)
             name = _variable(root, path, scales)
             if not name:                    # a store of one group (a TESSERA store of one UTM zone)
                 path = storage.join(path, next(iter(root.group_keys())))
-                root = zarr.open_group(path, mode="r", **_opened(path, options))
+                root = zarr.open_group(location(path, options), mode="r")
                 scales = _quantization(root, path, options)
                 name = _variable(root, path, scales)
             arr = root[name]
@@ -477,8 +517,7 @@ class ZarrRaster:
 
     def attributes(self) -> dict:
         """The variable's attributes (a Zarr analysis product's ``colormap``, categories, ...)."""
-        return dict(_zarr().open_array(storage.join(self.path, self.array), mode="r",
-                                       **_opened(self.path, self.options)).attrs)
+        return dict(_zarr().open_array(location(storage.join(self.path, self.array), self.options), mode="r").attrs)
 
     def decimated(self, height: int, width: int) -> np.ndarray:
         """The selected bands on a ``height`` x ``width`` grid, nearest neighbour as GDAL's
@@ -492,7 +531,7 @@ class ZarrRaster:
         """``bands`` (0-based, flattened over time for a whole stack) at rows ``ys``, columns
         ``xs``, float32 (dequantised by the per-pixel scales, NaN where they say no data)."""
         def array(name):
-            return _zarr().open_array(storage.join(self.path, name), mode="r", **_opened(self.path, self.options))
+            return _zarr().open_array(location(storage.join(self.path, name), self.options), mode="r")
 
         arr = array(self.array)
         whole = arr.ndim == 4 and self.time is None     # every date: bands are (time, band) flattened

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 import pytest
+
+import rayvit
 from conftest import read, run_cli, seeded_image, store, write_raster
 from emulators import range_http_server
 
@@ -140,12 +142,12 @@ def test_a_zarr_product_in_the_bucket_equals_the_one_on_disk_and_opens_last(stor
     assert k.returncode == 0, k.stderr
     d = run_cli("cluster", tmp_path / "disk" / "features.zarr", "-o", tmp_path / "kd", "--n-clusters", "3", "--quiet")
     np.testing.assert_array_equal(read(tmp_path / "k" / "clusters.tif")[0], read(tmp_path / "kd" / "clusters.tif")[0])
-    # an analysis product as Zarr in the bucket: its shards from the workers, its map drawn from them
+    # an analysis product as Zarr in the bucket: its shards from the workers, its map drawn from
+    # them (shards of several chunks: their index is read as a byte range, chunked.location)
     z = run_cli("cluster", f"{scheme}://results/zr/features.zarr", "-o", f"{scheme}://results/kz", "--n-clusters",
                 "3", "--format", "zarr", "--quiet", env=env)
     assert z.returncode == 0, z.stderr
-    labels = xr.open_zarr(f"{scheme}://results/kz/clusters.zarr",
-                          storage_options=storage.storage_options(f"{scheme}://results/kz"))["clusters"].values
+    labels = rayvit.open(f"{scheme}://results/kz/clusters.zarr").values
     want, profile = read(tmp_path / "kd" / "clusters.tif")[:2]
     want = np.where(want == profile["nodata"], np.nan, want).astype(np.float64)
     np.testing.assert_array_equal(labels, want)
