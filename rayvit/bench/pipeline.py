@@ -15,7 +15,9 @@ kernel). Both sizes have enough blocks (2 x 2 and 4 x 4) to start every actor. W
 is the device stage without the model: normalisation, tile cutting, merge, cast, copies.
 A last, untimed run per width samples memory: the driver's peak must not grow with D.
 At D = 768 float16 the same runs are made with ``--format zarr`` too (where zarr is
-installed): its write tasks' CPU per tile against the GeoTIFF blocks'.
+installed): its write tasks' CPU per tile against the GeoTIFF blocks'; and at D = 768 int8 both
+ways: GeoTIFF (float blocks, then the commit's per-band quantisation rewrites them) against
+Zarr (each write task quantises its block per pixel).
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 TARGET_MS = 2.0   # all stages together, D = 768, float16: lets 16 cores feed ~8,000 tiles/s
 
 
-def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(1024, 4096), size: int = 224,
+def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32", "int8"), tiles=(1024, 4096), size: int = 224,
                    bands: int = 4, work: str | None = None, address: str | None = None,
                    formats=("gtiff", "zarr")) -> list[dict]:
     from ..encode.pipeline import encode
@@ -67,7 +69,9 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32"), tiles=(1024
 
         run(tiles[0], widths[0], dtypes[0])     # warm-up: one-time imports and Ray workers
         for d in widths:
-            for dtype, fmt in [(t, f) for t in dtypes for f in (formats if (d, t) == (768, "float16") else ("gtiff",))]:
+            both = ("float16", "int8") if d == 768 else ()      # both formats; int8 only at D = 768
+            for dtype, fmt in [(t, f) for t in dtypes if t != "int8" or d == 768
+                               for f in (formats if t in both else ("gtiff",))]:
                 runs = []
                 for n in tiles:
                     r, elapsed, mon = run(n, d, dtype, fmt=fmt)
