@@ -92,8 +92,7 @@ def reduce(input: str, output: str, method: str = "PCA", n_components: int | Non
            params: str | dict | None = None, standardize: bool = True, sample_size: int = 100_000,
            seed: int = 0, bands: Sequence[int] | None = None, block_size: int = 512, model: str | None = None,
            overwrite: bool = False, address: str | None = None, progress: bool = True,
-           dry_run: bool = False,
-           format: str = "gtiff", dtype: str = "float32") -> AnalysisResult:
+           dry_run: bool = False, dtype: str = "float32", format: str = "gtiff") -> AnalysisResult:
     """Reduce every pixel of ``input`` to ``n_components`` bands (default 3); writes ``reduced.tif`` etc.
 
     PCA is exact: every valid pixel enters the covariance (moments summed in Ray tasks).

@@ -298,6 +298,14 @@ def _variable(root, path: str, scales: str) -> str:
     return found[0]
 
 
+def _group(path: str, options: tuple):
+    """``(group, its per-pixel scale array or "", its raster variable or "" for a store of one
+    group)`` at ``path``."""
+    root = _zarr().open_group(location(path, options), mode="r")
+    scales = _quantization(root, path, options)
+    return root, scales, _variable(root, path, scales)
+
+
 def store_root(path: str) -> tuple[str, str]:
     """``(store, group)`` of a path into a Zarr store: ``a/b.zarr/utm31`` -> (``a/b.zarr``, ``utm31``)."""
     path = str(path).rstrip("/")
@@ -472,18 +480,13 @@ class ZarrRaster:
     def open(cls, path: str, bands: Sequence[int] | None = None, s3_endpoint: str | None = None) -> "ZarrRaster":
         from .mosaic import Grid
 
-        zarr = _zarr()
         path, _, date = str(path).rstrip("/").partition("@")
         options = () if storage.is_local(path) else storage.freeze(storage.storage_options(path, s3_endpoint))
         try:
-            root = zarr.open_group(location(path, options), mode="r")
-            scales = _quantization(root, path, options)
-            name = _variable(root, path, scales)
+            root, scales, name = _group(path, options)
             if not name:                    # a store of one group (a TESSERA store of one UTM zone)
                 path = storage.join(path, next(iter(root.group_keys())))
-                root = zarr.open_group(location(path, options), mode="r")
-                scales = _quantization(root, path, options)
-                name = _variable(root, path, scales)
+                root, scales, name = _group(path, options)
             arr = root[name]
             transform, crs = _georef(root, arr, path)
         except InputError:
