@@ -6,7 +6,8 @@ product (its tile index ``features.gti.gpkg`` or ``features.vrt``, which GDAL re
 raster), a Zarr store (``features.zarr``, through ``xarray.open_zarr``), or the directory
 holding any of them (its sidecar names the product). Values come back
 as the floats they stand for: int8/uint8 products are dequantised per band (value = code x
-scale + offset) and nodata becomes NaN, lazily, chunk by chunk; ``alphaearth:PATH`` reads
+scale + offset) and nodata becomes NaN, lazily, chunk by chunk; int8 Zarr stores (rayvit's,
+TESSERA's) per pixel (code x scale), a time stack with its ``time`` dimension; ``alphaearth:PATH`` reads
 AlphaEarth's int8 codes through their own formula (:func:`.quantize.alphaearth_values`), a
 TESSERA tile (``tessera:PATH`` or its ``.npy``) through its scales (:mod:`.tessera`).
 Needs the ``xarray`` extra (xarray, rioxarray, dask).
