@@ -216,80 +216,74 @@ print(time.perf_counter() - t0)
 """
 
 
-def write_product(directory: str, blocks: int, bands: int = 768) -> str:
+def write_product(directory: str, blocks: int, bands: int = 768, format: str = "gtiff") -> str:
     """A committed float16 block product of ``blocks`` (a square number) blocks of
     :data:`PRODUCT_BLOCK` px and ``bands`` bands, as encode writes it (:class:`ProductWriter`:
-    blocks, manifest, tile index). Block (0, 0) is written by the block writer; the others are
-    byte copies of it with their own origin patched into the GeoTIFF tie point (writing 10^4
-    768-band blocks would take ~25 min on 2 cores). Returns the product's entry point."""
-    import struct
-
+    blocks, manifest, tile index; or with ``format="zarr"`` shards in a Zarr store). Block
+    (0, 0) is written by the block writer; the others are byte copies of it, a GeoTIFF's with its
+    own origin patched into the tie point, a shard as it is (it holds no position): writing 10^4
+    768-band blocks would take ~25 min on 2 cores. Returns the product's entry point."""
     from ..grid import Block
-    from ..io.mosaic import Grid
-    from ..io.writer import ProductWriter
-
-    k, side = math.isqrt(blocks), PRODUCT_BLOCK
-    x0, y0, res = 500000.0, 4000000.0, 10.0
-    grid = Grid("EPSG:32633", (res, 0.0, x0, 0.0, -res, y0), k * side, k * side)
-    writer = ProductWriter(directory, grid, bands, [f"feature_{i:04d}" for i in range(1, bands + 1)], "float16")
-    writer.start("bench", {}, overwrite=True)
-    data = (np.random.default_rng(0).standard_normal((bands, 1, 1)) * np.ones((1, side, side))).astype(np.float16)
-    first = writer.block_writer().write(Block(0, 0, 0, 0, side, side), data, np.ones((side, side), bool))
-    with open(os.path.join(writer.block_dir, first["file"]), "rb") as fh:
-        template = bytearray(fh.read())
-    at = [template.find(struct.pack("<d", v)) for v in (x0, y0)]
-    if min(at) < 0 or any(template.count(struct.pack("<d", v)) != 1 for v in (x0, y0)):
-        raise RuntimeError("bench scale: the block template's tie point is not where expected")
-    done, records = [], []
-    for by in range(k):
-        for bx in range(k):
-            block = Block(by, bx, by * side, bx * side, side, side)
-            if (by, bx) != (0, 0):
-                struct.pack_into("<d", template, at[0], x0 + bx * side * res)
-                struct.pack_into("<d", template, at[1], y0 - by * side * res)
-                with open(os.path.join(writer.block_dir, f"{block.name}.tif"), "wb") as fh:
-                    fh.write(template)
-            done.append(block)
-            records.append({**first, "by": by, "bx": bx, "file": f"{block.name}.tif"})
-    writer.record(records)
-    final = writer.assemble(done, single_file=False)
-    writer.seal(final, {"stage": "bench"})
-    return final
-
-
-def write_zarr_product(directory: str, blocks: int, bands: int = 768) -> str:
-    """The same product as :func:`write_product` as a Zarr store (``--format zarr``): shard
-    (0, 0) written by the block writer, the others byte copies of it (a shard holds no
-    position). Returns the store's path."""
-    import shutil
-
-    from ..grid import Block
-    from ..io import chunked
     from ..io.mosaic import Grid
     from ..io.writer import ProductWriter
 
     k, side = math.isqrt(blocks), PRODUCT_BLOCK
     grid = Grid("EPSG:32633", (10.0, 0.0, 500000.0, 0.0, -10.0, 4000000.0), k * side, k * side)
     writer = ProductWriter(directory, grid, bands, [f"feature_{i:04d}" for i in range(1, bands + 1)], "float16",
-                           format="zarr", block_size=side)
+                           format=format, block_size=side)
     writer.start("bench", {}, overwrite=True)
     data = (np.random.default_rng(0).standard_normal((bands, 1, 1)) * np.ones((1, side, side))).astype(np.float16)
-    first = writer.block_writer().write(Block(0, 0, 0, 0, side, side), data, np.ones((side, side), bool))
-    template = os.path.join(writer.zarr_store, chunked.shard_file(Block(0, 0, 0, 0, side, side)))
+    origin = Block(0, 0, 0, 0, side, side)
+    first = writer.block_writer().write(origin, data, np.ones((side, side), bool))
+    copy = _shard_copier(writer, origin) if format == "zarr" else _tiff_copier(writer, first, grid)
     done, records = [], []
     for by in range(k):
-        os.makedirs(os.path.dirname(os.path.join(writer.zarr_store, chunked.shard_file(Block(by, 0, 0, 0, 0, 0)))),
-                    exist_ok=True)
         for bx in range(k):
             block = Block(by, bx, by * side, bx * side, side, side)
-            if (by, bx) != (0, 0):
-                shutil.copyfile(template, os.path.join(writer.zarr_store, chunked.shard_file(block)))
             done.append(block)
-            records.append({**first, "by": by, "bx": bx, "file": f"features.zarr/{chunked.shard_file(block)}"})
+            records.append({**first, "by": by, "bx": bx,
+                            "file": first["file"] if (by, bx) == (0, 0) else copy(block)})
     writer.record(records)
     final = writer.assemble(done, single_file=False)
     writer.seal(final, {"stage": "bench"})
     return final
+
+
+def _tiff_copier(writer, first: dict, grid):
+    """Copies of the first GeoTIFF block with their own origin in the tie point; each returns
+    its file's name in the manifest."""
+    import struct
+
+    x0, y0, res = grid.transform[2], grid.transform[5], grid.transform[0]
+    with open(os.path.join(writer.block_dir, first["file"]), "rb") as fh:
+        template = bytearray(fh.read())
+    at = [template.find(struct.pack("<d", v)) for v in (x0, y0)]
+    if min(at) < 0 or any(template.count(struct.pack("<d", v)) != 1 for v in (x0, y0)):
+        raise RuntimeError("bench scale: the block template's tie point is not where expected")
+
+    def copy(block) -> str:
+        struct.pack_into("<d", template, at[0], x0 + block.col * res)
+        struct.pack_into("<d", template, at[1], y0 - block.row * res)
+        with open(os.path.join(writer.block_dir, f"{block.name}.tif"), "wb") as fh:
+            fh.write(template)
+        return f"{block.name}.tif"
+    return copy
+
+
+def _shard_copier(writer, origin):
+    """Copies of the first Zarr shard; each returns its name in the manifest."""
+    import shutil
+
+    from ..io import chunked
+
+    template = os.path.join(writer.zarr_store, chunked.shard_file(origin))
+
+    def copy(block) -> str:
+        path = os.path.join(writer.zarr_store, chunked.shard_file(block))
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        shutil.copyfile(template, path)
+        return f"features.zarr/{chunked.shard_file(block)}"
+    return copy
 
 
 def time_open_read(path: str, how: str, repeat: int = 3) -> float:
@@ -318,7 +312,7 @@ def bench_products(work: str, counts=(25, 10_000)) -> dict:
         made = time.perf_counter() - t0
         rows[n] = {how: time_open_read(path, how) for how in ("gdal", "rayvit")}
         if zarr_too:
-            store = write_zarr_product(os.path.join(work, f"zarr_{n}"), n)
+            store = write_product(os.path.join(work, f"zarr_{n}"), n, format="zarr")
             rows[n] |= {f"zarr_{how}": time_open_read(store, how) for how in ("xarray", "rayvit")}
         print(f"bench scale: product of {n:>6} blocks x 768 bands (written in {made:.0f} s, index "
               f"{os.path.getsize(path) / 2**20:.1f} MB): open + read 256 x 256 px: "

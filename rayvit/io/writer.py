@@ -100,6 +100,7 @@ class ProductWriter:
             raise OutputError(f"--format zarr quantises to int8 with a scale per pixel, not to {self.dtype}; use "
                               "--dtype int8, or --format gtiff for uint8.")
         self.scales: tuple = ()
+        self.uploaded: set[str] = set()     # files (relative to outdir) already in the bucket (readable)
         self.offsets: tuple = ()
 
     # ------------------------------------------------------------------ run identity
@@ -525,6 +526,7 @@ class ProductWriter:
         fs = storage.fs_for(self.remote)
         for rel in names:
             fs.put_file(os.path.join(final, rel), f"{url}/{rel.replace(os.sep, '/')}")
+        self.uploaded.update(os.path.relpath(os.path.join(final, rel), self.outdir) for rel in names)
         return url
 
     def publish(self, sidecars: Sequence[str] = ()) -> None:
@@ -538,7 +540,7 @@ class ProductWriter:
         for root, _, names in os.walk(self.outdir):
             for name in names:
                 rel = os.path.relpath(os.path.join(root, name), self.outdir)
-                if ".tmp" not in name and not name.endswith(".staging.tif"):
+                if ".tmp" not in name and not name.endswith(".staging.tif") and rel not in self.uploaded:
                     files.append(rel)
 
         def rank(rel):       # a Zarr store's root metadata (what makes it openable) just before the sidecars
