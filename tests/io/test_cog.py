@@ -37,24 +37,27 @@ def test_a_block_without_valid_pixels_writes_nothing(tmp_path):
     assert not list(tmp_path.iterdir())
 
 
-@pytest.mark.parametrize("bands", [3, 40])
-def test_float16_blocks_are_the_bytes_gdal_writes_for_nbits_16(tmp_path, bands):
+@pytest.mark.parametrize("bands, rows, cols, compress", [(3, 90, 70, "zstd"), (40, 90, 70, "zstd"),
+                                                      (17, 300, 260, "zstd"), (40, 90, 70, "none")])
+def test_float16_blocks_are_the_bytes_gdal_writes_for_nbits_16(tmp_path, bands, rows, cols, compress):
     """The float16 words go to the file as they are (no conversion by GDAL), and the file is
-    byte for byte the one GDAL writes from float32 values with NBITS=16, NaN pixels included."""
+    byte for byte the one GDAL writes from float32 values with NBITS=16, NaN pixels included:
+    also where rayvit compresses the tiles itself (many bands; several tiles across and down,
+    edge tiles padded; uncompressed)."""
     rng = np.random.default_rng(bands)
-    data = rng.normal(size=(bands, 90, 70)).astype(np.float16)
+    data = rng.normal(size=(bands, rows, cols)).astype(np.float16)
     data[:, :4] = np.nan
-    valid = np.ones((90, 70), np.uint8)
-    block = Block(0, 1, 0, 70, 90, 70)
+    valid = np.ones((rows, cols), np.uint8)
+    block = Block(0, 1, 0, cols, rows, cols)
     names = tuple(f"f{i}" for i in range(bands))
     w = BlockWriter(str(tmp_path), "EPSG:32633", (160.0, 0.0, 500000.0, 0.0, -160.0, 4000000.0), bands,
-                    names, "float16")
+                    names, "float16", compress)
     w.write(block, data, valid)
     ours = tmp_path / "block_00000_00001.tif"
     reference = tmp_path / "gdal.tif"
-    with rasterio.open(reference, "w", width=70, height=90, count=bands, crs="EPSG:32633",
-                       transform=rasterio.Affine(160, 0, 500000 + 70 * 160, 0, -160, 4000000),
-                       **block_profile("float16", "zstd", np.nan, 90, 70, bands)) as dst:
+    with rasterio.open(reference, "w", width=cols, height=rows, count=bands, crs="EPSG:32633",
+                       transform=rasterio.Affine(160, 0, 500000 + cols * 160, 0, -160, 4000000),
+                       **block_profile("float16", compress, np.nan, rows, cols, bands)) as dst:
         dst.descriptions = names
         dst.write(data.astype(np.float32))
     assert ours.read_bytes() == reference.read_bytes()
@@ -62,6 +65,24 @@ def test_float16_blocks_are_the_bytes_gdal_writes_for_nbits_16(tmp_path, bands):
         assert ds.dtypes[0] == "float32" and np.isnan(ds.nodata)
         assert ds.tags(1, "IMAGE_STRUCTURE").get("NBITS") == "16"
         np.testing.assert_array_equal(ds.read(), data.astype(np.float32))
+
+
+def test_int8_many_band_blocks_are_the_bytes_gdal_writes(tmp_path):
+    """Quantised many-band blocks (int8 codes, predictor 2 on bytes, band scales) compressed by
+    rayvit: the same file as GDAL's."""
+    data = np.random.default_rng(5).integers(-128, 128, size=(20, 70, 150)).astype(np.int8)
+    scales, offsets = tuple(np.linspace(0.1, 2, 20)), tuple(np.linspace(-1, 1, 20))
+    w = BlockWriter(str(tmp_path), "EPSG:32633", (10.0, 0.0, 0.0, 0.0, -10.0, 0.0), 20, tuple(map(str, range(20))),
+                    "int8", nodata=-128, scales=scales, offsets=offsets)
+    w.write(Block(0, 0, 0, 0, 70, 150), data, np.ones((70, 150), np.uint8))
+    reference = tmp_path / "gdal.tif"
+    with rasterio.open(reference, "w", width=150, height=70, count=20, crs="EPSG:32633",
+                       transform=rasterio.Affine(10, 0, 0, 0, -10, 0),
+                       **block_profile("int8", "zstd", -128, 70, 150, 20)) as dst:
+        dst.descriptions = tuple(map(str, range(20)))
+        dst.scales, dst.offsets = scales, offsets
+        dst.write(data)
+    assert (tmp_path / "block_00000_00000.tif").read_bytes() == reference.read_bytes()
 
 
 def test_many_band_blocks_are_band_interleaved(tmp_path):
