@@ -260,10 +260,12 @@ class BlockWriter:
         # header and rayvit the tiles (fill_tiles)
         fast = (profile["interleave"] == "band" and self.compress in FAST_COMPRESS
                 and profile.get("predictor", 1) in (1, 2) and data.dtype.kind in "iu")
+        if fast:
+            profile = {**profile, "sparse_ok": True}
 
         def write_to(tmp: str) -> None:
             with rasterio.open(tmp, "w", width=block.cols, height=block.rows, count=self.count,
-                               crs=self.crs, transform=transform, **profile, **({"sparse_ok": True} if fast else {})) as dst:
+                               crs=self.crs, transform=transform, **profile) as dst:
                 # tags before pixels: GDAL then writes the IFD once, at the start of the file
                 dst.descriptions = tuple(self.descriptions)
                 if self.colormap:
