@@ -28,9 +28,9 @@ if [ -d "$WHEELS" ]; then
         [ -e "$part" ] || break
         whl=${part%.part-aa}; cat "$whl".part-* > "$whl" && rm "$whl".part-*
     done
-    $PYTHON -m pip install --no-index --find-links "$WHEELS" ray rasterio shapely fsspec psutil tqdm pillow
+    $PYTHON -m pip install --no-index --find-links "$WHEELS" ray rasterio shapely fsspec zstandard psutil tqdm pillow
 fi
-$PYTHON -c "import ray, rasterio, torch, timm; print('device check: ray', ray.__version__, 'rasterio', rasterio.__version__, 'torch', torch.__version__, 'timm', timm.__version__)"
+$PYTHON -c "import ray, rasterio, torch, timm, zstandard; print('device check: ray', ray.__version__, 'rasterio', rasterio.__version__, 'torch', torch.__version__, 'timm', timm.__version__)"
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} RAY_AUTH_MODE=disabled HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0
 $PYTHON -m rayvit.bench.gpu_check --out "$OUT" --tiles "${TILES:-4096}" ${MODELS:+--models "$MODELS"}
 echo "device check: done $(date -u +%FT%TZ)"

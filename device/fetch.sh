@@ -13,7 +13,7 @@ rm -rf device/wheels && mkdir -p device/wheels/all
 # ray (core), rasterio, and what rayvit's encode path imports besides torch/timm, with every
 # dependency of theirs (pip resolves them for the device's Python and platform)
 PKGS=("ray==$(version ray)" "rasterio==$(version rasterio)" "shapely==$(version shapely)"
-      "fsspec==$(version fsspec)" "psutil" "tqdm" "pillow")
+      "fsspec==$(version fsspec)" "zstandard==$(version zstandard)" "psutil" "tqdm" "pillow")
 "$PIP" download --only-binary=:all: --python-version "$PY" --implementation cp \
     --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
     --platform manylinux_2_24_x86_64 --platform manylinux_2_27_x86_64 --platform manylinux_2_12_x86_64 \
