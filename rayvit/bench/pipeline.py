@@ -17,7 +17,9 @@ A last, untimed run per width samples memory: the driver's peak must not grow wi
 At D = 768 float16 the same runs are made with ``--format zarr`` too (where zarr is
 installed): its write tasks' CPU per tile against the GeoTIFF blocks'; and at D = 768 int8 both
 ways: GeoTIFF (float blocks, then the commit's per-band quantisation rewrites them) against
-Zarr (each write task quantises its block per pixel).
+Zarr (each write task quantises its block per pixel). Last, at D = 768 float16, what the two
+codecs at either end cost: ``--compress none`` outputs, the same inputs as zstd GeoTIFFs
+(predictor 2, written once beside them), and both.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ import math
 import os
 import shutil
 import time
+
+import rasterio.shutil
 
 from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 
@@ -44,9 +48,13 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32", "int8"), til
         rasters = {}
         for n in tiles:
             side = math.ceil(math.sqrt(n))
-            rasters[n] = os.path.join(work, f"pipeline_{n}.tif")
-            if not os.path.exists(rasters[n]):
-                make_sample_raster(rasters[n], side * size, side * size, bands=bands, seed=n, dtype="uint16")
+            rasters["deflate", n] = os.path.join(work, f"pipeline_{n}.tif")
+            if not os.path.exists(rasters["deflate", n]):
+                make_sample_raster(rasters["deflate", n], side * size, side * size, bands=bands, seed=n, dtype="uint16")
+            rasters["zstd", n] = os.path.join(work, f"pipeline_{n}_zstd.tif")
+            if not os.path.exists(rasters["zstd", n]):
+                rasterio.shutil.copy(rasters["deflate", n], rasters["zstd", n], driver="GTiff", tiled=True,
+                                     blockxsize=256, blockysize=256, compress="zstd", predictor=2)
         init_ray(address)
         cpus = cluster_resources()[0]
         print(f"bench pipeline: null encoders, {size}x{size} px tiles, {bands} bands uint16, "
@@ -56,36 +64,41 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32", "int8"), til
         except ImportError:
             formats = tuple(f for f in formats if f != "zarr")
 
-        def run(n, d, dtype, memory=False, fmt="gtiff"):
+        def run(n, d, dtype, memory=False, fmt="gtiff", compress="zstd", source="deflate"):
             out = os.path.join(work, "out")
             shutil.rmtree(out, ignore_errors=True)
             wait_encoders_gone()
             with ProcessMonitor(interval=0.2, memory=memory) as mon:
                 t0 = time.perf_counter()
-                r = encode(rasters[n], out, model=f"rayvit_null_d{d}_p16", pretrained=False,
-                           size=size, dtype=dtype, progress=False, address=address, format=fmt)
+                r = encode(rasters[source, n], out, model=f"rayvit_null_d{d}_p16", pretrained=False, size=size,
+                           dtype=dtype, progress=False, address=address, format=fmt, compress=compress)
                 elapsed = time.perf_counter() - t0
             return r, elapsed, mon
 
         run(tiles[0], widths[0], dtypes[0])     # warm-up: one-time imports and Ray workers
         for d in widths:
             both = ("float16", "int8") if d == 768 else ()      # both formats; int8 only at D = 768
-            for dtype, fmt in [(t, f) for t in dtypes if t != "int8" or d == 768
-                               for f in (formats if t in both else ("gtiff",))]:
+            cases = [(t, f, "zstd", "deflate") for t in dtypes if t != "int8" or d == 768
+                     for f in (formats if t in both else ("gtiff",))]
+            if d == 768 and "float16" in dtypes:                # the codecs at either end
+                cases += [("float16", "gtiff", c, i) for c, i in (("none", "deflate"), ("zstd", "zstd"), ("none", "zstd"))]
+            for dtype, fmt, compress, source in cases:
                 runs = []
                 for n in tiles:
-                    r, elapsed, mon = run(n, d, dtype, fmt=fmt)
+                    r, elapsed, mon = run(n, d, dtype, fmt=fmt, compress=compress, source=source)
                     runs.append((r.tiles_encoded, elapsed, mon.cpu_by_role(), mon.machine_cpu_s))
                 (n0, e0, c0, m0), (n1, e1, c1, m1) = runs[0], runs[-1]
                 per_tile = {role: 1000 * (c1[role] - c0[role]) / (n1 - n0) for role in c0}
                 total = sum(per_tile.values())
                 machine = 1000 * (m1 - m0) / (n1 - n0)
-                row = {"width": d, "dtype": dtype, "format": fmt, "ms_per_tile": per_tile,
+                row = {"width": d, "dtype": dtype, "format": fmt, "compress": compress, "input": source,
+                       "ms_per_tile": per_tile,
                        "total_ms_per_tile": total, "machine_ms_per_tile": machine,
                        "tiles_per_s": (n1 - n0) / max(e1 - e0, 1e-9), "elapsed_s": [e0, e1]}
                 rows.append(row)
-                target = (d, dtype, fmt) == (768, "float16", "gtiff")
-                print(f"bench pipeline: D={d} {dtype} {fmt}: {total:.2f} CPU-ms per tile "
+                target = (d, dtype, fmt, compress, source) == (768, "float16", "gtiff", "zstd", "deflate")
+                codecs = "" if (compress, source) == ("zstd", "deflate") else f" (--compress {compress}, {source} input)"
+                print(f"bench pipeline: D={d} {dtype} {fmt}{codecs}: {total:.2f} CPU-ms per tile "
                       + ("(target <= %.1f at D=768 float16) " % TARGET_MS if target else "")
                       + "= " + ", ".join(f"{k} {v:.2f}" for k, v in per_tile.items())
                       + f"; the whole machine (/proc/stat) {machine:.2f}"
