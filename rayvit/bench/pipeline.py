@@ -19,7 +19,8 @@ installed): its write tasks' CPU per tile against the GeoTIFF blocks'; and at D 
 ways: GeoTIFF (float blocks, then the commit's per-band quantisation rewrites them) against
 Zarr (each write task quantises its block per pixel). Last, at D = 768 float16, what the two
 codecs at either end cost: ``--compress none`` outputs, the same inputs as zstd GeoTIFFs
-(predictor 2, written once beside them), and both.
+(predictor 2, written once beside them), and both. The roles include Ray's transport (a task's
+result is copied into the object store by its worker); :func:`transport_ms` prices it apart.
 """
 
 from __future__ import annotations
@@ -34,6 +35,35 @@ import rasterio.shutil
 from .monitor import ProcessMonitor, wait_encoders_gone, workdir
 
 TARGET_MS = 2.0   # all stages together, D = 768, float16: lets 16 cores feed ~8,000 tiles/s
+
+
+def transport_ms(side: int, size: int, bands: int, width: int, dtype: str, repeats: int = 5) -> tuple[float, float]:
+    """CPU-ms per tile of ``ray.put`` (in this process, best of ``repeats``) of a first block's
+    read window (native uint16 pixels + uint8 validity) and of its merged features (``width``
+    bands of ``dtype`` + validity), on a square raster of ``side`` px tiled by ``size``-px tiles
+    with the null encoder's 16-px patches and encode's default blocks: what Ray's object store
+    costs the read tasks and the device actors, whose roles include it."""
+    import numpy as np
+    import ray
+
+    from ..grid import Tiling
+
+    t = Tiling.create(side, side, (size, size), (size, size), (16, 16), None, center=False)
+    task = t.block_task(next(iter(t.blocks())))
+    _, _, rows, cols = task.window
+    b = task.block
+    window = (np.ones((bands, rows, cols), np.uint16), np.ones((rows, cols), np.uint8))
+    features = (np.ones((width, b.rows, b.cols), dtype), np.ones((b.rows, b.cols), np.uint8))
+
+    def best(value) -> float:
+        spent = []
+        for _ in range(repeats):
+            t0 = time.process_time()
+            ref = ray.put(value)
+            spent.append(time.process_time() - t0)
+            del ref
+        return 1000 * min(spent) / task.n_tiles
+    return best(window), best(features)
 
 
 def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32", "int8"), tiles=(1024, 4096), size: int = 224,
@@ -104,6 +134,12 @@ def bench_pipeline(widths=(384, 768), dtypes=("float16", "float32", "int8"), til
                       + f"; the whole machine (/proc/stat) {machine:.2f}"
                       + f"; marginal {row['tiles_per_s']:.0f} tiles/s on {int(cpus)} CPUs "
                       f"({n0} tiles in {e0:.1f} s, {n1} in {e1:.1f} s; {os.path.basename(r.output)})", flush=True)
+            if d == 768 and "float16" in dtypes:
+                window, features = transport_ms(math.ceil(math.sqrt(tiles[-1])) * size, size, bands, d, "float16")
+                rows.append({"width": d, "transport_ms_per_tile": {"window": window, "features": features}})
+                print(f"bench pipeline: D={d} float16: transport (ray.put in the driver, best of 5) of a block's "
+                      f"window {window:.2f} and of its features {features:.2f} CPU-ms per tile (booked above under "
+                      "read tasks and device actors)", flush=True)
             _, _, mem = run(tiles[-1], d, dtypes[0], memory=True)
             rows.append({"width": d, "peak_driver_rss_mb": mem.driver / 2**20})
             print(f"bench pipeline: D={d}: peak driver RSS {mem.driver / 2**20:.0f} MB ({tiles[-1]} tiles, "
