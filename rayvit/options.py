@@ -57,9 +57,12 @@ def add_ray_options(p: argparse.ArgumentParser, s3: bool = True) -> None:
                                              "come from the standard AWS places")
 
 
+FORMATS = ("gtiff", "zarr")    # the products' formats (rayvit.io.writer writes them)
+
+
 def add_format_option(p: argparse.ArgumentParser) -> None:
-    """``--format`` of an analysis stage's raster products (:data:`rayvit.io.writer.FORMATS`)."""
-    p.add_argument("--format", choices=("gtiff", "zarr"), default="gtiff",
+    """``--format`` of an analysis stage's raster products (:data:`FORMATS`)."""
+    p.add_argument("--format", choices=FORMATS, default="gtiff",
                    help="gtiff: GeoTIFF products (one COG each, or blocks + tile index; default); zarr: a Zarr "
                         "v3 store per product (NAME.zarr), one shard per block, for xarray/dask")
 

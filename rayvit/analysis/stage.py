@@ -225,7 +225,7 @@ def run(stage: Stage, source: BlockSource, output: str, model: str | None = None
     """The whole stage (see the module docstring). ``model``: a saved ``model.joblib`` to apply;
     ``format``: ``gtiff`` (GeoTIFF products) or ``zarr`` (a Zarr store per product,
     :mod:`rayvit.io.chunked`)."""
-    from ..io.writer import FORMATS
+    from ..options import FORMATS
     from .. import report
     from ..report.quicklook import quicklook
     from ..runtime import init_ray

@@ -395,7 +395,8 @@ def arguments(p) -> None:
     import argparse
     import textwrap
 
-    from ..io.writer import DTYPES, FORMATS
+    from ..io.writer import DTYPES
+    from ..options import FORMATS
     from ..options import add_ray_options, extent, floats, names, size
     from .merge import MERGERS
     from .plan import DEFAULT_MODEL, NORMALIZE_MODES

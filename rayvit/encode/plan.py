@@ -16,7 +16,8 @@ from ..errors import InputError, RayvitError
 from ..grid import BlockTask, Tiling
 from ..io import storage
 from ..io.mosaic import Grid, Mosaic, Source, crs_name, open_mosaic
-from ..io.writer import DTYPES, FORMATS, SINGLE_FILE_MAX, fingerprint
+from ..io.writer import DTYPES, SINGLE_FILE_MAX, fingerprint
+from ..options import FORMATS
 from . import presets
 from .bands import FILLS, Binding, bind, sensor_names
 from .merge import MERGERS

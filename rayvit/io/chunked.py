@@ -140,15 +140,13 @@ def link_shards(source: str, target: str, time: int) -> int:
     of ``(1, band, y, x)`` with the same inner chunks are the same bytes (the same inner chunks
     in the same order, the same index); so are those of an int8 store's ``(y, x)`` scales and
     ``(1, y, x)``. Returns the shards linked."""
+    return sum(_link_array(os.path.join(source, array, "c"), os.path.join(target, array, "c", str(time)))
+               for array in (ARRAY, SCALES))
+
+
+def _link_array(root: str, dest_root: str) -> int:
     import shutil
 
-    n = 0
-    for array in (ARRAY, SCALES):
-        n += _link_array(os.path.join(source, array, "c"), os.path.join(target, array, "c", str(time)), shutil)
-    return n
-
-
-def _link_array(root: str, dest_root: str, shutil) -> int:
     n = 0
     for dirpath, _, files in os.walk(root):
         for name in filter(str.isdigit, files):     # not a writer's leftover temporary file

@@ -45,7 +45,6 @@ BLOCK_DIR = "blocks"
 MANIFEST = "manifest.jsonl"
 OUR_FILES = (RUN_FILE, BLOCK_DIR, "features.tif", "features.vrt", "features.gti.gpkg", "features.zarr",
              "features.json")
-FORMATS = ("gtiff", "zarr")
 # bytes (uncompressed): a product up to this size is one COG, a larger one blocks + their tile
 # index (encode and analysis alike). The driver re-reads and recompresses a single COG at
 # commit (measured ~4 CPU-ms per tile at D = 768 on one process): fine for small outputs, a
@@ -100,8 +99,8 @@ class ProductWriter:
             raise OutputError(f"--format zarr quantises to int8 with a scale per pixel, not to {self.dtype}; use "
                               "--dtype int8, or --format gtiff for uint8.")
         self.scales: tuple = ()
-        self.uploaded: set[str] = set()     # files (relative to outdir) already in the bucket (readable)
         self.offsets: tuple = ()
+        self.uploaded: set[str] = set()     # files (relative to outdir) already in the bucket (readable)
 
     # ------------------------------------------------------------------ run identity
     def path(self, name: str) -> str:
